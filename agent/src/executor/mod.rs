@@ -1,0 +1,72 @@
+//! Executors run one prepared job: the main script (`before_script` + `script`)
+//! and then, whatever its result, the `after_script`. They own processes or
+//! containers and nothing else: source checkout, artifacts and log shipping are
+//! the job runner's.
+
+pub mod docker;
+pub mod shell;
+
+use futures::future::BoxFuture;
+use osprey_shared::pipeline::{ImageRef, ServiceRef};
+use osprey_shared::JobId;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where job output goes: raw bytes in the order they were written, stdout
+/// and stderr interleaved. The receiver appends them to the job's log spool.
+pub type OutputSink = tokio::sync::mpsc::Sender<bytes::Bytes>;
+
+/// A job ready to run: source checked out, artifacts of dependencies extracted,
+/// variables resolved, scripts generated.
+#[derive(Debug, Clone)]
+pub struct PreparedJob {
+    pub job_id: JobId,
+    pub job_name: String,
+    /// Project name (last path segment of the repository), e.g. for `/builds/<project>`.
+    pub project_name: String,
+    /// Host directory holding the source at the job's commit. The shell
+    /// executor runs there; the Docker executor makes it `CI_PROJECT_DIR`.
+    pub project_dir: PathBuf,
+    /// Environment of the scripts, predefined variables first; later entries win.
+    /// `CI_PROJECT_DIR` here is the host path; the Docker executor overrides it.
+    pub env: Vec<(String, String)>,
+    /// `before_script` + `script`, from [`crate::script::main_script`].
+    pub main_script: String,
+    /// `after_script`, from [`crate::script::after_script`]; `None` when empty.
+    pub after_script: Option<String>,
+    /// Docker executor only.
+    pub image: Option<ImageRef>,
+    pub services: Vec<ServiceRef>,
+    /// The job is stopped and fails with reason `job timeout` after this.
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL on cancel or timeout.
+    pub kill_grace: Duration,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// `exit_code` is the script's exit status when it exited; `reason` is
+    /// `script failure` then, else what went wrong ("image alpine:3 not found", ...).
+    Failed { exit_code: Option<i32>, reason: String },
+    /// Stopped by a cancellation.
+    Canceled,
+    /// Stopped by `timeout`.
+    TimedOut,
+}
+
+/// Runs prepared jobs. Implementations: [`shell::ShellExecutor`], [`docker::DockerExecutor`].
+pub trait Executor: Send + Sync {
+    /// Runs the job to its end. Output goes to `output` as it is produced.
+    /// When `cancel` fires, the job is stopped (SIGTERM, SIGKILL after
+    /// `kill_grace`) and everything it started is removed before this returns
+    /// [`Outcome::Canceled`]. Never panics on bad input; errors become `Failed`.
+    fn run<'a>(
+        &'a self,
+        job: &'a PreparedJob,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Outcome>;
+}

@@ -1,0 +1,13 @@
+//! Compiles `osprey/v1/*.proto` with protox (pure Rust), so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["osprey/v1/agent.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure()
+        .bytes(".osprey.v1.AppendLogRequest.data")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

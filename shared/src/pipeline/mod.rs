@@ -1,0 +1,157 @@
+//! The validated pipeline model: what a `.gitlab-ci.yml` means once parsed,
+//! defaults applied and hidden jobs dropped. Built by [`crate::yaml`]; consumed
+//! by the coordinator's planner. Every value here is already checked.
+
+use serde::{Deserialize, Serialize};
+
+/// The stages GitLab uses when a file has no `stages:`.
+pub const DEFAULT_STAGES: [&str; 5] = [".pre", "build", "test", "deploy", ".post"];
+
+/// The stage of a job without `stage:`.
+pub const DEFAULT_JOB_STAGE: &str = "test";
+
+/// A whole pipeline definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// In run order; always starts with `.pre` and ends with `.post` as in GitLab.
+    pub stages: Vec<String>,
+    /// Global `variables:`, in file order.
+    pub variables: Vec<Variable>,
+    /// Visible jobs in file order (hidden `.name` jobs are not here).
+    pub jobs: Vec<JobDef>,
+}
+
+impl Pipeline {
+    /// Index of a stage in [`Pipeline::stages`].
+    pub fn stage_index(&self, stage: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s == stage)
+    }
+}
+
+/// One job, with `default:` / top-level values already applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDef {
+    pub name: String,
+    pub stage: String,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub tags: Vec<String>,
+    pub allow_failure: bool,
+    pub when: When,
+    /// Job `variables:`, in file order (applied over the global ones).
+    pub variables: Vec<Variable>,
+    pub artifacts: Artifacts,
+    pub image: Option<ImageRef>,
+    pub services: Vec<ServiceRef>,
+    /// `timeout:` in seconds, if the job sets one.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// When a job runs, relative to the result of the earlier stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<When> {
+        match text {
+            "on_success" => Some(When::OnSuccess),
+            "on_failure" => Some(When::OnFailure),
+            "always" => Some(When::Always),
+            _ => None,
+        }
+    }
+}
+
+/// A `KEY: value` pair of `variables:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+}
+
+/// `artifacts:` of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifacts {
+    /// Files, folders and globs relative to the project dir.
+    pub paths: Vec<String>,
+}
+
+/// `image:` as a string or `{name, entrypoint}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub name: String,
+    pub entrypoint: Option<Vec<String>>,
+}
+
+/// One entry of `services:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub name: String,
+    /// As written; `None` means the alias is derived from the image name.
+    pub alias: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub variables: Vec<Variable>,
+}
+
+impl ServiceRef {
+    /// The host name the job reaches the service by. GitLab derives it from the
+    /// image name: tag and digest dropped, `/` becomes `__` (and a second alias
+    /// with `-`); we use the `-` form, which is a valid DNS name.
+    /// `docker:dind` → `docker`, `registry.example.com/team/pg:15` → `registry.example.com-team-pg`.
+    pub fn effective_alias(&self) -> String {
+        if let Some(alias) = &self.alias {
+            return alias.clone();
+        }
+        let without_digest = self.name.split('@').next().unwrap_or(&self.name);
+        // A ':' after the last '/' starts the tag; one before it is a registry port.
+        let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+        let without_tag = match without_digest[last_slash..].find(':') {
+            Some(colon) => &without_digest[..last_slash + colon],
+            None => without_digest,
+        };
+        without_tag.replace('/', "-")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> ServiceRef {
+        ServiceRef {
+            name: name.to_owned(),
+            alias: None,
+            command: None,
+            entrypoint: None,
+            variables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn service_alias_follows_gitlab_derivation() {
+        assert_eq!(service("docker:dind").effective_alias(), "docker");
+        assert_eq!(service("postgres").effective_alias(), "postgres");
+        assert_eq!(
+            service("registry.example.com:5000/team/pg:15").effective_alias(),
+            "registry.example.com:5000-team-pg"
+        );
+        let mut named = service("redis:7");
+        named.alias = Some("cache".into());
+        assert_eq!(named.effective_alias(), "cache");
+    }
+}
