@@ -1,1 +1,36 @@
-fn main() {}
+//! `osprey`, the command line for a coordinator's HTTP API (and a local
+//! `.gitlab-ci.yml` linter). This file only parses arguments, starts the
+//! runtime and turns the outcome into an exit code; the commands live in
+//! [`commands`].
+
+mod args;
+mod client;
+mod commands;
+mod render;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 (clap's default).
+    let args = args::Args::parse();
+    // Before any thread exists (see `render::init_local_offset`).
+    render::init_local_offset();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            client::report_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Command-line arguments (clap derive). Only shapes live here; behaviour is in
+//! [`crate::commands`].
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Command line for an Osprey coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "osprey", version, about)]
+pub struct Args {
+    /// Base URL of the coordinator's HTTP API.
+    #[arg(
+        long,
+        global = true,
+        env = "OSPREY_URL",
+        default_value = "http://127.0.0.1:8710"
+    )]
+    pub url: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, inspect and cancel pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// Print the log of a job, or of every job of a pipeline.
+    Logs(LogsArgs),
+    /// Check a pipeline file locally (no coordinator needed).
+    Lint(LintArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Create a pipeline for a repository and ref.
+    Run(RunArgs),
+    /// Show a pipeline and its jobs.
+    Show(ShowArgs),
+    /// Cancel a pipeline.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RunArgs {
+    /// Local path (made absolute) or URL of the git repository.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch, tag or commit.
+    #[arg(long = "ref")]
+    pub git_ref: String,
+    /// Follow the pipeline until it finishes; exit 0 only on success.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the pipeline as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ShowArgs {
+    pub id: u64,
+    /// Print the pipeline as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct CancelArgs {
+    pub id: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LogsArgs {
+    /// The job whose log to print.
+    #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+    pub job_id: Option<u64>,
+    /// Print the logs of every job of this pipeline, each line prefixed with its job.
+    #[arg(long, value_name = "ID")]
+    pub pipeline: Option<u64>,
+    /// Keep streaming until the job (or every job) has finished.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LintArgs {
+    /// The pipeline file.
+    #[arg(default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+}
