@@ -1,8 +1,32 @@
 //! The `.gitlab-ci.yml` front end: YAML text to a validated [`Pipeline`], or
 //! every error found, each with its file, line and column.
+//!
+//! Layers, bottom up: [`tree`] turns saphyr-parser's events into a located
+//! tree (aliases, merge keys, limits); [`values`] reads the value shapes
+//! keywords share; [`job`] reads jobs and `default:`; this module reads the
+//! top level and assembles the [`Pipeline`]. [`keywords`] lists GitLab's
+//! keywords so that an unsupported one is refused by name, never ignored.
+//!
+//! Osprey accepts a subset of GitLab's language, and every keyword it accepts
+//! means what it means on GitLab. Deliberate differences, all stricter:
+//! duplicate mapping keys are an error (GitLab keeps the last silently), and a
+//! second YAML document is an error.
 
-use crate::pipeline::Pipeline;
+mod duration;
+mod job;
+mod keywords;
+mod tree;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use crate::pipeline::{Pipeline, DEFAULT_STAGES};
+use job::Defaults;
+use keywords::{suggest, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED};
 use std::fmt;
+use tree::{Location, Node};
+use values::{Context, VariablesScope};
 
 /// One problem in a pipeline file, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,17 +41,230 @@ pub struct LintError {
 
 impl fmt::Display for LintError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
 /// Parses and validates a pipeline file. `file` names it in errors.
+///
+/// On failure every error found is returned, sorted by position. Inputs that
+/// are too large once aliases are expanded (more than a million nodes) or
+/// nested more than 128 levels deep are refused with one located error.
 pub fn parse_pipeline(file: &str, text: &str) -> Result<Pipeline, Vec<LintError>> {
-    let _ = text;
-    Err(vec![LintError {
-        file: file.to_owned(),
-        line: 1,
-        column: 1,
-        message: "parser not written yet".to_owned(),
-    }])
+    let mut report = Report::default();
+    let pipeline = match tree::parse(text) {
+        Ok((root, tree_errors)) => {
+            for error in tree_errors {
+                report.error(error.location, error.message);
+            }
+            pipeline(&mut report, root.as_ref())
+        }
+        Err(tree_errors) => {
+            for error in tree_errors {
+                report.error(error.location, error.message);
+            }
+            None
+        }
+    };
+    match pipeline {
+        Some(pipeline) if report.errors.is_empty() => Ok(pipeline),
+        _ => Err(report.finish(file)),
+    }
+}
+
+/// Errors collected over one parse.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    errors: Vec<(Location, String)>,
+}
+
+impl Report {
+    pub(crate) fn error(&mut self, location: Location, message: String) {
+        self.errors.push((location, message));
+    }
+
+    /// Errors so far; lets a reader tell whether a value was reported.
+    pub(crate) fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Sorted by position (stable, so one spot's errors keep their order), with
+    /// exact repeats dropped: a template merged into several jobs can yield
+    /// the same error more than once only if the job name is the same.
+    fn finish(mut self, file: &str) -> Vec<LintError> {
+        self.errors.sort_by_key(|(location, _)| *location);
+        self.errors.dedup();
+        self.errors
+            .into_iter()
+            .map(|(location, message)| LintError {
+                file: file.to_owned(),
+                line: location.line,
+                column: location.column,
+                message,
+            })
+            .collect()
+    }
+}
+
+/// Reads the top level. `None` when there is nothing pipeline-shaped at all.
+fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
+    let Some(root) = root.filter(|node| !node.is_null()) else {
+        report.error(
+            Location::START,
+            "the file is empty: jobs config should contain at least one visible job".to_owned(),
+        );
+        return None;
+    };
+    let Some(entries) = root.as_mapping() else {
+        report.error(
+            root.location,
+            format!(
+                "a pipeline file must be a mapping of keywords and jobs, found {}",
+                root.describe()
+            ),
+        );
+        return None;
+    };
+
+    // Globals first: jobs need the stages and defaults wherever they appear.
+    let global = Context { prefix: "" };
+    let mut stages_node = None;
+    let mut variables = Vec::new();
+    let mut defaults = Defaults::default();
+    let mut default_keys = Vec::new();
+    for (key, value) in entries.iter() {
+        let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        match name {
+            "stages" => stages_node = Some(value),
+            "variables" => {
+                variables = values::variables(report, global, value, VariablesScope::Global);
+            }
+            "default" => (defaults, default_keys) = job::default_section(report, value),
+            _ => {}
+        }
+    }
+    for (key, value) in entries.iter() {
+        let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        if matches!(
+            name,
+            "before_script" | "after_script" | "image" | "services"
+        ) {
+            match default_keys.iter().find(|(k, _)| k == name) {
+                Some((_, at)) => report.error(
+                    key.location,
+                    format!(
+                        "{name} is set both here and in default: (line {}); keep only one",
+                        at.line
+                    ),
+                ),
+                None => defaults.read_global(report, name, value),
+            }
+        }
+    }
+    let errors_before = report.len();
+    let stages = stages(report, stages_node);
+    // A broken `stages:` would make every job's stage look undefined.
+    let stages_valid = report.len() == errors_before;
+
+    let mut jobs = Vec::new();
+    let mut visible = 0usize;
+    for (key, value) in entries.iter() {
+        let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        if GLOBAL_SUPPORTED.contains(&name) {
+            continue;
+        }
+        if GLOBAL_UNSUPPORTED.contains(&name) {
+            report.error(
+                key.location,
+                format!("keyword {name} is not supported by Osprey yet"),
+            );
+            continue;
+        }
+        if name.starts_with('.') {
+            hidden(report, key, name, value);
+            continue;
+        }
+        match value.as_mapping() {
+            Some(body) => {
+                visible += 1;
+                let known = stages_valid.then_some(stages.as_slice());
+                jobs.push(job::job(report, key, name, body, &defaults, known));
+            }
+            None => not_a_job(report, key, name, value),
+        }
+    }
+    if visible == 0 {
+        report.error(
+            root.location,
+            "jobs config should contain at least one visible job".to_owned(),
+        );
+    }
+    Some(Pipeline {
+        stages,
+        variables,
+        jobs,
+    })
+}
+
+/// `stages:` with GitLab's `.pre` first and `.post` last (moved there if
+/// listed elsewhere) and repeats dropped, as GitLab does.
+fn stages(report: &mut Report, node: Option<&Node>) -> Vec<String> {
+    let listed = match node {
+        None => return DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),
+        Some(node) => {
+            values::string_list(report, Context { prefix: "" }, node, "stages").unwrap_or_default()
+        }
+    };
+    let mut stages = vec![".pre".to_owned()];
+    for stage in listed {
+        if stage != ".pre" && stage != ".post" && !stages.contains(&stage) {
+            stages.push(stage);
+        }
+    }
+    stages.push(".post".to_owned());
+    stages
+}
+
+/// Hidden keys (`.name`) are templates for anchors and merges. GitLab only
+/// requires them not to be blank, so anchored script lists are fine too.
+fn hidden(report: &mut Report, key: &Node, name: &str, value: &Node) {
+    let blank = value.is_null()
+        || value.as_mapping().is_some_and(<[_]>::is_empty)
+        || value.as_sequence().is_some_and(<[_]>::is_empty);
+    if blank {
+        report.error(
+            key.location,
+            format!("hidden job {name}: config can't be blank"),
+        );
+    }
+}
+
+/// A top-level key that is no keyword and whose value is not a mapping:
+/// usually a misspelt or misplaced keyword.
+fn not_a_job(report: &mut Report, key: &Node, name: &str, value: &Node) {
+    let global = suggest(
+        name,
+        GLOBAL_SUPPORTED.iter().chain(GLOBAL_UNSUPPORTED).copied(),
+    );
+    let message = if let Some(keyword) = global {
+        format!("unknown top-level keyword {name} (did you mean {keyword}?)")
+    } else if JOB_SUPPORTED.contains(&name) {
+        format!("keyword {name} is not valid at the top level; set it in default: or in each job")
+    } else {
+        format!(
+            "job {name}: config should be a mapping of job keywords, found {}",
+            value.describe()
+        )
+    };
+    report.error(key.location, message);
 }

@@ -1,0 +1,323 @@
+//! One job's mapping to a [`JobDef`], with `default:` applied, and the
+//! `default:` section itself (it shares the job keywords' shapes).
+
+use super::keywords::{
+    classify, did_you_mean, suggest, Classified, ARTIFACTS_UNSUPPORTED, DEFAULT_SUPPORTED,
+    DEFAULT_UNSUPPORTED, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED, JOB_UNSUPPORTED,
+};
+use super::tree::{Node, ScalarKind};
+use super::values::{self, Context, VariablesScope};
+use super::Report;
+use crate::pipeline::{Artifacts, ImageRef, JobDef, ServiceRef, When, DEFAULT_JOB_STAGE};
+
+/// Values from `default:` (or the deprecated top-level forms) that a job
+/// inherits unless it sets its own; a job's own value replaces the default
+/// entirely, as in GitLab.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Defaults {
+    pub before_script: Option<Vec<String>>,
+    pub after_script: Option<Vec<String>>,
+    pub image: Option<ImageRef>,
+    pub services: Option<Vec<ServiceRef>>,
+    pub tags: Option<Vec<String>>,
+    pub timeout_seconds: Option<u64>,
+}
+
+impl Defaults {
+    /// Reads one keyword shared by `default:`, jobs and the top level into
+    /// `self`. Returns false when `key` is not one of them.
+    fn read(&mut self, report: &mut Report, cx: Context, key: &str, value: &Node) -> bool {
+        match key {
+            "before_script" => self.before_script = values::script(report, cx, value, key),
+            "after_script" => self.after_script = values::script(report, cx, value, key),
+            "image" => self.image = values::image(report, cx, value),
+            "services" => self.services = Some(values::services(report, cx, value)),
+            "tags" => self.tags = values::string_list(report, cx, value, key),
+            "timeout" => self.timeout_seconds = values::timeout(report, cx, value),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Reads a deprecated top-level `before_script`, `after_script`, `image`
+    /// or `services`.
+    pub(crate) fn read_global(&mut self, report: &mut Report, key: &str, value: &Node) {
+        self.read(report, Context { prefix: "" }, key, value);
+    }
+}
+
+/// Reads `default:`. The location of each key set is returned so a clash
+/// with a top-level form can point at both.
+pub(crate) fn default_section(
+    report: &mut Report,
+    node: &Node,
+) -> (Defaults, Vec<(String, super::tree::Location)>) {
+    let cx = Context {
+        prefix: "default: ",
+    };
+    let mut defaults = Defaults::default();
+    let mut set = Vec::new();
+    let Some(entries) = node.as_mapping() else {
+        report.error(
+            node.location,
+            format!("default must be a mapping, found {}", node.describe()),
+        );
+        return (defaults, set);
+    };
+    for (key, value) in entries {
+        let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        match classify(name, DEFAULT_SUPPORTED, DEFAULT_UNSUPPORTED) {
+            Classified::Supported => {
+                defaults.read(report, cx, name, value);
+                set.push((name.to_owned(), key.location));
+            }
+            Classified::Unsupported => report.error(
+                key.location,
+                format!("default: keyword {name} is not supported by Osprey yet"),
+            ),
+            Classified::Unknown { suggestion } => report.error(
+                key.location,
+                format!(
+                    "default: unknown keyword {name}{}",
+                    did_you_mean(suggestion)
+                ),
+            ),
+        }
+    }
+    (defaults, set)
+}
+
+/// Validates a visible job. `name_node` is its key (errors about the job as a
+/// whole point there); `stages` is the full list including `.pre`/`.post`,
+/// or `None` when `stages:` itself is invalid (then stages are not checked).
+pub(crate) fn job(
+    report: &mut Report,
+    name_node: &Node,
+    name: &str,
+    body: &[(Node, Node)],
+    defaults: &Defaults,
+    stages: Option<&[String]>,
+) -> JobDef {
+    let prefix = format!("job {name}: ");
+    let cx = Context { prefix: &prefix };
+    let mut own = Defaults::default();
+    let mut job = JobDef {
+        name: name.to_owned(),
+        stage: DEFAULT_JOB_STAGE.to_owned(),
+        before_script: Vec::new(),
+        script: Vec::new(),
+        after_script: Vec::new(),
+        tags: Vec::new(),
+        allow_failure: false,
+        when: When::OnSuccess,
+        variables: Vec::new(),
+        artifacts: Artifacts::default(),
+        image: None,
+        services: Vec::new(),
+        timeout_seconds: None,
+    };
+    let mut has_script = false;
+    let mut stage_node = None;
+    for (key, value) in body {
+        let Some(keyword) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        match classify(keyword, JOB_SUPPORTED, JOB_UNSUPPORTED) {
+            Classified::Supported => {}
+            Classified::Unsupported => {
+                cx.error(
+                    report,
+                    key.location,
+                    format!("keyword {keyword} is not supported by Osprey yet"),
+                );
+                continue;
+            }
+            Classified::Unknown { suggestion } => {
+                cx.error(
+                    report,
+                    key.location,
+                    format!("unknown keyword {keyword}{}", did_you_mean(suggestion)),
+                );
+                continue;
+            }
+        }
+        if own.read(report, cx, keyword, value) {
+            continue;
+        }
+        match keyword {
+            "script" => {
+                has_script = true;
+                let errors_before = report.len();
+                if let Some(lines) = values::script(report, cx, value, "script") {
+                    if lines.is_empty() && report.len() == errors_before {
+                        cx.error(report, value.location, "script must not be empty");
+                    }
+                    job.script = lines;
+                }
+            }
+            "stage" => {
+                if let Some(stage) = values::string(report, cx, value, "stage") {
+                    job.stage = stage;
+                    stage_node = Some(value);
+                }
+            }
+            "allow_failure" => allow_failure(report, cx, value, &mut job),
+            "when" => {
+                if let Some(when) = when(report, cx, value) {
+                    job.when = when;
+                }
+            }
+            "variables" => {
+                job.variables = values::variables(report, cx, value, VariablesScope::Job);
+            }
+            "artifacts" => job.artifacts = artifacts(report, cx, value),
+            // Everything in JOB_SUPPORTED is handled above or by Defaults::read.
+            _ => {}
+        }
+    }
+    if !has_script {
+        let hint = suggest(
+            name,
+            GLOBAL_SUPPORTED.iter().chain(GLOBAL_UNSUPPORTED).copied(),
+        )
+        .map_or_else(String::new, |k| {
+            format!(" (or did you mean the top-level keyword {k}?)")
+        });
+        cx.error(
+            report,
+            name_node.location,
+            format!("script is required{hint}"),
+        );
+    }
+    let stages = stages.unwrap_or_default();
+    if !stages.is_empty() && !stages.contains(&job.stage) {
+        let known = stages.iter().map(String::as_str);
+        let suggestion = did_you_mean(suggest(&job.stage, known));
+        match stage_node {
+            Some(node) => cx.error(
+                report,
+                node.location,
+                format!("stage {} is not defined in stages{suggestion}", job.stage),
+            ),
+            None => cx.error(
+                report,
+                name_node.location,
+                format!(
+                    "the default stage {DEFAULT_JOB_STAGE} is not defined in stages; \
+                     set stage: or add {DEFAULT_JOB_STAGE} to stages"
+                ),
+            ),
+        }
+    }
+    job.before_script = own
+        .before_script
+        .or_else(|| defaults.before_script.clone())
+        .unwrap_or_default();
+    job.after_script = own
+        .after_script
+        .or_else(|| defaults.after_script.clone())
+        .unwrap_or_default();
+    job.image = own.image.or_else(|| defaults.image.clone());
+    job.services = own
+        .services
+        .or_else(|| defaults.services.clone())
+        .unwrap_or_default();
+    job.tags = own
+        .tags
+        .or_else(|| defaults.tags.clone())
+        .unwrap_or_default();
+    job.timeout_seconds = own.timeout_seconds.or(defaults.timeout_seconds);
+    job
+}
+
+fn allow_failure(report: &mut Report, cx: Context, value: &Node, job: &mut JobDef) {
+    if let Some(entries) = value.as_mapping() {
+        for (key, _) in entries {
+            let text = key.as_scalar().map_or("", |s| s.text.as_str());
+            let message = if text == "exit_codes" {
+                "allow_failure:exit_codes is not supported by Osprey yet".to_owned()
+            } else {
+                format!("allow_failure: unknown key {text}")
+            };
+            cx.error(report, key.location, message);
+        }
+        return;
+    }
+    if let Some(allowed) = values::boolean(report, cx, value, "allow_failure") {
+        job.allow_failure = allowed;
+    }
+}
+
+fn when(report: &mut Report, cx: Context, value: &Node) -> Option<When> {
+    let text = values::string(report, cx, value, "when")?;
+    if let Some(when) = When::parse(&text) {
+        return Some(when);
+    }
+    if matches!(text.as_str(), "manual" | "delayed" | "never") {
+        cx.error(
+            report,
+            value.location,
+            format!("when: {text} is not supported by Osprey yet"),
+        );
+    } else {
+        let known = [
+            "on_success",
+            "on_failure",
+            "always",
+            "manual",
+            "delayed",
+            "never",
+        ];
+        cx.error(
+            report,
+            value.location,
+            format!(
+                "when must be on_success, on_failure or always, found {text}{}",
+                did_you_mean(suggest(&text, known))
+            ),
+        );
+    }
+    None
+}
+
+fn artifacts(report: &mut Report, cx: Context, value: &Node) -> Artifacts {
+    let mut artifacts = Artifacts::default();
+    let Some(entries) = value.as_mapping() else {
+        // `artifacts:` with nothing under it is null; GitLab refuses it too.
+        let found = match value.as_scalar().map(|s| s.kind) {
+            Some(ScalarKind::Null) => "nothing".to_owned(),
+            _ => value.describe().to_owned(),
+        };
+        cx.error(
+            report,
+            value.location,
+            format!("artifacts must be a mapping with paths, found {found}"),
+        );
+        return artifacts;
+    };
+    for (key, field) in entries {
+        let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
+            continue;
+        };
+        match classify(name, &["paths"], ARTIFACTS_UNSUPPORTED) {
+            Classified::Supported => {
+                if let Some(paths) = values::string_list(report, cx, field, "artifacts:paths") {
+                    artifacts.paths = paths;
+                }
+            }
+            Classified::Unsupported => cx.error(
+                report,
+                key.location,
+                format!("artifacts:{name} is not supported by Osprey yet"),
+            ),
+            Classified::Unknown { suggestion } => cx.error(
+                report,
+                key.location,
+                format!("artifacts: unknown key {name}{}", did_you_mean(suggestion)),
+            ),
+        }
+    }
+    artifacts
+}
