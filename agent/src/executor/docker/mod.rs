@@ -1,0 +1,346 @@
+//! The Docker executor: runs a job in containers of its image, with its
+//! services beside it, through the local Docker engine (bollard). GitLab
+//! Runner's docker executor is the model.
+//!
+//! One run of a job:
+//! 1. the image is the job's `image:` or the agent's `default_image`
+//!    (`--docker-image`), checked against `allowed_images`, and made present
+//!    under the pull policy (pulls bounded by `pull_timeout_secs`);
+//! 2. a bridge network `osprey-job-<job_id>-<random>` is created (unless
+//!    `network_mode` names one), and the services start on it with their
+//!    alias ([`ServiceRef::effective_alias`]) as network alias; a service that
+//!    fails to create or start, or is no longer running after
+//!    `service_startup_grace_ms`, fails the job;
+//! 3. the main script runs in a container of the job image, then the
+//!    `after_script` in a second one (see [`containers`] for why one
+//!    container per script and how output is ordered);
+//! 4. whatever happened (success, failure, timeout, cancellation), every
+//!    container and the network of the run are stopped (SIGTERM, SIGKILL after
+//!    `kill_grace`) and removed, found by their labels.
+//!
+//! The source: the job's `project_dir` on the host is bind-mounted at
+//! `CI_PROJECT_DIR=/builds/<project_name>`, the working directory of the
+//! scripts. A bind mount names a host path, so the agent must run on the same
+//! host as the engine (not in a container of its own without that path); in
+//! exchange there is no copy in or out, and artifacts are simply files in
+//! `project_dir` once the job ends.
+//!
+//! Everything created carries the labels `osprey.managed=true`,
+//! `osprey.job_id`, `osprey.agent` and `osprey.run`, so that
+//! [`DockerExecutor::reap_orphans`] removes what a crashed agent left behind.
+
+mod config;
+mod containers;
+mod image;
+mod scope;
+
+pub use config::{ConfigError, DockerConfig, MemoryLimit, PullPolicy};
+pub use scope::{LABEL_AGENT, LABEL_JOB_ID, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
+
+use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
+use bollard::Docker;
+use containers::{say, ContainerPlan};
+use futures::future::BoxFuture;
+use globset::GlobSet;
+use osprey_shared::pipeline::ImageRef;
+use scope::JobScope;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+/// Where the job's source is inside its containers.
+pub const BUILDS_DIR: &str = "/builds";
+
+/// Removal after the job may not take longer than the kill grace plus this.
+const CLEANUP_SLACK: Duration = Duration::from_secs(30);
+
+/// Why the Docker executor cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(#[source] bollard::errors::Error),
+    #[error("docker engine call failed: {0}")]
+    Engine(#[source] bollard::errors::Error),
+}
+
+/// Runs jobs in Docker containers. Cheap to share: one per agent.
+pub struct DockerExecutor {
+    config: DockerConfig,
+    allowed_images: Option<GlobSet>,
+    agent_name: String,
+    /// Connected but not yet version-negotiated client.
+    unversioned: Docker,
+    /// The client once it speaks the engine's API version (engine 20.10 is at
+    /// 1.41, older than bollard's default, and refuses newer clients).
+    docker: OnceCell<Docker>,
+}
+
+impl DockerExecutor {
+    /// Validates `config` and connects to the local engine (`DOCKER_HOST` or
+    /// the default socket). The engine is first spoken to on first use; call
+    /// [`DockerExecutor::check_engine`] to find out at start-up.
+    pub fn new(config: DockerConfig) -> Result<Self, DockerError> {
+        config.validate()?;
+        let allowed_images = config.allowed_images_matcher()?;
+        let unversioned =
+            Docker::connect_with_local_defaults().map_err(DockerError::Unreachable)?;
+        Ok(Self {
+            config,
+            allowed_images,
+            agent_name: "osprey-agent".to_owned(),
+            unversioned,
+            docker: OnceCell::new(),
+        })
+    }
+
+    /// Names the agent in the `osprey.agent` label (default `osprey-agent`);
+    /// [`DockerExecutor::reap_orphans`] is called with the same name.
+    pub fn with_agent_name(mut self, agent_name: impl Into<String>) -> Self {
+        self.agent_name = agent_name.into();
+        self
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    async fn docker(&self) -> Result<&Docker, DockerError> {
+        self.docker
+            .get_or_try_init(|| async {
+                self.unversioned
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(DockerError::Unreachable)
+            })
+            .await
+    }
+
+    /// Asks the engine for its version: an error says it cannot be used.
+    pub async fn check_engine(&self) -> Result<String, DockerError> {
+        let docker = self.docker().await?;
+        let version = docker.version().await.map_err(DockerError::Unreachable)?;
+        Ok(version.version.unwrap_or_else(|| "unknown".to_owned()))
+    }
+
+    /// Removes every container and network labelled with `agent_name` (jobs of
+    /// an earlier run of this agent that crashed). Call before taking jobs.
+    /// Returns how many containers and networks were removed.
+    pub async fn reap_orphans(&self, agent_name: &str) -> Result<(usize, usize), DockerError> {
+        let docker = self.docker().await?;
+        let (containers, networks) = scope::reap(docker, agent_name)
+            .await
+            .map_err(DockerError::Engine)?;
+        if containers + networks > 0 {
+            tracing::info!(
+                agent = agent_name,
+                containers,
+                networks,
+                "removed docker resources left by an earlier run"
+            );
+        }
+        Ok((containers, networks))
+    }
+
+    async fn run_job(
+        &self,
+        job: &PreparedJob,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> Outcome {
+        let docker = match self.docker().await {
+            Ok(docker) => docker,
+            Err(error) => return failed(error.to_string()),
+        };
+        let scope = JobScope::new(job.job_id, &self.agent_name);
+        tracing::info!(job_id = %job.job_id, run = %scope.run_id, "docker job starting");
+        let outcome = tokio::select! {
+            outcome = self.execute(docker, &scope, job, &output) => outcome,
+            () = cancel.cancelled() => Outcome::Canceled,
+            () = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
+        };
+        let cleanup_limit = job.kill_grace + CLEANUP_SLACK;
+        if tokio::time::timeout(cleanup_limit, scope.cleanup(docker, job.kill_grace))
+            .await
+            .is_err()
+        {
+            tracing::warn!(job_id = %job.job_id, run = %scope.run_id, "docker cleanup did not finish; reap_orphans will retry at the next start");
+        }
+        tracing::info!(job_id = %job.job_id, outcome = ?outcome, "docker job finished");
+        outcome
+    }
+
+    /// Everything up to the job's result; cleanup is the caller's.
+    async fn execute(
+        &self,
+        docker: &Docker,
+        scope: &JobScope,
+        job: &PreparedJob,
+        output: &OutputSink,
+    ) -> Outcome {
+        let image = match self.job_image(job) {
+            Ok(image) => image,
+            Err(reason) => return failed(reason),
+        };
+        say(output, format!("Using docker image {}\n", image.name)).await;
+        let pull_timeout = self.config.pull_timeout();
+        if let Err(reason) =
+            image::ensure_image(docker, &image.name, self.config.pull_policy, pull_timeout).await
+        {
+            return failed(reason);
+        }
+        for service in &job.services {
+            if let Err(reason) =
+                image::ensure_image(docker, &service.name, self.config.pull_policy, pull_timeout)
+                    .await
+            {
+                return failed(format!(
+                    "service {} failed to start: {reason}",
+                    service.name
+                ));
+            }
+        }
+        let (network, aliases) = match &self.config.network_mode {
+            Some(mode) => (mode.clone(), is_user_defined_network(mode)),
+            None => match scope.create_network(docker).await {
+                Ok(name) => (name, true),
+                Err(reason) => return failed(reason),
+            },
+        };
+        let project_dir = format!("{BUILDS_DIR}/{}", project_dir_name(&job.project_name));
+        let mut env = job.env.clone();
+        env.push(("CI_PROJECT_DIR".to_owned(), project_dir.clone()));
+        env.push(("CI_BUILDS_DIR".to_owned(), BUILDS_DIR.to_owned()));
+        let plan = ContainerPlan {
+            docker,
+            config: &self.config,
+            scope,
+            network,
+            aliases,
+            image,
+            env,
+            project_dir,
+            host_project_dir: job.project_dir.display().to_string(),
+        };
+        if let Err(reason) = plan.start_services(&job.services, output).await {
+            return failed(reason);
+        }
+        let outcome = match plan
+            .run_script("step_script", &job.main_script, output)
+            .await
+        {
+            Ok(0) => Outcome::Success,
+            Ok(code) => Outcome::Failed {
+                exit_code: Some(i32::try_from(code).unwrap_or(-1)),
+                reason: "script failure".to_owned(),
+            },
+            Err(reason) => return failed(reason),
+        };
+        if let Some(after_script) = &job.after_script {
+            say(output, "Running after_script\n".to_owned()).await;
+            // As GitLab: the after_script's own result never changes the job's.
+            match plan.run_script("after_script", after_script, output).await {
+                Ok(0) => {}
+                Ok(code) => {
+                    say(
+                        output,
+                        format!("after_script failed with exit code {code}\n"),
+                    )
+                    .await;
+                }
+                Err(reason) => say(output, format!("after_script not run: {reason}\n")).await,
+            }
+        }
+        outcome
+    }
+
+    fn job_image(&self, job: &PreparedJob) -> Result<ImageRef, String> {
+        let image = match (&job.image, &self.config.default_image) {
+            (Some(image), _) => image.clone(),
+            (None, Some(name)) => ImageRef {
+                name: name.clone(),
+                entrypoint: None,
+            },
+            (None, None) => {
+                return Err(
+                    "no image: the job names none and the agent has no --docker-image".to_owned(),
+                )
+            }
+        };
+        if let Some(allowed) = &self.allowed_images {
+            if !allowed.is_match(&image.name) {
+                return Err(format!(
+                    "image {} is not allowed: it matches none of the agent's allowed_images ({})",
+                    image.name,
+                    self.config.allowed_images.join(", ")
+                ));
+            }
+        }
+        Ok(image)
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn run<'a>(
+        &'a self,
+        job: &'a PreparedJob,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.run_job(job, output, cancel))
+    }
+}
+
+fn failed(reason: String) -> Outcome {
+    Outcome::Failed {
+        exit_code: None,
+        reason,
+    }
+}
+
+/// Whether services can get a network alias on `mode` (only on user-defined networks).
+fn is_user_defined_network(mode: &str) -> bool {
+    !matches!(mode, "host" | "bridge" | "none" | "default") && !mode.starts_with("container:")
+}
+
+/// The last path segment of `/builds/<name>`: never empty, `.`/`..` or with a `/`.
+fn project_dir_name(project_name: &str) -> String {
+    let name: String = project_name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c == ':' {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if name.is_empty() || name == "." || name == ".." {
+        "project".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_become_one_path_segment() {
+        assert_eq!(project_dir_name("osprey"), "osprey");
+        assert_eq!(project_dir_name("a/b"), "a-b");
+        assert_eq!(project_dir_name(".."), "project");
+        assert_eq!(project_dir_name(""), "project");
+    }
+
+    #[test]
+    fn only_named_networks_take_aliases() {
+        assert!(is_user_defined_network("ci-net"));
+        assert!(!is_user_defined_network("host"));
+        assert!(!is_user_defined_network("container:abc"));
+    }
+}
