@@ -1,1 +1,19 @@
-//! Test harness.
+//! Harness for Osprey's end-to-end tests: real `osprey-coordinator`,
+//! `osprey-agent` and `osprey` processes on loopback (so they can be killed
+//! with SIGKILL), real git repositories in temp dirs, a typed client over the
+//! HTTP API, and helpers that wait for states instead of sleeping.
+//!
+//! The binaries must be built first: `cargo build --workspace --bins`.
+
+pub mod api;
+pub mod bins;
+pub mod cli;
+pub mod cluster;
+pub mod git;
+pub mod procs;
+pub mod wait;
+
+pub use api::{ApiClient, ApiError, JobTimes, PipelineExt};
+pub use cluster::{Agent, AgentOpts, Coordinator, CoordinatorOpts, TestCluster};
+pub use git::TestRepo;
+pub use wait::wait_for;

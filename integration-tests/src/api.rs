@@ -1,0 +1,225 @@
+//! A small typed client over the coordinator's HTTP API, returning the
+//! `osprey_shared::api` types. Errors are values (tests assert on 422s and
+//! ride out a restarting coordinator); the wait helpers are in [`crate::wait`].
+
+use osprey_shared::api::{AgentView, CreatePipeline, ErrorBody, JobView, PipelineView};
+use osprey_shared::{JobId, PipelineId};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A failed API call.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No HTTP answer (refused, reset, timeout).
+    Transport(reqwest::Error),
+    /// An answer with an error status.
+    Status { status: u16, body: String },
+    /// An answer whose body is not the expected JSON.
+    Decode { body: String, error: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            ApiError::Transport(_) | ApiError::Decode { .. } => None,
+        }
+    }
+
+    /// The `ErrorBody` of an error answer, when it has one.
+    pub fn error_body(&self) -> Option<ErrorBody> {
+        match self {
+            ApiError::Status { body, .. } => serde_json::from_str(body).ok(),
+            ApiError::Transport(_) | ApiError::Decode { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Transport(error) => write!(f, "transport error: {error:?}"),
+            ApiError::Status { status, body } => write!(f, "HTTP {status}: {body}"),
+            ApiError::Decode { body, error } => write!(f, "bad JSON ({error}): {body}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Client of one coordinator's HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+    /// Appended to the panic messages of wait helpers (the cluster's temp dir).
+    context: Arc<str>,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str) -> Self {
+        Self::with_context(base_url, "")
+    }
+
+    /// `context` is added to wait failures, e.g. where process output is kept.
+    pub fn with_context(base_url: &str, context: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("build the HTTP client");
+        Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            context: context.into(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    pub async fn healthz(&self) -> Result<String, ApiError> {
+        let response = self.send(self.http.get(self.url("/healthz"))).await?;
+        response.text().await.map_err(ApiError::Transport)
+    }
+
+    pub async fn create_pipeline(
+        &self,
+        repo: &str,
+        git_ref: &str,
+    ) -> Result<PipelineView, ApiError> {
+        let body = CreatePipeline {
+            repo: repo.to_owned(),
+            git_ref: git_ref.to_owned(),
+        };
+        let request = self.http.post(self.url("/api/v1/pipelines")).json(&body);
+        json(self.send(request).await?).await
+    }
+
+    pub async fn pipeline(&self, id: PipelineId) -> Result<PipelineView, ApiError> {
+        let request = self.http.get(self.url(&format!("/api/v1/pipelines/{id}")));
+        json(self.send(request).await?).await
+    }
+
+    pub async fn cancel(&self, id: PipelineId) -> Result<PipelineView, ApiError> {
+        let request = self
+            .http
+            .post(self.url(&format!("/api/v1/pipelines/{id}/cancel")));
+        json(self.send(request).await?).await
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<JobView, ApiError> {
+        let request = self.http.get(self.url(&format!("/api/v1/jobs/{id}")));
+        json(self.send(request).await?).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentView>, ApiError> {
+        json(self.send(self.http.get(self.url("/api/v1/agents"))).await?).await
+    }
+
+    /// The stored log bytes of a job from `offset` to the current end.
+    pub async fn job_log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, ApiError> {
+        let request = self
+            .http
+            .get(self.url(&format!("/api/v1/jobs/{id}/log?offset={offset}")));
+        let response = self.send(request).await?;
+        let bytes = response.bytes().await.map_err(ApiError::Transport)?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The whole stored log of a job.
+    pub async fn job_log(&self, id: JobId) -> Result<Vec<u8>, ApiError> {
+        self.job_log_from(id, 0).await
+    }
+
+    /// Starts following a job's log from `offset`; read the body with
+    /// `Response::chunk` until it ends (once the job has finished).
+    pub async fn follow_log(&self, id: JobId, offset: u64) -> Result<reqwest::Response, ApiError> {
+        let request = self.http.get(self.url(&format!(
+            "/api/v1/jobs/{id}/log?offset={offset}&follow=true"
+        )));
+        self.send(request).await
+    }
+
+    /// Follows a job's log until the body ends; returns every byte received.
+    pub async fn follow_log_to_end(&self, id: JobId) -> Result<Vec<u8>, ApiError> {
+        let mut response = self.follow_log(id, 0).await?;
+        let mut log = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(ApiError::Transport)? {
+            log.extend_from_slice(&chunk);
+        }
+        Ok(log)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let response = request.send().await.map_err(ApiError::Transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(ApiError::Status {
+            status: status.as_u16(),
+            body,
+        })
+    }
+}
+
+async fn json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ApiError> {
+    let body = response.text().await.map_err(ApiError::Transport)?;
+    serde_json::from_str(&body).map_err(|error| ApiError::Decode {
+        body,
+        error: error.to_string(),
+    })
+}
+
+/// Looking up jobs of a pipeline by name.
+pub trait PipelineExt {
+    /// The job called `name`; panics listing the jobs when there is none.
+    fn job(&self, name: &str) -> &JobView;
+}
+
+impl PipelineExt for PipelineView {
+    fn job(&self, name: &str) -> &JobView {
+        self.jobs
+            .iter()
+            .find(|job| job.name == name)
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = self.jobs.iter().map(|job| job.name.as_str()).collect();
+                panic!("pipeline {} has no job {name:?}; jobs: {names:?}", self.id)
+            })
+    }
+}
+
+/// Parsed `started_at` / `finished_at` of a job.
+pub trait JobTimes {
+    fn started(&self) -> OffsetDateTime;
+    fn finished(&self) -> OffsetDateTime;
+}
+
+impl JobTimes for JobView {
+    fn started(&self) -> OffsetDateTime {
+        parse_time(&self.name, "started_at", self.started_at.as_deref())
+    }
+
+    fn finished(&self) -> OffsetDateTime {
+        parse_time(&self.name, "finished_at", self.finished_at.as_deref())
+    }
+}
+
+fn parse_time(job: &str, field: &str, value: Option<&str>) -> OffsetDateTime {
+    let value = value.unwrap_or_else(|| panic!("job {job} has no {field}"));
+    OffsetDateTime::parse(value, &Rfc3339)
+        .unwrap_or_else(|error| panic!("job {job}: {field} {value:?} is not RFC 3339: {error}"))
+}

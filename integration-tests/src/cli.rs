@@ -1,0 +1,58 @@
+//! Runs the `osprey` binary as a user would, capturing its output.
+
+use crate::bins::binary;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+/// What one `osprey` run printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `osprey --url URL ARGS...` (no `--url` when `url` is `None`) in
+/// `cwd`, killing it after `timeout`.
+pub async fn osprey(
+    url: Option<&str>,
+    args: &[&str],
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> CliOutput {
+    let mut command = tokio::process::Command::new(binary("osprey"));
+    if let Some(url) = url {
+        command.args(["--url", url]);
+    }
+    command
+        .args(args)
+        .env_remove("OSPREY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let child = command.spawn().expect("spawn osprey");
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("osprey {args:?} did not finish within {timeout:?}"))
+        .expect("wait for osprey");
+    CliOutput {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

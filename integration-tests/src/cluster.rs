@@ -1,0 +1,562 @@
+//! Real coordinator and agent processes on loopback, in one temp dir per test.
+//!
+//! Processes are children of the test (so `kill9` is a real SIGKILL) and are
+//! killed when their handle drops. Their stdout and stderr go to files in the
+//! temp dir; when a test panics the files are printed and the dir is kept
+//! (its path is printed and is part of every wait helper's panic message).
+
+use crate::api::ApiClient;
+use crate::bins::binary;
+use crate::wait::wait_for;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// The registration token every test coordinator accepts.
+pub const REGISTRATION_TOKEN: &str = "osprey-test-registration-token";
+
+/// How long a process gets to print its `listening on` line or to connect.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of each output file is printed when a test fails.
+const DUMP_BYTES: u64 = 24 * 1024;
+
+/// The temp dir of one test; kept (not removed) when the test panics.
+struct Root {
+    dir: Option<TempDir>,
+    path: PathBuf,
+}
+
+impl Root {
+    fn new() -> Arc<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("osprey-test-")
+            .tempdir()
+            .expect("create the test's temp dir");
+        let path = dir.path().to_path_buf();
+        Arc::new(Self {
+            dir: Some(dir),
+            path,
+        })
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("test files kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// One child process with its output captured to `<label>.stdout` / `.stderr`.
+struct Process {
+    label: String,
+    child: Option<Child>,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Process {
+    /// Spawns `command`; the receiver gets the text after `listening on ` in
+    /// the first stdout line holding it (dropped if the process exits first).
+    fn spawn(label: &str, mut command: Command, dir: &Path) -> (Self, oneshot::Receiver<String>) {
+        let stdout_path = dir.join(format!("{label}.stdout"));
+        let stderr_path = dir.join(format!("{label}.stderr"));
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|error| panic!("open {}: {error}", path.display()))
+        };
+        let mut stdout_file = open(&stdout_path);
+        let stderr_file = open(&stderr_path);
+        let _ = writeln!(&stderr_file, "--- start: {command:?}");
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr_file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {label}: {error}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready, ready_receiver) = oneshot::channel();
+        // Copies stdout to its file and spots the readiness line; ends at EOF,
+        // i.e. when the process exits.
+        std::thread::Builder::new()
+            .name(format!("{label}-stdout"))
+            .spawn(move || {
+                let mut ready = Some(ready);
+                let mut reader = BufReader::new(stdout);
+                let mut line = Vec::new();
+                while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    let _ = stdout_file.write_all(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    if let Some((_, rest)) = text.split_once("listening on ") {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(rest.trim().to_owned());
+                        }
+                    }
+                    line.clear();
+                }
+            })
+            .expect("spawn the stdout copier");
+        let process = Self {
+            label: label.to_owned(),
+            child: Some(child),
+            stdout_path,
+            stderr_path,
+        };
+        (process, ready_receiver)
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .map(|child| Pid::from_raw(child.id() as i32))
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            kill(pid, signal).unwrap_or_else(|error| panic!("{signal} to {}: {error}", self.label));
+        }
+    }
+
+    /// The exit status once the process has exited (after a signal, say).
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let label = self.label.clone();
+        let child = self.child.as_mut().expect("the process was started");
+        let status = wait_for(&format!("{label} to exit"), timeout, || {
+            let polled = child.try_wait();
+            async move {
+                match polled {
+                    Ok(Some(status)) => Ok(status),
+                    Ok(None) => Err("still running".to_owned()),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    fn dump(&self) {
+        for path in [&self.stdout_path, &self.stderr_path] {
+            eprintln!("===== {} =====", path.display());
+            eprintln!("{}", read_tail(path, DUMP_BYTES));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        self.kill9();
+    }
+}
+
+fn read_tail(path: &Path, max: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return "(missing)".to_owned();
+    };
+    let len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Flags of a test coordinator. Defaults are short so failures show fast.
+#[derive(Debug, Clone)]
+pub struct CoordinatorOpts {
+    pub lease_ttl_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub offer_timeout_ms: Option<u64>,
+    pub max_log_bytes: Option<u64>,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for CoordinatorOpts {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 3000,
+            heartbeat_interval_ms: 500,
+            offer_timeout_ms: None,
+            max_log_bytes: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running `osprey-coordinator serve` with its own data dir.
+pub struct Coordinator {
+    process: Process,
+    root: Arc<Root>,
+    data_dir: PathBuf,
+    addr: SocketAddr,
+    opts: CoordinatorOpts,
+    api: ApiClient,
+}
+
+impl Coordinator {
+    /// Starts on a free loopback port; returns once `/healthz` answers.
+    pub async fn start(opts: CoordinatorOpts) -> Self {
+        let root = Root::new();
+        let data_dir = root.path.join("coordinator-data");
+        std::fs::create_dir_all(&data_dir).expect("create the coordinator's data dir");
+        let (process, addr) = launch(&root, &data_dir, "127.0.0.1:0", &opts).await;
+        let context = format!("test dir {}", root.path.display());
+        let api = ApiClient::with_context(&format!("http://{addr}"), &context);
+        let coordinator = Self {
+            process,
+            root,
+            data_dir,
+            addr,
+            opts,
+            api,
+        };
+        coordinator.wait_healthy().await;
+        coordinator
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for agents and the CLI.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn api(&self) -> ApiClient {
+        self.api.clone()
+    }
+
+    pub fn registration_token(&self) -> &str {
+        REGISTRATION_TOKEN
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The test's temp dir (process output, agent work dirs, scratch files).
+    pub fn dir(&self) -> &Path {
+        &self.root.path
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// SIGTERM (graceful shutdown); see [`Coordinator::wait_exit`].
+    pub fn sigterm(&self) {
+        self.process.signal(Signal::SIGTERM);
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.process.wait_exit(timeout).await
+    }
+
+    /// Starts the coordinator again on the same port and data dir (killing it
+    /// first if it still runs); returns once `/healthz` answers.
+    pub async fn restart(&mut self) {
+        self.process.kill9();
+        let listen = self.addr.to_string();
+        let (process, addr) = launch(&self.root, &self.data_dir, &listen, &self.opts).await;
+        assert_eq!(addr, self.addr, "the restarted coordinator moved");
+        self.process = process;
+        self.wait_healthy().await;
+    }
+
+    async fn wait_healthy(&self) {
+        let api = &self.api;
+        wait_for("the coordinator's /healthz", START_TIMEOUT, || async {
+            api.healthz().await.map_err(|error| error.to_string())
+        })
+        .await;
+    }
+}
+
+/// Spawns the coordinator and waits for its `listening on ADDR` line. Retries
+/// a few times when the process exits first (the old port may be held
+/// briefly after a kill).
+async fn launch(
+    root: &Root,
+    data_dir: &Path,
+    listen: &str,
+    opts: &CoordinatorOpts,
+) -> (Process, SocketAddr) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut command = Command::new(binary("osprey-coordinator"));
+        command
+            .arg("serve")
+            .args(["--listen", listen])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--registration-token", REGISTRATION_TOKEN])
+            .args(["--lease-ttl-ms", &opts.lease_ttl_ms.to_string()])
+            .args([
+                "--heartbeat-interval-ms",
+                &opts.heartbeat_interval_ms.to_string(),
+            ]);
+        if let Some(timeout) = opts.offer_timeout_ms {
+            command.args(["--offer-timeout-ms", &timeout.to_string()]);
+        }
+        if let Some(max) = opts.max_log_bytes {
+            command.args(["--max-log-bytes", &max.to_string()]);
+        }
+        command.args(&opts.extra_args);
+        let (process, ready) = Process::spawn("coordinator", command, &root.path);
+        match tokio::time::timeout(START_TIMEOUT, ready).await {
+            Ok(Ok(addr)) => {
+                let addr = addr.parse().unwrap_or_else(|error| {
+                    panic!("coordinator printed an unparsable address {addr:?}: {error}")
+                });
+                return (process, addr);
+            }
+            Ok(Err(_exited)) if attempts < 5 => {
+                drop(process);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(Err(_exited)) => panic!(
+                "the coordinator exited before printing `listening on` (test dir {}): {}",
+                root.path.display(),
+                read_tail(&process.stderr_path, DUMP_BYTES)
+            ),
+            Err(_) => panic!(
+                "the coordinator printed no `listening on` line within {START_TIMEOUT:?} (test dir {}): {}",
+                root.path.display(),
+                read_tail(&process.stderr_path, DUMP_BYTES)
+            ),
+        }
+    }
+}
+
+/// Flags of a test agent.
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub concurrency: u32,
+    pub executor: String,
+    pub extra_args: Vec<String>,
+}
+
+impl AgentOpts {
+    /// A shell agent without tags, concurrency 1.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            tags: Vec::new(),
+            run_untagged: false,
+            concurrency: 1,
+            executor: "shell".to_owned(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+        self
+    }
+
+    pub fn run_untagged(mut self) -> Self {
+        self.run_untagged = true;
+        self
+    }
+
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
+impl Default for AgentOpts {
+    fn default() -> Self {
+        Self::named("agent-1")
+    }
+}
+
+/// A running `osprey-agent run`, with its own work dir in the test's dir.
+pub struct Agent {
+    process: Process,
+    name: String,
+    work_dir: PathBuf,
+    _root: Arc<Root>,
+}
+
+impl Agent {
+    /// Starts the agent; returns once the coordinator lists it as connected.
+    pub async fn start(coordinator: &Coordinator, opts: AgentOpts) -> Self {
+        let root = coordinator.root.clone();
+        let work_dir = root.path.join("agents").join(&opts.name);
+        std::fs::create_dir_all(&work_dir).expect("create the agent's work dir");
+        let mut command = Command::new(binary("osprey-agent"));
+        command
+            .arg("run")
+            .args(["--url", &coordinator.url()])
+            .args(["--registration-token", REGISTRATION_TOKEN])
+            .args(["--name", &opts.name])
+            .args(["--executor", &opts.executor])
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .arg("--work-dir")
+            .arg(&work_dir);
+        if !opts.tags.is_empty() {
+            command.args(["--tags", &opts.tags.join(",")]);
+        }
+        if opts.run_untagged {
+            command.arg("--run-untagged");
+        }
+        command.args(&opts.extra_args);
+        let label = format!("agent-{}", opts.name);
+        let (process, _ready) = Process::spawn(&label, command, &root.path);
+        let agent = Self {
+            process,
+            name: opts.name,
+            work_dir,
+            _root: root,
+        };
+        agent.wait_connected(&coordinator.api()).await;
+        agent
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// SIGKILL: the agent's job processes are left behind, as on a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// SIGTERM (graceful shutdown); see [`Agent::wait_exit`].
+    pub fn sigterm(&self) {
+        self.process.signal(Signal::SIGTERM);
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.process.wait_exit(timeout).await
+    }
+
+    /// Waits until `GET /api/v1/agents` lists this agent as connected.
+    pub async fn wait_connected(&self, api: &ApiClient) {
+        let what = format!("agent {} to connect [{}]", self.name, api.context());
+        wait_for(&what, START_TIMEOUT, || async {
+            match api.agents().await {
+                Ok(agents) if agents.iter().any(|a| a.name == self.name && a.connected) => Ok(()),
+                Ok(agents) => Err(format!("{agents:?}")),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+        .await;
+    }
+}
+
+/// A coordinator and its agents. Agents drop (are killed) first.
+pub struct TestCluster {
+    pub agents: Vec<Agent>,
+    pub coordinator: Coordinator,
+    pub api: ApiClient,
+}
+
+impl TestCluster {
+    pub fn builder() -> TestClusterBuilder {
+        TestClusterBuilder::default()
+    }
+
+    /// The agent called `name`.
+    pub fn agent(&mut self, name: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .find(|agent| agent.name == name)
+            .unwrap_or_else(|| panic!("no agent {name:?} in the cluster"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.coordinator.dir()
+    }
+}
+
+/// Builds a [`TestCluster`]: `TestCluster::builder().agents(2).start().await`.
+#[derive(Debug, Default)]
+pub struct TestClusterBuilder {
+    coordinator: CoordinatorOpts,
+    agents: Vec<AgentOpts>,
+    concurrency: Option<u32>,
+}
+
+impl TestClusterBuilder {
+    /// Adds `count` untagged shell agents named `agent-1`, `agent-2`, ...
+    pub fn agents(mut self, count: usize) -> Self {
+        let first = self.agents.len() + 1;
+        for index in first..first + count {
+            self.agents
+                .push(AgentOpts::named(&format!("agent-{index}")));
+        }
+        self
+    }
+
+    /// Adds one agent as described.
+    pub fn agent(mut self, opts: AgentOpts) -> Self {
+        self.agents.push(opts);
+        self
+    }
+
+    /// Sets the concurrency of every agent.
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    pub fn coordinator(mut self, opts: CoordinatorOpts) -> Self {
+        self.coordinator = opts;
+        self
+    }
+
+    pub async fn start(self) -> TestCluster {
+        let coordinator = Coordinator::start(self.coordinator).await;
+        let mut agents = Vec::new();
+        for mut opts in self.agents {
+            if let Some(concurrency) = self.concurrency {
+                opts.concurrency = concurrency;
+            }
+            agents.push(Agent::start(&coordinator, opts).await);
+        }
+        TestCluster {
+            api: coordinator.api(),
+            agents,
+            coordinator,
+        }
+    }
+}
