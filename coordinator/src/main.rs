@@ -1,1 +1,41 @@
-fn main() {}
+//! `osprey-coordinator`: parses the command line, sets up tracing and
+//! signals, binds the listener and hands over to [`osprey_coordinator::server::run`].
+
+use clap::Parser;
+use osprey_coordinator::config::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Serve(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let config = args.validate(listener.local_addr()?)?;
+            let shutdown = CancellationToken::new();
+            let signal_token = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested");
+                signal_token.cancel();
+            });
+            osprey_coordinator::server::run(config, listener, shutdown).await
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

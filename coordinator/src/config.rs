@@ -1,0 +1,105 @@
+//! Command line and configuration of `osprey-coordinator`, validated once.
+
+use crate::core::CoreSettings;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "osprey-coordinator",
+    version,
+    about = "The Osprey CI coordinator"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC for agents and the HTTP API on one port.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "OSPREY_LISTEN", default_value = "127.0.0.1:8710")]
+    pub listen: SocketAddr,
+    /// Where the SQLite database and artifacts live.
+    #[arg(long, env = "OSPREY_DATA_DIR", default_value = "./osprey-data")]
+    pub data_dir: PathBuf,
+    /// Secret agents present to register.
+    #[arg(long, env = "OSPREY_REGISTRATION_TOKEN")]
+    pub registration_token: String,
+    /// A running job whose agent is silent this long fails with `agent lost`.
+    #[arg(long, env = "OSPREY_LEASE_TTL_MS", default_value_t = 30_000)]
+    pub lease_ttl_ms: u64,
+    /// How often agents send heartbeats.
+    #[arg(long, env = "OSPREY_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000)]
+    pub heartbeat_interval_ms: u64,
+    /// An offer not accepted within this goes back to the queue.
+    #[arg(long, env = "OSPREY_OFFER_TIMEOUT_MS", default_value_t = 5_000)]
+    pub offer_timeout_ms: u64,
+    /// Largest log of one job; output past it is refused.
+    #[arg(long, env = "OSPREY_MAX_LOG_BYTES", default_value_t = 64 << 20)]
+    pub max_log_bytes: u64,
+    /// Largest artifact archive of one job.
+    #[arg(long, env = "OSPREY_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
+    pub max_artifact_bytes: u64,
+    /// Grace between SIGTERM and SIGKILL when a job is canceled.
+    #[arg(long, env = "OSPREY_CANCEL_GRACE_MS", default_value_t = 5_000)]
+    pub cancel_grace_ms: u64,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "OSPREY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "OSPREY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// `CI_SERVER_URL` given to jobs (default: http(s)://LISTEN).
+    #[arg(long, env = "OSPREY_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub settings: CoreSettings,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_artifact_bytes: u64,
+}
+
+impl ServeArgs {
+    /// Checks the values and builds the immutable config; `bound` is the
+    /// address actually bound (port 0 resolved).
+    pub fn validate(self, bound: SocketAddr) -> anyhow::Result<ServerConfig> {
+        anyhow::ensure!(
+            self.registration_token.len() >= 8,
+            "--registration-token must be at least 8 characters"
+        );
+        anyhow::ensure!(
+            self.heartbeat_interval_ms > 0 && self.heartbeat_interval_ms * 2 <= self.lease_ttl_ms,
+            "--lease-ttl-ms must be at least twice --heartbeat-interval-ms"
+        );
+        let tls = self.tls_cert.zip(self.tls_key);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(ServerConfig {
+            settings: CoreSettings {
+                data_dir: self.data_dir,
+                registration_token: self.registration_token,
+                lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+                heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+                offer_timeout: Duration::from_millis(self.offer_timeout_ms),
+                max_log_bytes: self.max_log_bytes,
+                cancel_grace: Duration::from_millis(self.cancel_grace_ms),
+                server_url: self
+                    .external_url
+                    .unwrap_or_else(|| format!("{scheme}://{bound}")),
+            },
+            tls,
+            max_artifact_bytes: self.max_artifact_bytes,
+        })
+    }
+}

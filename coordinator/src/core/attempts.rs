@@ -1,0 +1,211 @@
+//! Job-scoped calls of one attempt: log appends and seal, status updates,
+//! artifact upload and download. Each is authorised by the attempt's job
+//! token and fenced by its attempt id and lease epoch.
+
+use super::Core;
+use crate::auth::{hashes_equal, token_hash};
+use crate::error::{CoreError, CoreResult};
+use crate::storage::{AppendResult, JobRow};
+use osprey_shared::{JobId, JobStatus};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The fencing triple plus the job token, as every job-scoped call carries it.
+#[derive(Debug, Clone)]
+pub struct AttemptKey {
+    pub job: JobId,
+    pub attempt_id: String,
+    pub lease_epoch: u64,
+    pub job_token: String,
+}
+
+impl Core {
+    /// Checks the job token and that the attempt is the job's current one.
+    async fn authorize(&self, key: &AttemptKey) -> CoreResult<JobRow> {
+        let job = self
+            .store()
+            .job(key.job)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("job {} not found", key.job)))?;
+        let token_ok = job
+            .job_token_sha256
+            .as_deref()
+            .is_some_and(|stored| hashes_equal(stored, &token_hash(&key.job_token)));
+        if !token_ok {
+            return Err(CoreError::Unauthenticated(format!(
+                "job token is not valid for job {}",
+                key.job
+            )));
+        }
+        if job.attempt_id.as_deref() != Some(key.attempt_id.as_str())
+            || job.lease_epoch as u64 != key.lease_epoch
+        {
+            return Err(CoreError::StaleLease(format!(
+                "attempt {} (epoch {}) is no longer job {}'s current attempt; kill it",
+                key.attempt_id, key.lease_epoch, key.job
+            )));
+        }
+        Ok(job)
+    }
+
+    /// Appends log bytes at an offset; see `AppendLogResponse` for the contract.
+    pub async fn append_log(
+        &self,
+        key: &AttemptKey,
+        offset: u64,
+        data: &[u8],
+    ) -> CoreResult<AppendResult> {
+        self.authorize(key).await?;
+        let result = self
+            .store()
+            .append_log(key.job, offset, data, self.settings().max_log_bytes)
+            .await?;
+        if matches!(result, AppendResult::Appended(_)) {
+            self.notify();
+        }
+        Ok(result)
+    }
+
+    /// Seals a log: true if the stored bytes have exactly this size and digest.
+    pub async fn seal_log(
+        &self,
+        key: &AttemptKey,
+        size: u64,
+        sha256: &str,
+    ) -> CoreResult<(bool, u64)> {
+        let job = self.authorize(key).await?;
+        let stored_size = job.log_size as u64;
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        while offset < stored_size {
+            let chunk = self.store().read_log(key.job, offset, 4 << 20).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        let digest = hex::encode(hasher.finalize());
+        let sealed = stored_size == size && digest.eq_ignore_ascii_case(sha256);
+        if sealed {
+            self.store().seal_log(key.job, &digest).await?;
+        } else {
+            tracing::warn!(
+                job_id = %key.job, stored_size, claimed_size = size,
+                "log seal does not match the stored log"
+            );
+        }
+        Ok((sealed, stored_size))
+    }
+
+    /// Records the attempt's status. Running is a no-op; a final status ends
+    /// the attempt, releases its lease and advances the pipeline.
+    pub async fn update_status(
+        &self,
+        key: &AttemptKey,
+        status: JobStatus,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+    ) -> CoreResult<JobStatus> {
+        let job = self.authorize(key).await?;
+        if !status.is_finished() {
+            return Ok(job.status());
+        }
+        let result = self
+            .store()
+            .finish_job(
+                key.job,
+                &key.attempt_id,
+                key.lease_epoch,
+                status,
+                exit_code,
+                reason,
+            )
+            .await?;
+        self.dispatcher().remove_lease(key.job);
+        tracing::info!(job_id = %key.job, status = %status, "job finished");
+        self.enqueue(&result.newly_pending).await?;
+        Ok(result.stored.unwrap_or(status))
+    }
+
+    /// Renews the lease of an attempt that is visibly alive (it sends logs).
+    pub(crate) fn touch(&self, key: &AttemptKey) {
+        let until = Instant::now() + self.settings().lease_ttl;
+        let mut dispatcher = self.dispatcher();
+        if let Some(agent) = dispatcher.lease(key.job).map(|lease| lease.agent.clone()) {
+            dispatcher.renew(&agent, &[(key.job, key.attempt_id.clone())], until);
+        }
+    }
+
+    fn artifact_path(&self, job: JobId) -> PathBuf {
+        self.settings()
+            .data_dir
+            .join("artifacts")
+            .join(format!("{job}.tar"))
+    }
+
+    /// Starts an artifact upload for an attempt: returns where to write the
+    /// archive while it arrives.
+    pub async fn begin_artifact_upload(&self, key: &AttemptKey) -> CoreResult<PathBuf> {
+        self.authorize(key).await?;
+        Ok(self
+            .artifact_path(key.job)
+            .with_extension(format!("{}.part", key.attempt_id)))
+    }
+
+    /// Finishes an upload whose bytes were written to `part`: verifies size and
+    /// digest, then moves it in place and records it.
+    pub async fn finish_artifact_upload(
+        &self,
+        key: &AttemptKey,
+        part: &std::path::Path,
+        size: u64,
+        sha256: &str,
+        claimed: (u64, &str),
+    ) -> CoreResult<()> {
+        self.authorize(key).await?;
+        if claimed.0 != size || !claimed.1.eq_ignore_ascii_case(sha256) {
+            let _ = tokio::fs::remove_file(part).await;
+            return Err(CoreError::InvalidArgument(format!(
+                "artifact digest mismatch: received {size} bytes with sha256 {sha256}, trailer says {} bytes with {}",
+                claimed.0, claimed.1
+            )));
+        }
+        let target = self.artifact_path(key.job);
+        tokio::fs::rename(part, &target)
+            .await
+            .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
+        self.store().set_artifact(key.job, size, sha256).await?;
+        tracing::info!(job_id = %key.job, size, "artifacts stored");
+        Ok(())
+    }
+
+    /// Opens the archive of `source` for a download by `key`'s attempt (both
+    /// jobs in one pipeline). Returns the path, size and sha256.
+    pub async fn open_artifact(
+        &self,
+        key: &AttemptKey,
+        source: JobId,
+    ) -> CoreResult<(PathBuf, u64, String)> {
+        let job = self.authorize(key).await?;
+        let source_pipeline = self.pipeline_of(source).await?;
+        if source_pipeline != job.pipeline_id() {
+            return Err(CoreError::Unauthenticated(format!(
+                "job {} may not read artifacts of job {source} (another pipeline)",
+                key.job
+            )));
+        }
+        let row = self
+            .store()
+            .job(source)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("job {source} not found")))?;
+        match (row.artifact_size, row.artifact_sha256) {
+            (Some(size), Some(sha)) => Ok((self.artifact_path(source), size as u64, sha)),
+            _ => Err(CoreError::NotFound(format!(
+                "job {source} has no artifacts"
+            ))),
+        }
+    }
+}

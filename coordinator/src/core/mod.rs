@@ -1,0 +1,219 @@
+//! The coordinator's domain operations, over the store (truth) and the
+//! dispatcher (in-memory cache). Transport adapters (`grpc`, `http`) call
+//! these and do nothing else. Each submodule is the narrow face one role sees:
+//! `session` for agent sessions, `attempts` for job-scoped agent calls,
+//! `pipelines` for the API.
+
+mod attempts;
+mod pipelines;
+mod session;
+
+use crate::dispatch::{Dispatcher, QueuedJob};
+use crate::error::{CoreError, CoreResult};
+use crate::spec;
+use crate::storage::Store;
+use osprey_shared::{JobId, JobStatus, PipelineId};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub use attempts::AttemptKey;
+pub use session::SessionHandle;
+
+/// Settings of the domain, validated by the binary's config.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub data_dir: PathBuf,
+    pub registration_token: String,
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub offer_timeout: Duration,
+    pub max_log_bytes: u64,
+    /// Time an agent has to confirm a cancellation before the job is marked canceled anyway.
+    pub cancel_grace: Duration,
+    /// `CI_SERVER_URL` for jobs.
+    pub server_url: String,
+}
+
+/// The coordinator's state and operations. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    dispatch: Mutex<Dispatcher>,
+    settings: CoreSettings,
+    /// Bumped whenever a log grows or a job changes status; followers wait on it.
+    changes: watch::Sender<u64>,
+}
+
+impl Core {
+    /// Opens the store and rebuilds the in-memory state from it: pending jobs
+    /// queued again, running jobs given a fresh lease so their agents can
+    /// reconnect and carry on.
+    pub async fn open(settings: CoreSettings) -> CoreResult<Core> {
+        tokio::fs::create_dir_all(settings.data_dir.join("artifacts"))
+            .await
+            .map_err(|error| CoreError::Internal(format!("creating data dir: {error}")))?;
+        let store = Store::open(&settings.data_dir).await?;
+        let core = Core {
+            inner: Arc::new(Inner {
+                store,
+                dispatch: Mutex::new(Dispatcher::default()),
+                settings,
+                changes: watch::channel(0).0,
+            }),
+        };
+        for pipeline in core.store().unfinished_pipelines().await? {
+            core.store().advance(pipeline).await?;
+        }
+        let until = Instant::now() + core.settings().lease_ttl;
+        for job in core.store().jobs_with_status(JobStatus::Running).await? {
+            if let (Some(agent), Some(attempt_id)) = (job.agent_id.clone(), job.attempt_id.clone())
+            {
+                core.dispatcher().add_lease(
+                    job.id(),
+                    crate::dispatch::Lease {
+                        agent,
+                        attempt_id,
+                        epoch: job.lease_epoch as u64,
+                        expires_at: until,
+                    },
+                );
+            }
+        }
+        let pending: Vec<JobId> = core
+            .store()
+            .jobs_with_status(JobStatus::Pending)
+            .await?
+            .iter()
+            .map(|job| job.id())
+            .collect();
+        core.enqueue(&pending).await?;
+        Ok(core)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &CoreSettings {
+        &self.inner.settings
+    }
+
+    fn dispatcher(&self) -> MutexGuard<'_, Dispatcher> {
+        // A poisoned lock means a panic mid-update; the cache may be wrong, but
+        // the store is not, and every path tolerates a stale cache.
+        self.inner
+            .dispatch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes log followers and status watchers.
+    fn notify(&self) {
+        self.inner.changes.send_modify(|version| *version += 1);
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Queues newly pending jobs (building each one's spec once) and offers
+    /// what can be offered.
+    async fn enqueue(&self, jobs: &[JobId]) -> CoreResult<()> {
+        let mut queued = Vec::new();
+        for &job_id in jobs {
+            let Some(job) = self.store().job(job_id).await? else {
+                continue;
+            };
+            let Some(pipeline) = self.store().pipeline(job.pipeline_id()).await? else {
+                continue;
+            };
+            let definition = serde_json::from_str(&pipeline.definition)
+                .map_err(|error| CoreError::Internal(format!("decoding pipeline: {error}")))?;
+            let job_def = job
+                .definition()
+                .map_err(|error| CoreError::Internal(format!("decoding job: {error}")))?;
+            let sources = self
+                .store()
+                .artifact_sources(job.pipeline_id(), job.stage_index)
+                .await?;
+            let spec = spec::job_spec(
+                &pipeline,
+                &definition,
+                &job,
+                &job_def,
+                &sources,
+                &self.settings().server_url,
+            );
+            queued.push((
+                job_id,
+                QueuedJob {
+                    tags: job_def.tags.iter().cloned().collect::<BTreeSet<_>>(),
+                    next_epoch: job.lease_epoch as u64 + 1,
+                    spec,
+                },
+            ));
+        }
+        {
+            let mut dispatcher = self.dispatcher();
+            for (job, queued) in queued {
+                dispatcher.enqueue(job, queued);
+            }
+        }
+        self.dispatch_now();
+        self.notify();
+        Ok(())
+    }
+
+    fn dispatch_now(&self) {
+        let timeout = self.settings().offer_timeout;
+        self.dispatcher().dispatch(Instant::now(), timeout);
+    }
+
+    /// One tick of the housekeeping loop: expired offers go back to the queue,
+    /// expired leases fail their jobs with `agent lost`.
+    pub async fn expire(&self) -> CoreResult<()> {
+        let expired = self.dispatcher().expire(Instant::now());
+        for (job, lease) in expired {
+            tracing::warn!(job_id = %job, agent_id = %lease.agent, "lease expired: agent lost");
+            let result = self
+                .store()
+                .expire_lease(job, &lease.attempt_id, lease.epoch)
+                .await?;
+            self.dispatcher().send(
+                &lease.agent,
+                osprey_proto::v1::coordinator_message::Kind::Abandon(
+                    osprey_proto::v1::AbandonAttempt {
+                        job_id: job.0,
+                        attempt_id: lease.attempt_id.clone(),
+                        reason: "lease expired".to_owned(),
+                    },
+                ),
+            );
+            self.enqueue(&result.newly_pending).await?;
+        }
+        self.dispatch_now();
+        self.notify();
+        Ok(())
+    }
+
+    /// The live pending reason of a pending job, if no connected agent can take it.
+    fn pending_reason(&self, tags: &BTreeSet<String>) -> Option<String> {
+        self.dispatcher().pending_reason(tags)
+    }
+
+    /// Pipeline of a job (for authorising artifact downloads).
+    async fn pipeline_of(&self, job: JobId) -> CoreResult<PipelineId> {
+        self.store()
+            .job(job)
+            .await?
+            .map(|row| row.pipeline_id())
+            .ok_or_else(|| CoreError::NotFound(format!("job {job} not found")))
+    }
+}

@@ -1,0 +1,162 @@
+//! What the HTTP API may do: create, show and cancel pipelines, read and
+//! follow job logs, list agents.
+
+use super::Core;
+use crate::error::{CoreError, CoreResult};
+use crate::repo;
+use crate::storage::JobRow;
+use bytes::Bytes;
+use futures::Stream;
+use osprey_proto::v1::{self, coordinator_message::Kind};
+use osprey_shared::api::{AgentView, JobView, PipelineView};
+use osprey_shared::{JobId, JobStatus, PipelineId};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Largest piece of log one read returns.
+const LOG_READ_LIMIT: usize = 1 << 20;
+
+impl Core {
+    /// Creates a pipeline for `git_ref` of `repo`, unless its file is invalid.
+    pub async fn create_pipeline(&self, repo: &str, git_ref: &str) -> CoreResult<PipelineView> {
+        let mirrors = self.settings().data_dir.join("mirrors");
+        let commit = repo::resolve(repo, git_ref, &mirrors).await?;
+        let pipeline =
+            osprey_shared::yaml::parse_pipeline(repo::PIPELINE_FILE, &commit.pipeline_file)
+                .map_err(CoreError::InvalidPipeline)?;
+        let (id, pending) = self
+            .store()
+            .create_pipeline(repo, git_ref, commit.ref_is_tag, &commit.sha, &pipeline)
+            .await?;
+        tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = pipeline.jobs.len(), "pipeline created");
+        self.enqueue(&pending).await?;
+        self.pipeline_view(id).await
+    }
+
+    pub async fn pipeline_view(&self, id: PipelineId) -> CoreResult<PipelineView> {
+        let pipeline = self
+            .store()
+            .pipeline(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
+        let jobs = self.store().jobs_of(id).await?;
+        let views = jobs.iter().map(|job| self.job_view_of(job)).collect();
+        Ok(pipeline.view(views))
+    }
+
+    pub async fn job_view(&self, id: JobId) -> CoreResult<JobView> {
+        let job = self
+            .store()
+            .job(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
+        Ok(self.job_view_of(&job))
+    }
+
+    fn job_view_of(&self, job: &JobRow) -> JobView {
+        let reason = if job.status() == JobStatus::Pending {
+            job.definition().ok().and_then(|definition| {
+                let tags: BTreeSet<String> = definition.tags.into_iter().collect();
+                self.pending_reason(&tags)
+            })
+        } else {
+            None
+        };
+        job.view(reason)
+    }
+
+    /// Cancels a pipeline: its waiting jobs at once, its running jobs on their agents.
+    pub async fn cancel_pipeline(&self, id: PipelineId) -> CoreResult<PipelineView> {
+        self.store()
+            .pipeline(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
+        let running = self.store().cancel_pipeline(id).await?;
+        let jobs = self.store().jobs_of(id).await?;
+        {
+            let mut dispatcher = self.dispatcher();
+            for job in jobs
+                .iter()
+                .filter(|job| job.status() == JobStatus::Canceled)
+            {
+                dispatcher.dequeue(job.id());
+            }
+            for job in &running {
+                let (Some(agent), Some(attempt_id)) = (&job.agent_id, &job.attempt_id) else {
+                    continue;
+                };
+                let sent = dispatcher.send(
+                    agent,
+                    Kind::Cancel(v1::CancelJob {
+                        job_id: job.id as u64,
+                        attempt_id: attempt_id.clone(),
+                        grace_period_ms: self.settings().cancel_grace.as_millis() as u64,
+                        reason: "pipeline canceled".to_owned(),
+                    }),
+                );
+                tracing::info!(job_id = job.id, sent, "cancel sent to agent");
+            }
+        }
+        self.notify();
+        self.pipeline_view(id).await
+    }
+
+    /// The stored log of a job from `offset` (at most 1 MiB per call).
+    pub async fn read_log(&self, job: JobId, offset: u64) -> CoreResult<Bytes> {
+        self.job_view(job).await?;
+        Ok(Bytes::from(
+            self.store().read_log(job, offset, LOG_READ_LIMIT).await?,
+        ))
+    }
+
+    /// The log of a job from `offset`, then new bytes as they are stored; ends
+    /// once the job is finished and all of its log has been sent.
+    pub fn follow_log(
+        &self,
+        job: JobId,
+        mut offset: u64,
+    ) -> impl Stream<Item = CoreResult<Bytes>> + Send + 'static {
+        let core = self.clone();
+        async_stream::try_stream! {
+            let mut changes = core.subscribe();
+            loop {
+                changes.borrow_and_update();
+                let row = core
+                    .store()
+                    .job(job)
+                    .await?
+                    .ok_or_else(|| CoreError::NotFound(format!("job {job} not found")))?;
+                let data = core.store().read_log(job, offset, LOG_READ_LIMIT).await?;
+                if !data.is_empty() {
+                    offset += data.len() as u64;
+                    yield Bytes::from(data);
+                    continue;
+                }
+                if row.status().is_finished() && offset >= row.log_size as u64 {
+                    break;
+                }
+                // The timeout only guards against a missed wake-up.
+                let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+            }
+        }
+    }
+
+    pub async fn agents(&self) -> CoreResult<Vec<AgentView>> {
+        let connected = self.dispatcher().connected_ids();
+        Ok(self
+            .store()
+            .agents()
+            .await?
+            .into_iter()
+            .map(|agent| AgentView {
+                connected: connected.contains(&agent.id),
+                tags: agent.tag_list(),
+                id: agent.id,
+                name: agent.name,
+                run_untagged: agent.run_untagged,
+                executor: agent.executor,
+                concurrency: agent.concurrency as u32,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,283 @@
+//! What an agent's session may do: register, say hello, accept or reject
+//! offers, heartbeat, acknowledge cancellations.
+
+use super::Core;
+use crate::auth::{new_token, token_hash};
+use crate::dispatch::{ConnectedAgent, Lease, SessionSender};
+use crate::error::{CoreError, CoreResult};
+use crate::storage::NewAgent;
+use osprey_proto::v1::{self, agent_message, coordinator_message::Kind};
+use osprey_shared::JobId;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// Identifies one open session of one agent.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub agent_id: String,
+    pub agent_name: String,
+    pub session: u64,
+}
+
+fn clean_tags(tags: &[String]) -> Vec<String> {
+    let set: BTreeSet<String> = tags
+        .iter()
+        .map(|tag| tag.trim().to_owned())
+        .filter(|tag| !tag.is_empty())
+        .collect();
+    set.into_iter().collect()
+}
+
+impl Core {
+    /// Registers a new agent; the answer's token is shown once and stored hashed.
+    pub async fn register(&self, request: v1::RegisterRequest) -> CoreResult<v1::RegisterResponse> {
+        if !crate::auth::hashes_equal(
+            &token_hash(&request.registration_token),
+            &token_hash(&self.settings().registration_token),
+        ) {
+            return Err(CoreError::Unauthenticated(
+                "invalid registration token".to_owned(),
+            ));
+        }
+        let name = request.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(CoreError::InvalidArgument(
+                "agent name must be 1 to 200 characters".to_owned(),
+            ));
+        }
+        if !matches!(request.executor.as_str(), "shell" | "docker") {
+            return Err(CoreError::InvalidArgument(format!(
+                "unknown executor {:?} (expected shell or docker)",
+                request.executor
+            )));
+        }
+        let agent_id = uuid::Uuid::new_v4().to_string();
+        let agent_token = new_token();
+        let tags = clean_tags(&request.tags);
+        self.store()
+            .insert_agent(NewAgent {
+                id: &agent_id,
+                name,
+                token_sha256: &token_hash(&agent_token),
+                tags: &tags,
+                run_untagged: request.run_untagged,
+                executor: &request.executor,
+                concurrency: request.concurrency.max(1),
+            })
+            .await?;
+        tracing::info!(agent_id = %agent_id, agent = %name, tags = ?tags, "agent registered");
+        Ok(v1::RegisterResponse {
+            agent_id,
+            agent_token,
+        })
+    }
+
+    /// Opens a session: authenticates the agent, sorts its running attempts
+    /// into resumed and abandoned, queues `Welcome` and starts offering.
+    pub async fn open_session(
+        &self,
+        hello: v1::Hello,
+        sender: SessionSender,
+    ) -> CoreResult<SessionHandle> {
+        if hello.protocol_version != osprey_proto::PROTOCOL_VERSION {
+            return Err(CoreError::InvalidArgument(format!(
+                "protocol version {} is not supported (this coordinator speaks {})",
+                hello.protocol_version,
+                osprey_proto::PROTOCOL_VERSION
+            )));
+        }
+        let agent = self
+            .store()
+            .agent_by_token(&token_hash(&hello.agent_token))
+            .await?
+            .ok_or_else(|| CoreError::Unauthenticated("invalid agent token".to_owned()))?;
+        let tags = clean_tags(&hello.tags);
+        let concurrency = hello.concurrency.max(1);
+        self.store()
+            .update_agent(&agent.id, &tags, hello.run_untagged, concurrency)
+            .await?;
+
+        let ttl = self.settings().lease_ttl;
+        let mut resumed = Vec::new();
+        let mut abandoned = Vec::new();
+        let session = {
+            let mut dispatcher = self.dispatcher();
+            for running in &hello.running {
+                let job = JobId(running.job_id);
+                let ours = dispatcher.lease(job).is_some_and(|lease| {
+                    lease.agent == agent.id
+                        && lease.attempt_id == running.attempt_id
+                        && lease.epoch == running.lease_epoch
+                });
+                if ours {
+                    dispatcher.renew(
+                        &agent.id,
+                        &[(job, running.attempt_id.clone())],
+                        Instant::now() + ttl,
+                    );
+                    resumed.push(running.attempt_id.clone());
+                } else {
+                    abandoned.push(running.attempt_id.clone());
+                }
+            }
+            let welcome = v1::CoordinatorMessage {
+                kind: Some(Kind::Welcome(v1::Welcome {
+                    agent_id: agent.id.clone(),
+                    heartbeat_interval_ms: self.settings().heartbeat_interval.as_millis() as u64,
+                    lease_ttl_ms: ttl.as_millis() as u64,
+                    resumed_attempt_ids: resumed.clone(),
+                    abandoned_attempt_ids: abandoned.clone(),
+                })),
+            };
+            // Welcome goes first on the channel, before any offer.
+            let _ = sender.send(Ok(welcome));
+            dispatcher.connect(
+                &agent.id,
+                ConnectedAgent {
+                    session: 0,
+                    name: agent.name.clone(),
+                    tags: tags.iter().cloned().collect(),
+                    run_untagged: hello.run_untagged,
+                    capacity: concurrency as usize,
+                    sender,
+                },
+            )
+        };
+        tracing::info!(
+            agent_id = %agent.id, agent = %agent.name, resumed = resumed.len(),
+            abandoned = abandoned.len(), "agent connected"
+        );
+        self.dispatch_now();
+        self.notify();
+        Ok(SessionHandle {
+            agent_id: agent.id,
+            agent_name: agent.name,
+            session,
+        })
+    }
+
+    /// Handles one message of an open session.
+    pub async fn on_agent_message(
+        &self,
+        handle: &SessionHandle,
+        message: v1::AgentMessage,
+    ) -> CoreResult<()> {
+        match message.kind {
+            Some(agent_message::Kind::Accept(accept)) => {
+                self.accept_offer(handle, &accept.offer_id).await
+            }
+            Some(agent_message::Kind::Reject(reject)) => {
+                tracing::debug!(agent = %handle.agent_name, reason = %reject.reason, "offer rejected");
+                self.dispatcher()
+                    .reject_offer(&handle.agent_id, &reject.offer_id);
+                self.dispatch_now();
+                Ok(())
+            }
+            Some(agent_message::Kind::Heartbeat(heartbeat)) => {
+                self.heartbeat(handle, &heartbeat);
+                Ok(())
+            }
+            Some(agent_message::Kind::CancelAck(ack)) => {
+                tracing::info!(job_id = ack.job_id, agent = %handle.agent_name, "cancel acknowledged");
+                Ok(())
+            }
+            Some(agent_message::Kind::Hello(_)) => Err(CoreError::InvalidArgument(
+                "hello is only valid as the first message of a session".to_owned(),
+            )),
+            None => Err(CoreError::InvalidArgument(
+                "empty session message".to_owned(),
+            )),
+        }
+    }
+
+    async fn accept_offer(&self, handle: &SessionHandle, offer_id: &str) -> CoreResult<()> {
+        let offer = self.dispatcher().take_offer(&handle.agent_id, offer_id);
+        let confirmed = match offer {
+            None => false,
+            Some(offer) => {
+                let assigned = self
+                    .store()
+                    .assign_job(
+                        offer.job,
+                        &handle.agent_id,
+                        &handle.agent_name,
+                        &offer.attempt_id,
+                        offer.queued.next_epoch,
+                        &token_hash(&offer.job_token),
+                    )
+                    .await;
+                match assigned {
+                    Ok(true) => {
+                        self.dispatcher().add_lease(
+                            offer.job,
+                            Lease {
+                                agent: handle.agent_id.clone(),
+                                attempt_id: offer.attempt_id.clone(),
+                                epoch: offer.queued.next_epoch,
+                                expires_at: Instant::now() + self.settings().lease_ttl,
+                            },
+                        );
+                        tracing::info!(job_id = %offer.job, agent = %handle.agent_name, "job assigned");
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(error) => {
+                        self.dispatcher().return_offer(offer);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        self.dispatcher().send(
+            &handle.agent_id,
+            Kind::OfferOutcome(v1::OfferOutcome {
+                offer_id: offer_id.to_owned(),
+                confirmed,
+            }),
+        );
+        self.notify();
+        self.dispatch_now();
+        Ok(())
+    }
+
+    fn heartbeat(&self, handle: &SessionHandle, heartbeat: &v1::Heartbeat) {
+        let until = Instant::now() + self.settings().lease_ttl;
+        let attempts: Vec<(JobId, String)> = heartbeat
+            .running
+            .iter()
+            .map(|running| (JobId(running.job_id), running.attempt_id.clone()))
+            .collect();
+        let mut dispatcher = self.dispatcher();
+        dispatcher.renew(&handle.agent_id, &attempts, until);
+        for running in &heartbeat.running {
+            let ours = dispatcher
+                .lease(JobId(running.job_id))
+                .is_some_and(|lease| {
+                    lease.agent == handle.agent_id && lease.attempt_id == running.attempt_id
+                });
+            if !ours {
+                dispatcher.send(
+                    &handle.agent_id,
+                    Kind::Abandon(v1::AbandonAttempt {
+                        job_id: running.job_id,
+                        attempt_id: running.attempt_id.clone(),
+                        reason: "the attempt is no longer this agent's".to_owned(),
+                    }),
+                );
+            }
+        }
+        dispatcher.send(
+            &handle.agent_id,
+            Kind::HeartbeatAck(v1::HeartbeatAck { seq: heartbeat.seq }),
+        );
+    }
+
+    /// The session ended; offers return to the queue, leases run on.
+    pub fn close_session(&self, handle: &SessionHandle) {
+        self.dispatcher()
+            .disconnect(&handle.agent_id, handle.session);
+        tracing::info!(agent_id = %handle.agent_id, agent = %handle.agent_name, "agent disconnected");
+        self.dispatch_now();
+        self.notify();
+    }
+}

@@ -1,0 +1,300 @@
+//! Dispatch: the in-memory view of connected agents, the pending queue,
+//! outstanding offers and leases. A cache over the store, rebuilt at start;
+//! it never touches the database itself. Every method is synchronous and
+//! called under one mutex by [`crate::core`]; messages to agents are queued on
+//! their session channels, never awaited.
+
+use crate::engine::matching::{self, AgentSlotView};
+use osprey_proto::v1::{self, coordinator_message::Kind};
+use osprey_shared::JobId;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Messages to one agent's session stream.
+pub type SessionSender = UnboundedSender<Result<v1::CoordinatorMessage, tonic::Status>>;
+
+/// A connected agent.
+pub struct ConnectedAgent {
+    /// Distinguishes a reconnected session from the one it replaced.
+    pub session: u64,
+    pub name: String,
+    pub tags: BTreeSet<String>,
+    pub run_untagged: bool,
+    pub capacity: usize,
+    pub sender: SessionSender,
+}
+
+/// A pending job ready to offer: its assignment is built once at enqueue.
+#[derive(Clone)]
+pub struct QueuedJob {
+    pub tags: BTreeSet<String>,
+    /// Epoch of the next attempt (the job's stored epoch + 1).
+    pub next_epoch: u64,
+    pub spec: v1::JobSpec,
+}
+
+/// An offer waiting for the agent's answer.
+pub struct Offer {
+    pub job: JobId,
+    pub agent: String,
+    pub session: u64,
+    pub deadline: Instant,
+    pub queued: QueuedJob,
+    pub attempt_id: String,
+    pub job_token: String,
+}
+
+/// An attempt's lease: renewed by the agent's heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub agent: String,
+    pub attempt_id: String,
+    pub epoch: u64,
+    pub expires_at: Instant,
+}
+
+/// The dispatcher's state.
+#[derive(Default)]
+pub struct Dispatcher {
+    agents: HashMap<String, ConnectedAgent>,
+    queue: BTreeMap<JobId, QueuedJob>,
+    offers: HashMap<String, Offer>,
+    leases: HashMap<JobId, Lease>,
+    next_session: u64,
+}
+
+impl Dispatcher {
+    /// Adds (or replaces) a connected agent; returns its session number.
+    pub fn connect(&mut self, id: &str, mut agent: ConnectedAgent) -> u64 {
+        self.next_session += 1;
+        agent.session = self.next_session;
+        if self.agents.insert(id.to_owned(), agent).is_some() {
+            self.requeue_offers(|offer| offer.agent == id);
+        }
+        self.next_session
+    }
+
+    /// The agent's session ended. Its offers return to the queue; its leases
+    /// stay until they expire, so a quick reconnect keeps its jobs.
+    pub fn disconnect(&mut self, id: &str, session: u64) {
+        if self
+            .agents
+            .get(id)
+            .is_some_and(|agent| agent.session == session)
+        {
+            self.agents.remove(id);
+            self.requeue_offers(|offer| offer.agent == id);
+        }
+    }
+
+    pub fn is_connected(&self, id: &str) -> bool {
+        self.agents.contains_key(id)
+    }
+
+    pub fn enqueue(&mut self, job: JobId, queued: QueuedJob) {
+        if !self.leases.contains_key(&job) && !self.offers.values().any(|offer| offer.job == job) {
+            self.queue.insert(job, queued);
+        }
+    }
+
+    /// Drops a job from the queue (canceled before it was offered).
+    pub fn dequeue(&mut self, job: JobId) {
+        self.queue.remove(&job);
+        self.offers.retain(|_, offer| offer.job != job);
+    }
+
+    pub fn is_queued(&self, job: JobId) -> bool {
+        self.queue.contains_key(&job)
+    }
+
+    /// Why no connected agent can take a queued job, if none can.
+    pub fn pending_reason(&self, tags: &BTreeSet<String>) -> Option<String> {
+        matching::pending_reason(
+            tags,
+            self.agents
+                .values()
+                .map(|agent| (&agent.tags, agent.run_untagged)),
+        )
+    }
+
+    /// Offers every queued job that an agent with a free slot can take.
+    pub fn dispatch(&mut self, now: Instant, offer_timeout: Duration) {
+        if self.queue.is_empty() || self.agents.is_empty() {
+            return;
+        }
+        let mut busy: HashMap<&str, usize> = HashMap::new();
+        for lease in self.leases.values() {
+            *busy.entry(lease.agent.as_str()).or_default() += 1;
+        }
+        for offer in self.offers.values() {
+            *busy.entry(offer.agent.as_str()).or_default() += 1;
+        }
+        let mut views: Vec<AgentSlotView<'_, String>> = self
+            .agents
+            .iter()
+            .map(|(id, agent)| AgentSlotView {
+                key: id.clone(),
+                tags: &agent.tags,
+                run_untagged: agent.run_untagged,
+                capacity: agent.capacity,
+                busy: busy.get(id.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut offers = Vec::new();
+        for (job, queued) in &self.queue {
+            let Some(agent_id) = matching::pick_agent(&queued.tags, &views) else {
+                continue;
+            };
+            if let Some(view) = views.iter_mut().find(|view| view.key == agent_id) {
+                view.busy += 1;
+            }
+            offers.push((*job, agent_id));
+        }
+        drop(views);
+        for (job, agent_id) in offers {
+            let Some(queued) = self.queue.remove(&job) else {
+                continue;
+            };
+            let Some(agent) = self.agents.get(&agent_id) else {
+                self.queue.insert(job, queued);
+                continue;
+            };
+            let offer_id = uuid::Uuid::new_v4().to_string();
+            let attempt_id = uuid::Uuid::new_v4().to_string();
+            let job_token = crate::auth::new_token();
+            let message = v1::CoordinatorMessage {
+                kind: Some(Kind::Offer(v1::JobOffer {
+                    offer_id: offer_id.clone(),
+                    assignment: Some(v1::JobAssignment {
+                        attempt_id: attempt_id.clone(),
+                        lease_epoch: queued.next_epoch,
+                        job_token: job_token.clone(),
+                        spec: Some(with_job_token(queued.spec.clone(), &job_token)),
+                    }),
+                })),
+            };
+            if agent.sender.send(Ok(message)).is_err() {
+                self.queue.insert(job, queued);
+                continue;
+            }
+            tracing::debug!(job_id = %job, agent = %agent.name, "job offered");
+            self.offers.insert(
+                offer_id,
+                Offer {
+                    job,
+                    agent: agent_id,
+                    session: agent.session,
+                    deadline: now + offer_timeout,
+                    queued,
+                    attempt_id,
+                    job_token,
+                },
+            );
+        }
+    }
+
+    /// Takes an offer the agent accepted, if it is still open and theirs.
+    pub fn take_offer(&mut self, agent: &str, offer_id: &str) -> Option<Offer> {
+        match self.offers.get(offer_id) {
+            Some(offer) if offer.agent == agent => self.offers.remove(offer_id),
+            _ => None,
+        }
+    }
+
+    /// The agent declined an offer: the job goes back to the queue.
+    pub fn reject_offer(&mut self, agent: &str, offer_id: &str) {
+        if let Some(offer) = self.take_offer(agent, offer_id) {
+            self.queue.insert(offer.job, offer.queued);
+        }
+    }
+
+    /// Puts an accepted offer's job back (the store refused the assignment).
+    pub fn return_offer(&mut self, offer: Offer) {
+        self.queue.insert(offer.job, offer.queued);
+    }
+
+    pub fn add_lease(&mut self, job: JobId, lease: Lease) {
+        self.leases.insert(job, lease);
+    }
+
+    pub fn lease(&self, job: JobId) -> Option<&Lease> {
+        self.leases.get(&job)
+    }
+
+    pub fn remove_lease(&mut self, job: JobId) -> Option<Lease> {
+        self.leases.remove(&job)
+    }
+
+    /// Renews the leases the agent holds for these attempts.
+    pub fn renew(&mut self, agent: &str, attempts: &[(JobId, String)], until: Instant) {
+        for (job, attempt_id) in attempts {
+            if let Some(lease) = self.leases.get_mut(job) {
+                if lease.agent == agent && &lease.attempt_id == attempt_id {
+                    lease.expires_at = until;
+                }
+            }
+        }
+    }
+
+    /// Sends a message to a connected agent; false if it is not connected.
+    pub fn send(&self, agent: &str, message: Kind) -> bool {
+        self.agents.get(agent).is_some_and(|connected| {
+            connected
+                .sender
+                .send(Ok(v1::CoordinatorMessage {
+                    kind: Some(message),
+                }))
+                .is_ok()
+        })
+    }
+
+    /// Expired offers go back to the queue (not counted as a try); expired
+    /// leases are removed and returned for the store to fence and fail.
+    pub fn expire(&mut self, now: Instant) -> Vec<(JobId, Lease)> {
+        self.requeue_offers(|offer| offer.deadline <= now);
+        let expired: Vec<JobId> = self
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.expires_at <= now)
+            .map(|(job, _)| *job)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|job| self.leases.remove(&job).map(|lease| (job, lease)))
+            .collect()
+    }
+
+    fn requeue_offers(&mut self, mut which: impl FnMut(&Offer) -> bool) {
+        let ids: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, offer)| which(offer))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(offer) = self.offers.remove(&id) {
+                tracing::debug!(job_id = %offer.job, "offer returned to the queue");
+                self.queue.insert(offer.job, offer.queued);
+            }
+        }
+    }
+
+    /// Connected agents, for the API.
+    pub fn connected_ids(&self) -> BTreeSet<String> {
+        self.agents.keys().cloned().collect()
+    }
+}
+
+/// The job token is also the `CI_JOB_TOKEN` variable of the attempt.
+fn with_job_token(mut spec: v1::JobSpec, token: &str) -> v1::JobSpec {
+    spec.variables.push(v1::Variable {
+        key: "CI_JOB_TOKEN".to_owned(),
+        value: token.to_owned(),
+        masked: true,
+    });
+    spec
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+
+fn job(id: u64, stage_index: usize, status: JobStatus) -> JobState {
+    JobState {
+        id: JobId(id),
+        stage_index,
+        status,
+        allow_failure: false,
+        when: When::OnSuccess,
+    }
+}
+
+fn pending(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::MakePending(id) => Some(id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+fn skipped(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Skip(id) => Some(id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_pipeline_starts_its_first_stage_only() {
+    let jobs = [
+        job(1, 1, JobStatus::Created),
+        job(2, 1, JobStatus::Created),
+        job(3, 2, JobStatus::Created),
+    ];
+    let effects = advance(&jobs, PipelineStatus::Created);
+    assert_eq!(pending(&effects), vec![1, 2]);
+    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Pending)));
+}
+
+#[test]
+fn the_next_stage_waits_for_every_job_of_the_previous_one() {
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        job(2, 1, JobStatus::Running),
+        job(3, 2, JobStatus::Created),
+    ];
+    assert!(pending(&advance(&jobs, PipelineStatus::Running)).is_empty());
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        job(2, 1, JobStatus::Success),
+        job(3, 2, JobStatus::Created),
+    ];
+    assert_eq!(pending(&advance(&jobs, PipelineStatus::Running)), vec![3]);
+}
+
+#[test]
+fn a_failure_skips_later_on_success_jobs_and_runs_on_failure_and_always() {
+    let mut on_failure = job(4, 2, JobStatus::Created);
+    on_failure.when = When::OnFailure;
+    let mut always = job(5, 3, JobStatus::Created);
+    always.when = When::Always;
+    let jobs = [
+        job(1, 1, JobStatus::Failed),
+        job(2, 1, JobStatus::Success),
+        job(3, 2, JobStatus::Created),
+        on_failure,
+        always,
+    ];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert_eq!(skipped(&effects), vec![3]);
+    assert_eq!(pending(&effects), vec![4]);
+}
+
+#[test]
+fn on_failure_jobs_are_skipped_when_all_went_well() {
+    let mut on_failure = job(2, 2, JobStatus::Created);
+    on_failure.when = When::OnFailure;
+    let jobs = [job(1, 1, JobStatus::Success), on_failure];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert_eq!(skipped(&effects), vec![2]);
+    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Success)));
+}
+
+#[test]
+fn an_allowed_failure_lets_the_pipeline_go_on_and_succeed() {
+    let mut allowed = job(1, 1, JobStatus::Failed);
+    allowed.allow_failure = true;
+    let jobs = [allowed.clone(), job(2, 2, JobStatus::Created)];
+    assert_eq!(pending(&advance(&jobs, PipelineStatus::Running)), vec![2]);
+    let jobs = [allowed, job(2, 2, JobStatus::Success)];
+    assert_eq!(
+        advance(&jobs, PipelineStatus::Running),
+        vec![Effect::SetPipelineStatus(PipelineStatus::Success)]
+    );
+}
+
+#[test]
+fn a_failed_job_fails_the_pipeline_once_everything_ends() {
+    let jobs = [job(1, 1, JobStatus::Failed), job(2, 2, JobStatus::Skipped)];
+    assert_eq!(
+        advance(&jobs, PipelineStatus::Running),
+        vec![Effect::SetPipelineStatus(PipelineStatus::Failed)]
+    );
+}
+
+#[test]
+fn skipped_stages_cascade_in_one_step() {
+    let jobs = [
+        job(1, 1, JobStatus::Failed),
+        job(2, 2, JobStatus::Created),
+        job(3, 3, JobStatus::Created),
+    ];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert_eq!(skipped(&effects), vec![2, 3]);
+    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Failed)));
+}
+
+#[test]
+fn cancel_stops_waiting_and_running_jobs_only() {
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        job(2, 1, JobStatus::Running),
+        job(3, 2, JobStatus::Created),
+    ];
+    assert_eq!(
+        cancel(&jobs),
+        vec![
+            Effect::CancelRunning(JobId(2)),
+            Effect::CancelWaiting(JobId(3))
+        ]
+    );
+}
+
+#[test]
+fn a_finished_pipeline_keeps_its_status() {
+    let jobs = [job(1, 1, JobStatus::Success)];
+    assert!(advance(&jobs, PipelineStatus::Canceled).is_empty());
+}

@@ -1,0 +1,89 @@
+//! The coordinator's error type and the one code table that maps it to both
+//! gRPC status codes and HTTP statuses, so the two never disagree.
+
+use osprey_shared::yaml::LintError;
+
+/// Failure of a coordinator operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("invalid pipeline: {} error(s)", .0.len())]
+    InvalidPipeline(Vec<LintError>),
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The call belongs to an attempt that is no longer the job's current one.
+    #[error("stale lease: {0}")]
+    StaleLease(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Error kinds, each with one gRPC and one HTTP meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    InvalidArgument,
+    Unprocessable,
+    Unauthenticated,
+    FailedPrecondition,
+    ResourceExhausted,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn grpc(self) -> tonic::Code {
+        match self {
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::InvalidArgument | ErrorCode::Unprocessable => tonic::Code::InvalidArgument,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+
+    pub fn http(self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
+            ErrorCode::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl CoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CoreError::NotFound(_) => ErrorCode::NotFound,
+            CoreError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            CoreError::InvalidPipeline(_) => ErrorCode::Unprocessable,
+            CoreError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            CoreError::StaleLease(_) => ErrorCode::FailedPrecondition,
+            CoreError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            CoreError::Storage(_) | CoreError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<CoreError> for tonic::Status {
+    fn from(error: CoreError) -> Self {
+        if matches!(error.code(), ErrorCode::Internal) {
+            tracing::error!(error = %error, "internal error");
+        }
+        tonic::Status::new(error.code().grpc(), error.to_string())
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

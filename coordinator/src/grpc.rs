@@ -1,0 +1,297 @@
+//! The gRPC adapter: converts wire messages, calls [`Core`], maps errors.
+//! No scheduling or state transitions live here.
+
+use crate::core::{AttemptKey, Core};
+use crate::error::CoreError;
+use crate::storage::AppendResult;
+use crate::tasks::Tasks;
+use futures::Stream;
+use osprey_proto::v1::{self, agent_message, agent_service_server::AgentService};
+use osprey_shared::{JobId, JobStatus};
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long an agent has to send `Hello` after opening a session.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest chunk of an artifact download.
+const DOWNLOAD_CHUNK: usize = 1 << 20;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `osprey.v1.AgentService` over a [`Core`].
+pub struct AgentGrpc {
+    core: Core,
+    tasks: Tasks,
+    max_artifact_bytes: u64,
+}
+
+impl AgentGrpc {
+    pub fn new(core: Core, tasks: Tasks, max_artifact_bytes: u64) -> Self {
+        AgentGrpc {
+            core,
+            tasks,
+            max_artifact_bytes,
+        }
+    }
+}
+
+fn attempt_key(attempt: Option<v1::AttemptRef>) -> Result<AttemptKey, Status> {
+    let attempt = attempt.ok_or_else(|| Status::invalid_argument("attempt is required"))?;
+    Ok(AttemptKey {
+        job: JobId(attempt.job_id),
+        attempt_id: attempt.attempt_id,
+        lease_epoch: attempt.lease_epoch,
+        job_token: attempt.job_token,
+    })
+}
+
+fn job_status(state: v1::JobState) -> Result<JobStatus, Status> {
+    match state {
+        v1::JobState::Running => Ok(JobStatus::Running),
+        v1::JobState::Success => Ok(JobStatus::Success),
+        v1::JobState::Failed => Ok(JobStatus::Failed),
+        v1::JobState::Canceled => Ok(JobStatus::Canceled),
+        v1::JobState::Unspecified => Err(Status::invalid_argument("state is required")),
+    }
+}
+
+fn job_state(status: JobStatus) -> v1::JobState {
+    match status {
+        JobStatus::Running => v1::JobState::Running,
+        JobStatus::Success => v1::JobState::Success,
+        JobStatus::Failed => v1::JobState::Failed,
+        JobStatus::Canceled => v1::JobState::Canceled,
+        JobStatus::Created | JobStatus::Pending | JobStatus::Skipped | JobStatus::Manual => {
+            v1::JobState::Unspecified
+        }
+    }
+}
+
+fn internal(context: &str, error: impl std::fmt::Display) -> Status {
+    Status::from(CoreError::Internal(format!("{context}: {error}")))
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentGrpc {
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        Ok(Response::new(
+            self.core.register(request.into_inner()).await?,
+        ))
+    }
+
+    type SessionStream = BoxStream<v1::CoordinatorMessage>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(v1::AgentMessage {
+            kind: Some(agent_message::Kind::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first session message must be hello",
+            ));
+        };
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let handle = self.core.open_session(hello, sender).await?;
+        let core = self.core.clone();
+        let shutdown = self.tasks.token();
+        // Reads the agent's messages until the stream ends or the coordinator
+        // shuts down; closing the session drops the sender, ending the outbound stream.
+        self.tasks.spawn("agent-session", async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    message = inbound.message() => match message {
+                        Ok(Some(message)) => {
+                            if let Err(error) = core.on_agent_message(&handle, message).await {
+                                tracing::warn!(agent = %handle.agent_name, error = %error, "session message failed");
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::info!(agent = %handle.agent_name, error = %status.message(), "session stream broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            core.close_session(&handle);
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            receiver,
+        ))))
+    }
+
+    async fn append_log(
+        &self,
+        request: Request<v1::AppendLogRequest>,
+    ) -> Result<Response<v1::AppendLogResponse>, Status> {
+        let request = request.into_inner();
+        let key = attempt_key(request.attempt)?;
+        let result = self
+            .core
+            .append_log(&key, request.offset, &request.data)
+            .await?;
+        self.core.touch(&key);
+        let (committed_offset, outcome) = match result {
+            AppendResult::Appended(offset) => (offset, v1::AppendOutcome::Appended),
+            AppendResult::Duplicate(offset) => (offset, v1::AppendOutcome::Duplicate),
+            AppendResult::Gap(offset) => (offset, v1::AppendOutcome::Gap),
+        };
+        Ok(Response::new(v1::AppendLogResponse {
+            committed_offset,
+            outcome: outcome as i32,
+        }))
+    }
+
+    async fn seal_log(
+        &self,
+        request: Request<v1::SealLogRequest>,
+    ) -> Result<Response<v1::SealLogResponse>, Status> {
+        let request = request.into_inner();
+        let key = attempt_key(request.attempt)?;
+        let (sealed, stored_size) = self
+            .core
+            .seal_log(&key, request.size, &request.sha256)
+            .await?;
+        Ok(Response::new(v1::SealLogResponse {
+            sealed,
+            stored_size,
+        }))
+    }
+
+    async fn update_status(
+        &self,
+        request: Request<v1::UpdateStatusRequest>,
+    ) -> Result<Response<v1::UpdateStatusResponse>, Status> {
+        let request = request.into_inner();
+        let state = job_status(request.state())?;
+        let key = attempt_key(request.attempt)?;
+        let reason =
+            (!request.failure_reason.is_empty()).then_some(request.failure_reason.as_str());
+        let stored = self
+            .core
+            .update_status(&key, state, request.exit_code, reason)
+            .await?;
+        Ok(Response::new(v1::UpdateStatusResponse {
+            state: job_state(stored) as i32,
+        }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        request: Request<Streaming<v1::UploadArtifactRequest>>,
+    ) -> Result<Response<v1::UploadArtifactResponse>, Status> {
+        use v1::upload_artifact_request::Part;
+        let mut inbound = request.into_inner();
+        let Some(v1::UploadArtifactRequest {
+            part: Some(Part::Header(header)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first upload message must be the header",
+            ));
+        };
+        let key = attempt_key(header.attempt)?;
+        let part_path = self.core.begin_artifact_upload(&key).await?;
+        let mut file = tokio::fs::File::create(&part_path)
+            .await
+            .map_err(|error| internal("creating artifact file", error))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let trailer = loop {
+            match inbound.message().await? {
+                Some(v1::UploadArtifactRequest {
+                    part: Some(Part::Data(data)),
+                }) => {
+                    size += data.len() as u64;
+                    if size > self.max_artifact_bytes {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(&part_path).await;
+                        return Err(Status::resource_exhausted(format!(
+                            "artifact archive larger than {} bytes",
+                            self.max_artifact_bytes
+                        )));
+                    }
+                    hasher.update(&data);
+                    file.write_all(&data)
+                        .await
+                        .map_err(|error| internal("writing artifact", error))?;
+                }
+                Some(v1::UploadArtifactRequest {
+                    part: Some(Part::Trailer(trailer)),
+                }) => break trailer,
+                Some(_) => return Err(Status::invalid_argument("unexpected upload message")),
+                None => {
+                    let _ = tokio::fs::remove_file(&part_path).await;
+                    return Err(Status::invalid_argument("upload ended without a trailer"));
+                }
+            }
+        };
+        file.sync_all()
+            .await
+            .map_err(|error| internal("syncing artifact", error))?;
+        drop(file);
+        let digest = hex::encode(hasher.finalize());
+        self.core
+            .finish_artifact_upload(
+                &key,
+                &part_path,
+                size,
+                &digest,
+                (trailer.size, &trailer.sha256),
+            )
+            .await?;
+        Ok(Response::new(v1::UploadArtifactResponse {
+            size,
+            sha256: digest,
+        }))
+    }
+
+    type DownloadArtifactStream = BoxStream<v1::DownloadArtifactResponse>;
+
+    async fn download_artifact(
+        &self,
+        request: Request<v1::DownloadArtifactRequest>,
+    ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        use v1::download_artifact_response::Part;
+        let request = request.into_inner();
+        let key = attempt_key(request.attempt)?;
+        let (path, size, sha256) = self
+            .core
+            .open_artifact(&key, JobId(request.source_job_id))
+            .await?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|error| internal("opening artifact", error))?;
+        let stream = async_stream::try_stream! {
+            yield v1::DownloadArtifactResponse {
+                part: Some(Part::Header(v1::ArtifactTrailer { size, sha256 })),
+            };
+            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+            loop {
+                let read = file.read(&mut buffer).await.map_err(|error| internal("reading artifact", error))?;
+                if read == 0 {
+                    break;
+                }
+                yield v1::DownloadArtifactResponse {
+                    part: Some(Part::Data(buffer[..read].to_vec())),
+                };
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

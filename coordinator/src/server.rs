@@ -1,0 +1,88 @@
+//! Serving: gRPC and the HTTP API on one listener (TLS with rustls when
+//! configured), plus the housekeeping task, until the shutdown token fires.
+
+use crate::config::ServerConfig;
+use crate::core::Core;
+use crate::grpc::AgentGrpc;
+use crate::tasks::Tasks;
+use anyhow::Context;
+use osprey_proto::v1::agent_service_server::AgentServiceServer;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// How often expired offers and leases are looked for.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest wait for open streams to end after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the coordinator on a bound listener until `shutdown` is cancelled.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let core = Core::open(config.settings.clone())
+        .await
+        .context("opening the coordinator state")?;
+    let tasks = Tasks::new(shutdown.clone());
+
+    let housekeeping_core = core.clone();
+    let housekeeping_stop = tasks.token();
+    // Expires offers and leases every tick; stops with the shutdown token.
+    tasks.spawn("housekeeping", async move {
+        let mut ticker = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = housekeeping_stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(error) = housekeeping_core.expire().await {
+                        tracing::error!(error = %error, "housekeeping failed");
+                    }
+                }
+            }
+        }
+    });
+
+    let grpc = AgentServiceServer::new(AgentGrpc::new(
+        core.clone(),
+        tasks.clone(),
+        config.max_artifact_bytes,
+    ))
+    .max_decoding_message_size(8 << 20);
+    let routes = tonic::service::Routes::from(crate::http::router(core.clone())).add_service(grpc);
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some((cert, key)) = &config.tls {
+        let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("configuring TLS")?;
+    }
+    let address = listener.local_addr()?;
+    let incoming = TcpListenerStream::new(listener);
+    let stop = shutdown.clone();
+    let server = builder
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+    println!("osprey-coordinator listening on {address}");
+    tracing::info!(%address, tls = config.tls.is_some(), "coordinator ready");
+
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("serving")?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("open streams did not end in time; stopping anyway");
+        }
+    }
+    tasks.wait().await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

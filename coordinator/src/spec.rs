@@ -1,0 +1,98 @@
+//! Builds the `JobSpec` an agent receives: the job definition, its
+//! predefined variables, the global and job variables, and the earlier jobs
+//! whose artifacts it gets.
+
+use crate::repo::project_name;
+use crate::storage::{JobRow, PipelineRow};
+use osprey_proto::v1;
+use osprey_shared::pipeline::{JobDef, Pipeline, Variable};
+
+fn variable(key: &str, value: impl Into<String>) -> v1::Variable {
+    v1::Variable {
+        key: key.to_owned(),
+        value: value.into(),
+        masked: false,
+    }
+}
+
+fn user_variables(variables: &[Variable]) -> impl Iterator<Item = v1::Variable> + '_ {
+    variables
+        .iter()
+        .map(|var| variable(&var.key, var.value.clone()))
+}
+
+/// The spec of a job about to be queued. `server_url` is `CI_SERVER_URL`.
+pub fn job_spec(
+    pipeline: &PipelineRow,
+    definition: &Pipeline,
+    job: &JobRow,
+    job_def: &JobDef,
+    artifact_sources: &[JobRow],
+    server_url: &str,
+) -> v1::JobSpec {
+    let project = project_name(&pipeline.repo);
+    let mut variables = vec![
+        variable("CI", "true"),
+        variable("GITLAB_CI", "true"),
+        variable("OSPREY", "true"),
+        variable("CI_SERVER_URL", server_url),
+        variable("CI_PIPELINE_ID", pipeline.id.to_string()),
+        variable("CI_JOB_ID", job.id.to_string()),
+        variable("CI_JOB_NAME", job.name.clone()),
+        variable("CI_JOB_STAGE", job.stage.clone()),
+        variable("CI_COMMIT_SHA", pipeline.sha.clone()),
+        variable(
+            "CI_COMMIT_SHORT_SHA",
+            pipeline.sha.chars().take(8).collect::<String>(),
+        ),
+        variable("CI_COMMIT_REF_NAME", pipeline.git_ref.clone()),
+        variable("CI_PROJECT_NAME", project.clone()),
+    ];
+    if pipeline.ref_is_tag {
+        variables.push(variable("CI_COMMIT_TAG", pipeline.git_ref.clone()));
+    } else {
+        variables.push(variable("CI_COMMIT_BRANCH", pipeline.git_ref.clone()));
+    }
+    variables.extend(user_variables(&definition.variables));
+    variables.extend(user_variables(&job_def.variables));
+
+    v1::JobSpec {
+        job_id: job.id as u64,
+        pipeline_id: pipeline.id as u64,
+        name: job.name.clone(),
+        stage: job.stage.clone(),
+        repo_url: pipeline.repo.clone(),
+        commit_sha: pipeline.sha.clone(),
+        ref_name: pipeline.git_ref.clone(),
+        ref_is_tag: pipeline.ref_is_tag,
+        variables,
+        before_script: job_def.before_script.clone(),
+        script: job_def.script.clone(),
+        after_script: job_def.after_script.clone(),
+        artifact_paths: job_def.artifacts.paths.clone(),
+        dependencies: artifact_sources
+            .iter()
+            .map(|source| v1::ArtifactSource {
+                job_id: source.id as u64,
+                job_name: source.name.clone(),
+            })
+            .collect(),
+        image: job_def.image.as_ref().map(|image| v1::Image {
+            name: image.name.clone(),
+            entrypoint: image.entrypoint.clone().unwrap_or_default(),
+        }),
+        services: job_def
+            .services
+            .iter()
+            .map(|service| v1::Service {
+                name: service.name.clone(),
+                alias: service.effective_alias(),
+                command: service.command.clone().unwrap_or_default(),
+                entrypoint: service.entrypoint.clone().unwrap_or_default(),
+                variables: user_variables(&service.variables).collect(),
+            })
+            .collect(),
+        timeout_seconds: job_def.timeout_seconds.unwrap_or(0),
+        project_name: project,
+    }
+}

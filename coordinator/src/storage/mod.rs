@@ -1,0 +1,13 @@
+//! Durable state: SQLite under the data dir, the single source of truth.
+//! In-memory state (connected agents, the pending queue, leases) is a cache
+//! rebuilt from here at start.
+//!
+//! Every write that changes a job's status runs the pipeline state machine
+//! ([`crate::engine::advance`]) inside the same transaction, so a crash never
+//! leaves a pipeline half-advanced.
+
+mod rows;
+mod sqlite;
+
+pub use rows::{AgentRow, JobRow, PipelineRow};
+pub use sqlite::{AppendResult, FinishResult, NewAgent, Store};
