@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need on a fresh Debian machine:
+# git and curl, busybox-static, and the Docker test images (built FROM scratch,
+# since no registry is reachable). Idempotent and quiet when all is there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+missing=()
+command -v git >/dev/null || missing+=(git)
+command -v curl >/dev/null || missing+=(curl)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get install -y "${missing[@]}" >/dev/null 2>&1 || {
+        $sudo_cmd apt-get update >/dev/null
+        $sudo_cmd apt-get install -y "${missing[@]}" >/dev/null
+    }
+fi
+
+if docker info >/dev/null 2>&1; then
+    "$root/scripts/build-test-images.sh"
+else
+    echo "install-deps: the Docker engine is not reachable; Docker executor tests will fail" >&2
+fi

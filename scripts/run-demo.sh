@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make run`: a coordinator on the embedded SQLite, one local shell agent, and
+# the example pipeline in examples/hello run with live logs. The coordinator
+# and agent keep running afterwards until Ctrl-C.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="$root/target/release"
+state="$root/.osprey-run"
+port=${OSPREY_PORT:-8710}
+url="http://127.0.0.1:$port"
+token=${OSPREY_REGISTRATION_TOKEN:-demo-registration-token}
+
+rm -rf "$state" && mkdir -p "$state"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+# The example becomes a real git repository with one commit on master.
+repo="$state/hello"
+cp -r "$root/examples/hello" "$repo"
+git -C "$repo" init -q -b master
+git -C "$repo" -c user.name=osprey -c user.email=osprey@localhost add -A
+git -C "$repo" -c user.name=osprey -c user.email=osprey@localhost commit -qm "example pipeline"
+
+"$bin/osprey-coordinator" serve --listen "127.0.0.1:$port" --data-dir "$state/coordinator" \
+    --registration-token "$token" 2>"$state/coordinator.log" &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "$url/healthz" >/dev/null || { echo "the coordinator did not start; see $state/coordinator.log"; exit 1; }
+
+"$bin/osprey-agent" run --url "$url" --registration-token "$token" --name local-shell \
+    --executor shell --concurrency 2 --work-dir "$state/agent" 2>"$state/agent.log" &
+pids+=($!)
+
+export OSPREY_URL="$url"
+id=$("$bin/osprey" pipeline run --repo "$repo" --ref master --json | sed -n 's/^{"id":\([0-9]*\).*/\1/p')
+echo "pipeline $id created; following its logs"
+"$bin/osprey" logs --pipeline "$id" -f &
+follower=$!
+status=0
+"$bin/osprey" pipeline run --help >/dev/null
+while :; do
+    state_now=$("$bin/osprey" pipeline show "$id" --json | sed -n 's/^{"id":[0-9]*,"status":"\([a-z]*\)".*/\1/p')
+    case "$state_now" in success|failed|canceled) break ;; esac
+    sleep 0.5
+done
+wait "$follower" || true
+echo
+"$bin/osprey" pipeline show "$id" || status=$?
+echo
+echo "coordinator: $url (logs in $state); press Ctrl-C to stop"
+wait "${pids[0]}"
+exit $status
