@@ -1,0 +1,172 @@
+//! The agent's life: prepare the work dir (cleaning up after a crashed
+//! predecessor), load or obtain credentials, build the executor, keep the
+//! session open, and on shutdown stop taking offers, give running jobs a grace
+//! period, cancel the rest, and close the session once they have reported.
+
+use crate::client::{self, GrpcApi};
+use crate::config::{Config, ExecutorKind};
+use crate::credentials::{self, Credentials, CredentialsError};
+use crate::executor::docker::DockerExecutor;
+use crate::executor::shell::ShellExecutor;
+use crate::executor::Executor;
+use crate::job_runner::RunnerContext;
+use crate::log_stream::ShipperSettings;
+use crate::registry::{Registry, StopCause};
+use crate::session::{self, SessionSettings};
+use crate::tasks::Tasks;
+use crate::workspace::WorkDir;
+use osprey_proto::v1::RegisterRequest;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Extra time after the kill grace for canceled jobs to report their end.
+const REPORT_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("work dir {path}: {source}")]
+    WorkDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] client::ConnectError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Docker(#[from] crate::executor::docker::DockerError),
+}
+
+/// Registers unless credentials are stored; returns them.
+pub async fn register(config: &Config) -> Result<Credentials, AgentError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(|source| AgentError::WorkDir {
+        path: config.work_dir.clone(),
+        source,
+    })?;
+    let channel = client::channel(&config.url, config.tls_ca.as_deref())?;
+    let request = RegisterRequest {
+        registration_token: String::new(),
+        name: config.name.clone(),
+        tags: config.tags.clone(),
+        run_untagged: config.run_untagged,
+        executor: config.executor.as_str().to_owned(),
+        concurrency: config.concurrency,
+    };
+    let credentials = credentials::load_or_register(
+        &config.work_dir,
+        config.registration_token.as_deref(),
+        |token| async move {
+            let request = RegisterRequest {
+                registration_token: token,
+                ..request
+            };
+            let credentials = client::register(channel, request)
+                .await
+                .map_err(|status| CredentialsError::Register(status.message().to_owned()))?;
+            tracing::info!(agent_id = %credentials.agent_id, "registered with coordinator");
+            Ok(credentials)
+        },
+    )
+    .await?;
+    Ok(credentials)
+}
+
+/// Runs the agent until `shutdown` fires and its jobs have ended.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let work = WorkDir::create(&config.work_dir).map_err(|source| AgentError::WorkDir {
+        path: config.work_dir.clone(),
+        source,
+    })?;
+    let leftovers = work.reap_leftovers();
+    if !leftovers.is_empty() {
+        tracing::warn!(count = leftovers.len(), "killed and removed jobs of an earlier agent process");
+    }
+    let credentials = register(&config).await?;
+    let channel = client::channel(&config.url, config.tls_ca.as_deref())?;
+    let client = client::authenticated(channel, &credentials)?;
+    let registry = Arc::new(Registry::new(config.concurrency));
+    let executor = build_executor(&config, &registry).await?;
+    let ctx = Arc::new(RunnerContext {
+        api: Arc::new(GrpcApi {
+            client: client.clone(),
+        }),
+        executor,
+        work,
+        registry: registry.clone(),
+        agent_name: config.name.clone(),
+        tags: config.tags.clone(),
+        executor_name: config.executor.as_str(),
+        job_timeout: config.job_timeout,
+        kill_grace: config.kill_grace,
+        shipper: ShipperSettings::default(),
+    });
+    let settings = SessionSettings {
+        agent_token: credentials.agent_token.clone(),
+        tags: config.tags.clone(),
+        run_untagged: config.run_untagged,
+        concurrency: config.concurrency,
+    };
+    tracing::info!(
+        agent_id = %credentials.agent_id,
+        name = %config.name,
+        executor = config.executor.as_str(),
+        concurrency = config.concurrency,
+        "agent started"
+    );
+    let jobs = Tasks::new();
+    let draining = CancellationToken::new();
+    let close = CancellationToken::new();
+    let session = session::run(
+        client,
+        settings,
+        ctx,
+        jobs.clone(),
+        draining.clone(),
+        close.clone(),
+    );
+    let lifecycle = async {
+        shutdown.cancelled().await;
+        draining.cancel();
+        tracing::info!(running = registry.all().len(), grace = ?config.shutdown_grace, "shutting down: no new jobs");
+        if tokio::time::timeout(config.shutdown_grace, jobs.wait()).await.is_err() {
+            tracing::warn!(running = registry.all().len(), "grace period over: stopping running jobs");
+            for job in registry.all() {
+                job.stop(StopCause::Shutdown);
+            }
+            let limit = config.kill_grace + REPORT_GRACE;
+            if tokio::time::timeout(limit, jobs.wait()).await.is_err() {
+                tracing::error!("jobs did not finish reporting; leaving them to their lease");
+            }
+        }
+        close.cancel();
+    };
+    tokio::join!(session, lifecycle);
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn build_executor(config: &Config, registry: &Arc<Registry>) -> Result<Arc<dyn Executor>, AgentError> {
+    match config.executor {
+        ExecutorKind::Shell => {
+            let registry = registry.clone();
+            let hook = Arc::new(move |job_id: osprey_shared::JobId, pgid: Option<i32>| {
+                if let Some(job) = registry.by_job(job_id.0) {
+                    job.set_pgid(pgid);
+                }
+            });
+            Ok(Arc::new(ShellExecutor::new().with_process_hook(hook)))
+        }
+        ExecutorKind::Docker => {
+            let executor = DockerExecutor::new(config.docker.clone())?.with_agent_name(config.name.clone());
+            match executor.check_engine().await {
+                Ok(version) => tracing::info!(%version, "docker engine reachable"),
+                Err(err) => tracing::warn!(error = %err, "docker engine not reachable yet"),
+            }
+            if let Err(err) = executor.reap_orphans(&config.name).await {
+                tracing::warn!(error = %err, "cannot remove containers of an earlier agent process");
+            }
+            Ok(Arc::new(executor))
+        }
+    }
+}

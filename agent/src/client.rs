@@ -1,0 +1,296 @@
+//! The agent's side of the gRPC contract: the channel (plain or TLS), the
+//! bearer-token interceptor, and [`CoordinatorApi`], the narrow trait the job
+//! runner calls for job-scoped RPCs, so tests can put a fake behind it. Errors
+//! are classified once here ([`CallError`]) so every caller retries the same way.
+
+use crate::credentials::Credentials;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use osprey_proto::v1::agent_service_client::AgentServiceClient;
+use osprey_proto::v1::{
+    self as pb, upload_artifact_request, AttemptRef, DownloadArtifactRequest, RegisterRequest,
+    SealLogRequest, UpdateStatusRequest, UploadArtifactRequest,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+/// Largest data chunk of an artifact upload.
+pub const ARTIFACT_CHUNK: usize = 1 << 20;
+
+/// The authenticated client of every call but `Register`.
+pub type AgentClient = AgentServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid coordinator url {url}: {source}")]
+    Url {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot read tls ca {path}: {source}")]
+    Ca {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid tls settings: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("agent token is not valid metadata")]
+    Token,
+}
+
+/// A lazily connected channel: it (re)connects on use, so a coordinator that
+/// is down shows up as `UNAVAILABLE` answers, which callers retry.
+pub fn channel(url: &str, tls_ca: Option<&Path>) -> Result<Channel, ConnectError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| ConnectError::Url {
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        // Detects a dead peer on the long-lived session stream.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if let Some(path) = tls_ca {
+        let pem = std::fs::read(path).map_err(|source| ConnectError::Ca {
+            path: path.to_owned(),
+            source,
+        })?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls).map_err(ConnectError::Tls)?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// Adds `authorization: Bearer <agent token>` to every call.
+#[derive(Clone)]
+pub struct BearerAuth {
+    value: MetadataValue<Ascii>,
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.value.clone());
+        Ok(request)
+    }
+}
+
+/// The authenticated client for `credentials`.
+pub fn authenticated(channel: Channel, credentials: &Credentials) -> Result<AgentClient, ConnectError> {
+    let value = format!("Bearer {}", credentials.agent_token)
+        .parse()
+        .map_err(|_| ConnectError::Token)?;
+    Ok(AgentServiceClient::with_interceptor(
+        channel,
+        BearerAuth { value },
+    ))
+}
+
+/// Calls `Register` once.
+pub async fn register(channel: Channel, request: RegisterRequest) -> Result<Credentials, Status> {
+    let response = AgentServiceClient::new(channel)
+        .register(request)
+        .await?
+        .into_inner();
+    Ok(Credentials {
+        agent_id: response.agent_id,
+        agent_token: response.agent_token,
+    })
+}
+
+/// How a job-scoped call failed, in the terms callers act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// `FAILED_PRECONDITION stale lease` or `UNAUTHENTICATED`: the attempt is
+    /// no longer ours; kill the copy and report nothing more.
+    #[error("attempt fenced: {0}")]
+    Fenced(String),
+    /// `RESOURCE_EXHAUSTED`: a limit was hit (log size, artifact size).
+    #[error("limit exceeded: {0}")]
+    Exhausted(String),
+    /// Worth retrying: coordinator down, restarting, or the network broke.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Refused for good for another reason.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> Self {
+        let message = format!("{:?}: {}", status.code(), status.message());
+        match status.code() {
+            Code::FailedPrecondition if status.message().starts_with("stale lease") => {
+                Self::Fenced(message)
+            }
+            Code::Unauthenticated | Code::PermissionDenied => Self::Fenced(message),
+            Code::ResourceExhausted => Self::Exhausted(message),
+            Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Internal
+            | Code::Cancelled => Self::Transient(message),
+            _ => Self::Refused(message),
+        }
+    }
+}
+
+/// Answer to an `AppendLog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReply {
+    pub committed_offset: u64,
+    pub outcome: pb::AppendOutcome,
+}
+
+/// A finished artifact archive on disk, with its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The job-scoped calls, each carrying the attempt's fencing triple.
+pub trait CoordinatorApi: Send + Sync + 'static {
+    fn append_log(&self, attempt: AttemptRef, offset: u64, data: Bytes)
+        -> BoxFuture<'_, Result<AppendReply, CallError>>;
+    /// Returns whether the coordinator sealed the log (false: size or digest differ).
+    fn seal_log(&self, attempt: AttemptRef, size: u64, sha256: String)
+        -> BoxFuture<'_, Result<bool, CallError>>;
+    fn update_status(&self, request: UpdateStatusRequest) -> BoxFuture<'_, Result<(), CallError>>;
+    fn upload_artifact<'a>(&'a self, attempt: AttemptRef, archive: &'a ArchiveFile)
+        -> BoxFuture<'a, Result<(), CallError>>;
+    /// Downloads `source_job`'s archive to `dest`, verified; `Ok(false)` when it has none.
+    fn download_artifact<'a>(&'a self, attempt: AttemptRef, source_job: u64, dest: &'a Path)
+        -> BoxFuture<'a, Result<bool, CallError>>;
+}
+
+/// [`CoordinatorApi`] over the real gRPC client.
+#[derive(Clone)]
+pub struct GrpcApi {
+    pub client: AgentClient,
+}
+
+impl CoordinatorApi for GrpcApi {
+    fn append_log(&self, attempt: AttemptRef, offset: u64, data: Bytes)
+        -> BoxFuture<'_, Result<AppendReply, CallError>> {
+        Box::pin(async move {
+            let request = pb::AppendLogRequest { attempt: Some(attempt), offset, data };
+            let response = self.client.clone().append_log(request).await?.into_inner();
+            Ok(AppendReply {
+                committed_offset: response.committed_offset,
+                outcome: response.outcome(),
+            })
+        })
+    }
+
+    fn seal_log(&self, attempt: AttemptRef, size: u64, sha256: String)
+        -> BoxFuture<'_, Result<bool, CallError>> {
+        Box::pin(async move {
+            let request = SealLogRequest { attempt: Some(attempt), size, sha256 };
+            Ok(self.client.clone().seal_log(request).await?.into_inner().sealed)
+        })
+    }
+
+    fn update_status(&self, request: UpdateStatusRequest) -> BoxFuture<'_, Result<(), CallError>> {
+        Box::pin(async move {
+            self.client.clone().update_status(request).await?;
+            Ok(())
+        })
+    }
+
+    fn upload_artifact<'a>(&'a self, attempt: AttemptRef, archive: &'a ArchiveFile)
+        -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(&archive.path)
+                .await
+                .map_err(|err| CallError::Refused(format!("cannot open archive: {err}")))?;
+            let header = UploadArtifactRequest {
+                part: Some(upload_artifact_request::Part::Header(pb::ArtifactHeader {
+                    attempt: Some(attempt),
+                })),
+            };
+            let trailer = UploadArtifactRequest {
+                part: Some(upload_artifact_request::Part::Trailer(pb::ArtifactTrailer {
+                    size: archive.size,
+                    sha256: archive.sha256.clone(),
+                })),
+            };
+            let data = futures::stream::unfold(Some(file), |file| async move {
+                let mut file = file?;
+                let mut chunk = vec![0; ARTIFACT_CHUNK];
+                let mut filled = 0;
+                // Fill whole chunks so the count of messages stays small.
+                while filled < chunk.len() {
+                    match file.read(&mut chunk[filled..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => filled += n,
+                    }
+                }
+                if filled == 0 {
+                    return None;
+                }
+                chunk.truncate(filled);
+                let part = upload_artifact_request::Part::Data(chunk.into());
+                Some((UploadArtifactRequest { part: Some(part) }, Some(file)))
+            });
+            let stream = futures::stream::iter([header])
+                .chain(data)
+                .chain(futures::stream::iter([trailer]));
+            let response = self.client.clone().upload_artifact(stream).await?.into_inner();
+            if response.sha256 != archive.sha256 || response.size != archive.size {
+                return Err(CallError::Transient(format!(
+                    "coordinator stored {} bytes with sha256 {}, sent {} bytes with sha256 {}",
+                    response.size, response.sha256, archive.size, archive.sha256
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn download_artifact<'a>(&'a self, attempt: AttemptRef, source_job: u64, dest: &'a Path)
+        -> BoxFuture<'a, Result<bool, CallError>> {
+        Box::pin(async move {
+            let request = DownloadArtifactRequest { attempt: Some(attempt), source_job_id: source_job };
+            let mut stream = match self.client.clone().download_artifact(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == Code::NotFound => return Ok(false),
+                Err(status) => return Err(status.into()),
+            };
+            let local = |err: std::io::Error| CallError::Refused(format!("cannot write archive: {err}"));
+            let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+            let mut hasher = crate::artifacts::Sha256Writer::default();
+            let mut expected = None;
+            while let Some(message) = stream.message().await? {
+                match message.part {
+                    Some(pb::download_artifact_response::Part::Header(header)) => expected = Some(header),
+                    Some(pb::download_artifact_response::Part::Data(data)) => {
+                        hasher.update(&data);
+                        file.write_all(&data).await.map_err(local)?;
+                    }
+                    None => {}
+                }
+            }
+            file.flush().await.map_err(local)?;
+            let (size, sha256) = hasher.finish();
+            match expected {
+                Some(header) if header.size == size && header.sha256.eq_ignore_ascii_case(&sha256) => Ok(true),
+                // A broken transfer is retried; a wrong digest too (it may be a torn stream).
+                Some(header) => Err(CallError::Transient(format!(
+                    "downloaded {size} bytes with sha256 {sha256}, expected {} bytes with sha256 {}",
+                    header.size, header.sha256
+                ))),
+                None => Err(CallError::Transient("download without header".into())),
+            }
+        })
+    }
+}

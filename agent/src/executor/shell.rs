@@ -1,0 +1,263 @@
+//! The shell executor: runs a job's scripts with `sh` on the agent's host, in
+//! the project dir, with exactly the job's environment (plus the agent's
+//! `PATH` and `HOME`). Each script runs in its own process group so a cancel
+//! or timeout stops everything it started: SIGTERM to the group, SIGKILL after
+//! the grace period. stdout and stderr share one pipe, so the log keeps the
+//! order in which the script wrote them.
+
+use super::{Executor, Outcome, OutputSink, PreparedJob};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use osprey_shared::JobId;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// GitLab gives `after_script` its own timeout.
+pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// How long output still held in the pipe is read after the script's group is gone.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Told the process group of each script when it starts (`Some`) and when it
+/// is gone (`None`), so the agent can record it and kill it after a crash.
+pub type ProcessHook = Arc<dyn Fn(JobId, Option<i32>) + Send + Sync>;
+
+/// Runs jobs with `sh` on the host.
+#[derive(Clone, Default)]
+pub struct ShellExecutor {
+    hook: Option<ProcessHook>,
+    after_script_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ShellExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShellExecutor").finish_non_exhaustive()
+    }
+}
+
+impl ShellExecutor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reports each script's process group to `hook`.
+    pub fn with_process_hook(mut self, hook: ProcessHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Overrides [`AFTER_SCRIPT_TIMEOUT`] (tests).
+    pub fn with_after_script_timeout(mut self, timeout: Duration) -> Self {
+        self.after_script_timeout = Some(timeout);
+        self
+    }
+
+    fn notify(&self, job: JobId, pgid: Option<i32>) {
+        if let Some(hook) = &self.hook {
+            hook(job, pgid);
+        }
+    }
+
+    async fn run_job(&self, job: &PreparedJob, output: OutputSink, cancel: CancellationToken) -> Outcome {
+        let main = self
+            .run_script(job, &job.main_script, &output, &cancel, job.timeout)
+            .await;
+        let outcome = match main {
+            Ok(Ended::Exited(status)) if status.success() => Outcome::Success,
+            Ok(Ended::Exited(status)) => Outcome::Failed {
+                exit_code: Some(status.code().unwrap_or(-1)),
+                reason: "script failure".to_owned(),
+            },
+            Ok(Ended::Canceled) => Outcome::Canceled,
+            Ok(Ended::TimedOut) => Outcome::TimedOut,
+            Err(err) => Outcome::Failed {
+                exit_code: None,
+                reason: format!("cannot run the script: {err}"),
+            },
+        };
+        if let Some(after) = &job.after_script {
+            // after_script runs whatever happened, with its own timeout; a
+            // cancel has already fired, so it is not tied to `cancel`.
+            let timeout = self.after_script_timeout.unwrap_or(AFTER_SCRIPT_TIMEOUT);
+            let note = match self
+                .run_script(job, after, &output, &CancellationToken::new(), timeout)
+                .await
+            {
+                Ok(Ended::Exited(status)) if status.success() => None,
+                Ok(Ended::Exited(status)) => Some(format!(
+                    "after_script failed with exit code {}; ignored",
+                    status.code().unwrap_or(-1)
+                )),
+                Ok(Ended::TimedOut) => Some("after_script timed out; ignored".to_owned()),
+                Ok(Ended::Canceled) => None,
+                Err(err) => Some(format!("cannot run after_script: {err}")),
+            };
+            if let Some(note) = note {
+                let _ = output.send(Bytes::from(format!("WARNING: {note}\n"))).await;
+            }
+        }
+        outcome
+    }
+
+    /// Runs one script to its end, stopping it on cancel or timeout.
+    async fn run_script(
+        &self,
+        job: &PreparedJob,
+        script: &str,
+        output: &OutputSink,
+        cancel: &CancellationToken,
+        timeout: Duration,
+    ) -> std::io::Result<Ended> {
+        let file = ScriptFile::write(script)?;
+        let (pipe_writer, pipe_reader) = tokio::net::unix::pipe::pipe()?;
+        let stdout = pipe_writer.into_blocking_fd()?;
+        let stderr = stdout.try_clone()?;
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg(file.path())
+            .current_dir(&job.project_dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        for key in ["PATH", "HOME"] {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        command.envs(job.env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn()?;
+        // The command holds the pipe's write ends: drop it so EOF comes when
+        // the script's processes are gone.
+        drop(command);
+        let pgid = child.id().map(|pid| pid as i32);
+        if let Some(pgid) = pgid {
+            self.notify(job.job_id, Some(pgid));
+        }
+        let done = CancellationToken::new();
+        let pump = pump(pipe_reader, output.clone(), done.clone());
+        let supervise = async {
+            let ended = tokio::select! {
+                status = child.wait() => status.map(Ended::Exited),
+                () = cancel.cancelled() => {
+                    stop(&mut child, pgid, job.kill_grace).await;
+                    Ok(Ended::Canceled)
+                }
+                () = tokio::time::sleep(timeout) => {
+                    stop(&mut child, pgid, job.kill_grace).await;
+                    Ok(Ended::TimedOut)
+                }
+            };
+            // Whatever the script left running in its group goes too.
+            if let Some(pgid) = pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            done.cancel();
+            ended
+        };
+        let ((), ended) = tokio::join!(pump, supervise);
+        self.notify(job.job_id, None);
+        ended
+    }
+}
+
+impl Executor for ShellExecutor {
+    fn run<'a>(
+        &'a self,
+        job: &'a PreparedJob,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.run_job(job, output, cancel))
+    }
+}
+
+enum Ended {
+    Exited(ExitStatus),
+    Canceled,
+    TimedOut,
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`, then reap the script.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<i32>, grace: Duration) {
+    let Some(pgid) = pgid else {
+        let _ = child.kill().await;
+        return;
+    };
+    let group = Pid::from_raw(pgid);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// Copies the pipe to `output` until EOF, or until shortly after `done` (a
+/// process that left the group may hold the pipe open forever).
+async fn pump(mut reader: tokio::net::unix::pipe::Receiver, output: OutputSink, done: CancellationToken) {
+    let deadline = async {
+        done.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::pin!(deadline);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    tokio::select! {
+                        // A closed receiver means nobody wants the log: keep draining.
+                        _ = output.send(chunk) => {}
+                        () = &mut deadline => return,
+                    }
+                }
+            },
+            () = &mut deadline => return,
+        }
+    }
+}
+
+/// The script, written to a private temp file (an argument could be too long,
+/// and stdin stays free for the job's commands). Removed on drop.
+struct ScriptFile {
+    path: PathBuf,
+}
+
+impl ScriptFile {
+    fn write(script: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("osprey-script-{}.sh", uuid::Uuid::new_v4()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(script.as_bytes())?;
+        Ok(Self { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+#[path = "shell_tests.rs"]
+mod tests;

@@ -1,0 +1,505 @@
+//! One confirmed attempt from start to final status: report RUNNING, check out
+//! the source, fetch the dependencies' artifacts, run the executor, upload
+//! artifacts on success, seal the log, report the final state, clean up. The
+//! order at the end is fixed by the protocol: scripts, upload, `SealLog`,
+//! `UpdateStatus`. Every call is retried with backoff until it succeeds; a
+//! stale-lease answer fences the attempt: the executor is stopped and nothing
+//! more is reported.
+
+use crate::artifacts;
+use crate::client::{AppendReply, CallError, CoordinatorApi};
+use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
+use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
+use crate::registry::{Registry, RunningJob, StopCause};
+use crate::retry::{with_backoff, GaveUp};
+use crate::workspace::{self, AttemptDirs, RunningRecord, WorkDir};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use osprey_proto::v1::{AttemptRef, JobAssignment, JobSpec, JobState, UpdateStatusRequest};
+use osprey_shared::pipeline::{ImageRef, ServiceRef, Variable};
+use osprey_shared::JobId;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How long a dependency download keeps retrying before the job fails.
+const DOWNLOAD_RETRY_LIMIT: Duration = Duration::from_secs(300);
+
+/// What every attempt of this agent shares.
+pub struct RunnerContext<A> {
+    pub api: Arc<A>,
+    pub executor: Arc<dyn Executor>,
+    pub work: WorkDir,
+    pub registry: Arc<Registry>,
+    pub agent_name: String,
+    pub tags: Vec<String>,
+    pub executor_name: &'static str,
+    pub job_timeout: Duration,
+    pub kill_grace: Duration,
+    pub shipper: ShipperSettings,
+}
+
+/// The final report of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalState {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+}
+
+impl FinalState {
+    fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            state: JobState::Failed,
+            exit_code: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Registers a confirmed assignment (record on disk, slot in the registry)
+/// and returns the future that runs it to its end.
+pub fn start<A: CoordinatorApi>(
+    ctx: Arc<RunnerContext<A>>,
+    assignment: JobAssignment,
+) -> Result<impl Future<Output = ()> + Send + 'static, std::io::Error> {
+    let spec = assignment.spec.clone().unwrap_or_default();
+    let dirs = ctx
+        .work
+        .attempt(spec.job_id, &assignment.attempt_id, &spec.project_name);
+    let record = RunningRecord {
+        job_id: spec.job_id,
+        attempt_id: assignment.attempt_id.clone(),
+        lease_epoch: assignment.lease_epoch,
+        job_token: assignment.job_token.clone(),
+        pgid: None,
+    };
+    let stored = record.store(&dirs.record);
+    let mut masked: Vec<String> = spec
+        .variables
+        .iter()
+        .filter(|variable| variable.masked)
+        .map(|variable| variable.value.clone())
+        .collect();
+    masked.push(assignment.job_token.clone());
+    let stream = LogStream::new(dirs.spool.clone(), masked, ctx.shipper);
+    let job = Arc::new(RunningJob::new(record, dirs.clone(), stream.acked()));
+    ctx.registry.insert(job.clone());
+    if let Err(err) = stored {
+        ctx.registry.remove(&job.attempt_id);
+        return Err(err);
+    }
+    let attempt = AttemptRef {
+        job_id: spec.job_id,
+        attempt_id: assignment.attempt_id.clone(),
+        lease_epoch: assignment.lease_epoch,
+        job_token: assignment.job_token,
+    };
+    let span = tracing::info_span!("job", job_id = spec.job_id, attempt_id = %assignment.attempt_id);
+    Ok(run_attempt(ctx, job, attempt, spec, dirs, stream).instrument(span))
+}
+
+async fn run_attempt<A: CoordinatorApi>(
+    ctx: Arc<RunnerContext<A>>,
+    job: Arc<RunningJob>,
+    attempt: AttemptRef,
+    spec: JobSpec,
+    dirs: AttemptDirs,
+    mut stream: LogStream,
+) {
+    tracing::info!(name = %spec.name, "job started");
+    let endpoint = AttemptLog {
+        api: &*ctx.api,
+        attempt: attempt.clone(),
+    };
+    let sink = stream.sink();
+    let (log, result) = tokio::join!(
+        stream.run(&endpoint, &job.fenced),
+        drive(&ctx, &job, &attempt, &spec, &dirs, sink)
+    );
+    let finished = async {
+        let final_state = result?;
+        let log = match log {
+            Ok(log) if !log.fenced => log,
+            Ok(_) => return Err(GaveUp::Fenced),
+            Err(err) => {
+                tracing::error!(error = %err, "log spool failed");
+                return Err(GaveUp::Failed(CallError::Refused(err.to_string())));
+            }
+        };
+        if log.truncated {
+            tracing::warn!(accepted = log.size, written = log.written, "log cut at the coordinator's limit");
+        }
+        let spool = dirs.spool.clone();
+        let size = log.size;
+        let digest = tokio::task::spawn_blocking(move || artifacts::digest_file(&spool, Some(size)))
+            .await
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|digest| digest);
+        match digest {
+            Ok((size, sha256)) => {
+                let sealed = with_backoff("seal log", &job.fenced, None, || {
+                    ctx.api.seal_log(attempt.clone(), size, sha256.clone())
+                })
+                .await;
+                match sealed {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(size, "coordinator holds a different log; marked cut"),
+                    Err(GaveUp::Fenced) => return Err(GaveUp::Fenced),
+                    Err(err) => tracing::error!(error = %err, "cannot seal log"),
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "cannot digest log spool; not sealed"),
+        }
+        report(&ctx, &job, &attempt, &final_state).await?;
+        tracing::info!(state = ?final_state.state, reason = %final_state.reason, "job finished");
+        Ok(())
+    };
+    match finished.await {
+        Ok(()) => {}
+        Err(GaveUp::Fenced) => tracing::warn!("attempt fenced; local copy stopped, nothing more reported"),
+        Err(GaveUp::Failed(err)) => tracing::error!(error = %err, "cannot report the end of the job"),
+    }
+    ctx.registry.remove(&job.attempt_id);
+    dirs.remove();
+    let _ = std::fs::remove_file(&dirs.record);
+}
+
+async fn report<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    attempt: &AttemptRef,
+    state: &FinalState,
+) -> Result<(), GaveUp> {
+    let request = UpdateStatusRequest {
+        attempt: Some(attempt.clone()),
+        state: state.state.into(),
+        exit_code: state.exit_code,
+        failure_reason: state.reason.clone(),
+    };
+    with_backoff("update status", &job.fenced, None, || {
+        ctx.api.update_status(request.clone())
+    })
+    .await
+}
+
+/// Runs the job and returns its final state, having written its story to the log.
+async fn drive<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    attempt: &AttemptRef,
+    spec: &JobSpec,
+    dirs: &AttemptDirs,
+    log: OutputSink,
+) -> Result<FinalState, GaveUp> {
+    let running = FinalState {
+        state: JobState::Running,
+        exit_code: None,
+        reason: String::new(),
+    };
+    report(ctx, job, attempt, &running).await?;
+    let say = |text: String| {
+        let log = log.clone();
+        async move {
+            let _ = log.send(Bytes::from(text)).await;
+        }
+    };
+    say(format!(
+        "Running with osprey-agent {} on {} (executor {})\n",
+        env!("CARGO_PKG_VERSION"),
+        ctx.agent_name,
+        ctx.executor_name
+    ))
+    .await;
+    let state = match run_steps(ctx, job, attempt, spec, dirs, &log).await {
+        Ok(state) => state,
+        Err(Step::Fenced) => return Err(GaveUp::Fenced),
+        Err(Step::Canceled) => stopped_state(job),
+        Err(Step::Failed(reason)) => {
+            say(format!("ERROR: {reason}\n")).await;
+            FinalState::failed(reason)
+        }
+    };
+    let summary = match state.state {
+        JobState::Success => "Job succeeded\n".to_owned(),
+        JobState::Canceled => "Job canceled\n".to_owned(),
+        _ => match state.exit_code {
+            Some(code) => format!("ERROR: Job failed: exit code {code}\n"),
+            None => format!("ERROR: Job failed: {}\n", state.reason),
+        },
+    };
+    say(summary).await;
+    Ok(state)
+}
+
+enum Step {
+    Fenced,
+    Canceled,
+    Failed(String),
+}
+
+/// The state of a job stopped by its cancel token.
+fn stopped_state(job: &RunningJob) -> FinalState {
+    match job.stop_cause() {
+        Some(StopCause::Shutdown) => FinalState::failed("agent shutdown"),
+        _ => FinalState {
+            state: JobState::Canceled,
+            exit_code: None,
+            reason: "canceled".to_owned(),
+        },
+    }
+}
+
+/// Runs `step` unless the job is stopped first.
+async fn unless_stopped<T>(job: &RunningJob, step: impl Future<Output = T>) -> Result<T, Step> {
+    tokio::select! {
+        value = step => Ok(value),
+        () = job.cancel.cancelled() => Err(if job.fenced.is_cancelled() { Step::Fenced } else { Step::Canceled }),
+    }
+}
+
+async fn run_steps<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    attempt: &AttemptRef,
+    spec: &JobSpec,
+    dirs: &AttemptDirs,
+    log: &OutputSink,
+) -> Result<FinalState, Step> {
+    let say = |text: String| async move {
+        let _ = log.send(Bytes::from(text)).await;
+    };
+    let short_sha = spec.commit_sha.get(..8).unwrap_or(&spec.commit_sha);
+    say(format!("Fetching {} at {short_sha}\n", spec.repo_url)).await;
+    let mut git_output = Vec::new();
+    let checkout = workspace::checkout(&spec.repo_url, &spec.commit_sha, &dirs.project_dir, &mut git_output);
+    let checked_out = unless_stopped(job, checkout).await?;
+    if !git_output.is_empty() {
+        let _ = log.send(Bytes::from(git_output)).await;
+    }
+    checked_out.map_err(|err| Step::Failed(format!("source checkout failed: {err}")))?;
+
+    for (index, dependency) in spec.dependencies.iter().enumerate() {
+        say(format!("Downloading artifacts of {} (job {})\n", dependency.job_name, dependency.job_id)).await;
+        let fetched = unless_stopped(job, fetch_dependency(ctx, job, attempt, dependency.job_id, dirs, index)).await?;
+        match fetched {
+            Ok(0) => say(format!("No artifacts for {}\n", dependency.job_name)).await,
+            Ok(count) => say(format!("Extracted {count} entries\n")).await,
+            Err(Step::Failed(reason)) => {
+                return Err(Step::Failed(format!(
+                    "artifact download of {} failed: {reason}",
+                    dependency.job_name
+                )))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+
+    let prepared = prepare(ctx, spec, dirs);
+    let outcome = run_executor(ctx, job, &prepared, log.clone()).await;
+    if job.fenced.is_cancelled() {
+        return Err(Step::Fenced);
+    }
+    let state = match outcome {
+        Outcome::Success => FinalState {
+            state: JobState::Success,
+            exit_code: None,
+            reason: String::new(),
+        },
+        Outcome::Failed { exit_code, reason } => FinalState {
+            state: JobState::Failed,
+            exit_code,
+            reason,
+        },
+        Outcome::Canceled => stopped_state(job),
+        Outcome::TimedOut => {
+            say(format!("ERROR: Job timed out after {}s\n", prepared.timeout.as_secs())).await;
+            FinalState::failed("job timeout")
+        }
+    };
+    if state.state == JobState::Success && !spec.artifact_paths.is_empty() {
+        upload_artifacts(ctx, job, attempt, spec, dirs, log).await?;
+    }
+    Ok(state)
+}
+
+/// Runs the executor; a `CancelJob` grace shorter than the executor's is
+/// enforced here by SIGKILL to the recorded process group.
+async fn run_executor<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    prepared: &PreparedJob,
+    log: OutputSink,
+) -> Outcome {
+    let enforce_grace = async {
+        job.cancel.cancelled().await;
+        if let Some(StopCause::Canceled { grace }) = job.stop_cause() {
+            if grace < ctx.kill_grace {
+                tokio::time::sleep(grace).await;
+                if let Some(pgid) = job.pgid() {
+                    workspace::kill_group(pgid);
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        outcome = ctx.executor.run(prepared, log, job.cancel.clone()) => outcome,
+        () = enforce_grace => unreachable_outcome(),
+    }
+}
+
+fn unreachable_outcome() -> Outcome {
+    // `enforce_grace` never completes; this keeps the select total without a panic.
+    Outcome::Failed {
+        exit_code: None,
+        reason: "internal error".to_owned(),
+    }
+}
+
+/// Downloads and extracts one dependency's archive; returns the entries extracted.
+async fn fetch_dependency<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    attempt: &AttemptRef,
+    source_job: u64,
+    dirs: &AttemptDirs,
+    index: usize,
+) -> Result<usize, Step> {
+    std::fs::create_dir_all(&dirs.downloads).map_err(|err| Step::Failed(err.to_string()))?;
+    let archive = dirs.downloads.join(format!("{index}-{source_job}.tar"));
+    let downloaded = with_backoff("download artifact", &job.fenced, Some(DOWNLOAD_RETRY_LIMIT), || {
+        ctx.api.download_artifact(attempt.clone(), source_job, &archive)
+    })
+    .await;
+    match downloaded {
+        Ok(true) => {}
+        Ok(false) => return Ok(0),
+        Err(GaveUp::Fenced) => return Err(Step::Fenced),
+        Err(GaveUp::Failed(err)) => return Err(Step::Failed(err.to_string())),
+    }
+    let project_dir = dirs.project_dir.clone();
+    let extracted = tokio::task::spawn_blocking(move || artifacts::extract(&archive, &project_dir))
+        .await
+        .map_err(|err| Step::Failed(err.to_string()))?;
+    extracted.map_err(|err| Step::Failed(err.to_string()))
+}
+
+async fn upload_artifacts<A: CoordinatorApi>(
+    ctx: &RunnerContext<A>,
+    job: &RunningJob,
+    attempt: &AttemptRef,
+    spec: &JobSpec,
+    dirs: &AttemptDirs,
+    log: &OutputSink,
+) -> Result<(), Step> {
+    let say = |text: String| async move {
+        let _ = log.send(Bytes::from(text)).await;
+    };
+    say("Uploading artifacts\n".to_owned()).await;
+    let (project_dir, patterns, archive) = (
+        dirs.project_dir.clone(),
+        spec.artifact_paths.clone(),
+        dirs.archive.clone(),
+    );
+    let collected = tokio::task::spawn_blocking(move || artifacts::collect(&project_dir, &patterns, &archive))
+        .await
+        .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
+        .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
+    for warning in &collected.warnings {
+        say(format!("WARNING: {warning}\n")).await;
+    }
+    let Some(archive) = collected.archive else {
+        say("WARNING: no files to upload\n".to_owned()).await;
+        return Ok(());
+    };
+    let uploaded = with_backoff("upload artifact", &job.fenced, None, || {
+        ctx.api.upload_artifact(attempt.clone(), &archive)
+    })
+    .await;
+    match uploaded {
+        Ok(()) => {
+            say(format!("Uploaded {} entries, {} bytes\n", collected.entries.len(), archive.size)).await;
+            Ok(())
+        }
+        Err(GaveUp::Fenced) => Err(Step::Fenced),
+        Err(GaveUp::Failed(err)) => Err(Step::Failed(format!("artifact upload failed: {err}"))),
+    }
+}
+
+/// The job as the executor sees it.
+fn prepare<A>(ctx: &RunnerContext<A>, spec: &JobSpec, dirs: &AttemptDirs) -> PreparedJob {
+    let mut env: Vec<(String, String)> = spec
+        .variables
+        .iter()
+        .map(|variable| (variable.key.clone(), variable.value.clone()))
+        .collect();
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    env.push(("CI_PROJECT_DIR".into(), path(&dirs.project_dir)));
+    env.push(("CI_BUILDS_DIR".into(), path(&dirs.build_dir)));
+    env.push(("CI_RUNNER_DESCRIPTION".into(), ctx.agent_name.clone()));
+    env.push(("CI_RUNNER_TAGS".into(), ctx.tags.join(",")));
+    let image = spec
+        .image
+        .as_ref()
+        .filter(|image| !image.name.is_empty())
+        .map(|image| ImageRef {
+            name: image.name.clone(),
+            entrypoint: non_empty(&image.entrypoint),
+        });
+    let services = spec
+        .services
+        .iter()
+        .map(|service| ServiceRef {
+            name: service.name.clone(),
+            alias: Some(service.alias.clone()).filter(|alias| !alias.is_empty()),
+            command: non_empty(&service.command),
+            entrypoint: non_empty(&service.entrypoint),
+            variables: service
+                .variables
+                .iter()
+                .map(|v| Variable {
+                    key: v.key.clone(),
+                    value: v.value.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    PreparedJob {
+        job_id: JobId(spec.job_id),
+        job_name: spec.name.clone(),
+        project_name: dirs
+            .project_dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        project_dir: dirs.project_dir.clone(),
+        env,
+        main_script: crate::script::main_script(&spec.before_script, &spec.script),
+        after_script: crate::script::after_script(&spec.after_script),
+        image,
+        services,
+        timeout: match spec.timeout_seconds {
+            0 => ctx.job_timeout,
+            secs => Duration::from_secs(secs),
+        },
+        kill_grace: ctx.kill_grace,
+    }
+}
+
+fn non_empty(list: &[String]) -> Option<Vec<String>> {
+    (!list.is_empty()).then(|| list.to_vec())
+}
+
+/// `AppendLog` of one attempt.
+struct AttemptLog<'a, A> {
+    api: &'a A,
+    attempt: AttemptRef,
+}
+
+impl<A: CoordinatorApi> LogEndpoint for AttemptLog<'_, A> {
+    fn append(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<AppendReply, CallError>> {
+        self.api.append_log(self.attempt.clone(), offset, data)
+    }
+}

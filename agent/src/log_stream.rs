@@ -1,0 +1,399 @@
+//! A job's log on its way to the coordinator. Output is masked, appended to an
+//! on-disk spool (`WORK_DIR/spool/<attempt_id>.log`) as it arrives, and a
+//! shipper sends the unacknowledged bytes with `AppendLog` at byte offsets.
+//! Nothing is dropped before the coordinator acknowledges it: when the
+//! unacknowledged backlog passes a cap the writer stops reading the job's
+//! output (backpressure). The spool keeps every byte until the attempt ends, so
+//! the shipper can resend from any `committed_offset` and the seal digest is
+//! computed from the file.
+//!
+//! The writer and the shipper are one future, [`LogStream::run`], that the job
+//! runner drives next to the job; it ends once the output is closed and every
+//! byte is acknowledged (or shipping stopped on a limit or a fence).
+
+use crate::client::{AppendReply, CallError};
+use crate::executor::OutputSink;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use osprey_proto::v1::AppendOutcome;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What replaces a masked value in the log.
+pub const MASK: &str = "[MASKED]";
+
+/// Tuning of the shipper.
+#[derive(Debug, Clone, Copy)]
+pub struct ShipperSettings {
+    /// How long bytes wait for more before they are sent, when idle.
+    pub batch_delay: Duration,
+    /// Largest `AppendLog` chunk; a full chunk is sent without waiting.
+    pub max_chunk: usize,
+    /// Unacknowledged bytes above which output stops being read.
+    pub max_unacked: u64,
+}
+
+impl Default for ShipperSettings {
+    fn default() -> Self {
+        Self {
+            batch_delay: Duration::from_millis(50),
+            max_chunk: 64 * 1024,
+            max_unacked: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The log endpoint of one attempt (`AppendLog` with its fencing triple bound).
+pub trait LogEndpoint: Send + Sync {
+    fn append(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<AppendReply, CallError>>;
+}
+
+/// How the log ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSummary {
+    /// Bytes the coordinator accepted (what to seal).
+    pub size: u64,
+    /// Bytes the job printed, after masking.
+    pub written: u64,
+    /// Shipping stopped on `RESOURCE_EXHAUSTED`.
+    pub truncated: bool,
+    /// The attempt was fenced while shipping: report nothing more.
+    pub fenced: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct WriterState {
+    written: u64,
+    closed: bool,
+    /// The writer could not write the spool: ship what is there and stop.
+    failed: bool,
+}
+
+/// One attempt's log stream: a sink for output and the future that spools and ships it.
+pub struct LogStream {
+    path: PathBuf,
+    output: mpsc::Receiver<Bytes>,
+    sink: Option<OutputSink>,
+    masker: Masker,
+    settings: ShipperSettings,
+    acked: watch::Sender<u64>,
+}
+
+impl LogStream {
+    /// A stream spooling to `path`, masking `masked_values`.
+    pub fn new(path: PathBuf, masked_values: Vec<String>, settings: ShipperSettings) -> Self {
+        let (sink, output) = mpsc::channel(64);
+        Self {
+            path,
+            output,
+            sink: Some(sink),
+            masker: Masker::new(masked_values),
+            settings,
+            acked: watch::Sender::new(0),
+        }
+    }
+
+    /// Where job output goes. The stream ends once every sink is dropped.
+    pub fn sink(&mut self) -> OutputSink {
+        self.sink.clone().unwrap_or_else(|| mpsc::channel(1).0)
+    }
+
+    /// Offset up to which the coordinator acknowledged the log (for `Hello`
+    /// and heartbeats).
+    pub fn acked(&self) -> watch::Receiver<u64> {
+        self.acked.subscribe()
+    }
+
+    /// Spools and ships until the output is closed and shipped. `fenced` stops
+    /// shipping at once (and is fired on a stale lease).
+    pub async fn run<E: LogEndpoint>(
+        mut self,
+        endpoint: &E,
+        fenced: &CancellationToken,
+    ) -> Result<LogSummary, LogError> {
+        self.sink = None;
+        let spool_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| LogError::Spool { path, source }
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&self.path)
+            .await
+            .map_err(spool_err(&self.path))?;
+        let reader = tokio::fs::File::open(&self.path)
+            .await
+            .map_err(spool_err(&self.path))?;
+        let (state_tx, state_rx) = watch::channel(WriterState::default());
+        let stop_writing = CancellationToken::new();
+        let writer = write_spool(
+            file,
+            self.output,
+            self.masker,
+            state_tx,
+            self.acked.subscribe(),
+            self.settings.max_unacked,
+            stop_writing.clone(),
+        );
+        let shipper = Shipper {
+            endpoint,
+            reader,
+            state: state_rx,
+            acked: &self.acked,
+            settings: self.settings,
+            fenced,
+        };
+        let shipped = async {
+            let summary = shipper.run().await;
+            // Shipping is over (limit or fence): the job goes on, its output is dropped.
+            stop_writing.cancel();
+            summary
+        };
+        let (written, summary) = tokio::join!(writer, shipped);
+        Ok(LogSummary { written, ..summary })
+    }
+}
+
+/// Appends masked output to the spool, holding back while too much is
+/// unacknowledged. Returns the bytes written.
+async fn write_spool(
+    mut file: tokio::fs::File,
+    mut output: mpsc::Receiver<Bytes>,
+    mut masker: Masker,
+    state: watch::Sender<WriterState>,
+    mut acked: watch::Receiver<u64>,
+    max_unacked: u64,
+    stop_writing: CancellationToken,
+) -> u64 {
+    let mut written = 0u64;
+    let mut failed = false;
+    loop {
+        // Backpressure: not reading `output` makes the job block on its pipe.
+        while !stop_writing.is_cancelled() && written - *acked.borrow() > max_unacked {
+            tokio::select! {
+                changed = acked.changed() => if changed.is_err() { break },
+                () = stop_writing.cancelled() => {}
+            }
+        }
+        let (chunk, last) = match output.recv().await {
+            Some(chunk) => (masker.push(&chunk), false),
+            None => (masker.finish(), true),
+        };
+        if !stop_writing.is_cancelled() && !failed && !chunk.is_empty() {
+            let wrote = async {
+                file.write_all(&chunk).await?;
+                file.flush().await
+            };
+            match wrote.await {
+                Ok(()) => written += chunk.len() as u64,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot write log spool; the rest of the output is lost");
+                    failed = true;
+                }
+            }
+            state.send_modify(|s| {
+                s.written = written;
+                s.failed = failed;
+            });
+        }
+        if last {
+            state.send_modify(|s| s.closed = true);
+            return written;
+        }
+    }
+}
+
+struct Shipper<'a, E> {
+    endpoint: &'a E,
+    reader: tokio::fs::File,
+    state: watch::Receiver<WriterState>,
+    acked: &'a watch::Sender<u64>,
+    settings: ShipperSettings,
+    fenced: &'a CancellationToken,
+}
+
+impl<E: LogEndpoint> Shipper<'_, E> {
+    async fn run(mut self) -> LogSummary {
+        let mut next = 0u64;
+        let mut retry = crate::retry::backoff();
+        let summary = |size, truncated, fenced| LogSummary {
+            size,
+            written: 0,
+            truncated,
+            fenced,
+        };
+        loop {
+            if self.fenced.is_cancelled() {
+                return summary(next, false, true);
+            }
+            let state = *self.state.borrow_and_update();
+            if next >= state.written {
+                if state.closed || state.failed {
+                    return summary(next, false, false);
+                }
+                tokio::select! {
+                    _ = self.state.changed() => {}
+                    () = self.fenced.cancelled() => {}
+                }
+                // Idle until now: give the job a moment to print more.
+                self.wait_for_batch(next).await;
+                continue;
+            }
+            let len = (state.written - next).min(self.settings.max_chunk as u64);
+            let data = match self.read(next, len).await {
+                Ok(data) => data,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read log spool; log cut short");
+                    return summary(next, true, false);
+                }
+            };
+            let reply = tokio::select! {
+                reply = self.endpoint.append(next, data) => reply,
+                () = self.fenced.cancelled() => continue,
+            };
+            match reply {
+                Ok(AppendReply { committed_offset, outcome }) => {
+                    retry = crate::retry::backoff();
+                    if outcome == AppendOutcome::Gap {
+                        tracing::debug!(offset = next, committed_offset, "log gap, resending");
+                    }
+                    // On every outcome the coordinator holds exactly the bytes
+                    // before `committed_offset`: continue from there.
+                    next = committed_offset.min(state.written);
+                    self.acked.send_replace(next);
+                }
+                Err(CallError::Exhausted(message)) => {
+                    tracing::warn!(%message, accepted = next, "log limit reached; output no longer shipped");
+                    return summary(next, true, false);
+                }
+                Err(CallError::Fenced(message)) => {
+                    tracing::warn!(%message, "log append refused: attempt fenced");
+                    self.fenced.cancel();
+                    return summary(next, false, true);
+                }
+                Err(error) => {
+                    let delay = crate::retry::next_delay(&mut retry);
+                    tracing::debug!(%error, ?delay, "log append failed, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.fenced.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until a full chunk is pending, the output closes, or the batch delay passes.
+    async fn wait_for_batch(&mut self, next: u64) {
+        let deadline = tokio::time::Instant::now() + self.settings.batch_delay;
+        loop {
+            let state = *self.state.borrow();
+            if state.closed || state.written - next.min(state.written) >= self.settings.max_chunk as u64 {
+                return;
+            }
+            tokio::select! {
+                changed = self.state.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(deadline) => return,
+                () = self.fenced.cancelled() => return,
+            }
+        }
+    }
+
+    async fn read(&mut self, offset: u64, len: u64) -> std::io::Result<Bytes> {
+        self.reader.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut data = vec![0; len as usize];
+        self.reader.read_exact(&mut data).await?;
+        Ok(data.into())
+    }
+}
+
+/// Replaces masked values with [`MASK`] in a byte stream whose chunks may
+/// split a value: the tail that could start a value is held back until the
+/// next chunk (or [`Masker::finish`]) decides.
+pub struct Masker {
+    values: Vec<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl Masker {
+    pub fn new(values: Vec<String>) -> Self {
+        let mut values: Vec<Vec<u8>> = values
+            .into_iter()
+            .filter(|value| !value.is_empty())
+            .map(String::into_bytes)
+            .collect();
+        // Longest first, so a value containing another is masked whole.
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        Self {
+            values,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Masks `chunk` (after what was held back); returns what is safe to write.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.values.is_empty() {
+            return chunk.to_vec();
+        }
+        self.pending.extend_from_slice(chunk);
+        let masked = self.mask(&self.pending);
+        let keep = self.held_back(&masked);
+        let ready = masked[..masked.len() - keep].to_vec();
+        self.pending = masked[masked.len() - keep..].to_vec();
+        ready
+    }
+
+    /// Everything still held back, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let pending = std::mem::take(&mut self.pending);
+        self.mask(&pending)
+    }
+
+    fn mask(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        'scan: while i < data.len() {
+            for value in &self.values {
+                if data[i..].starts_with(value) {
+                    out.extend_from_slice(MASK.as_bytes());
+                    i += value.len();
+                    continue 'scan;
+                }
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+        out
+    }
+
+    /// Length of the longest suffix of `data` that is a proper prefix of a value.
+    fn held_back(&self, data: &[u8]) -> usize {
+        let longest = self.values.first().map_or(0, Vec::len);
+        (1..longest.min(data.len() + 1))
+            .rev()
+            .find(|&n| {
+                let tail = &data[data.len() - n..];
+                self.values.iter().any(|value| value.len() > n && value.starts_with(tail))
+            })
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+#[path = "log_stream_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+//! The agent's work dir and each attempt's place in it: the build dir
+//! (`builds/<job_id>-<attempt-short>/<project>`), the log spool
+//! (`spool/<attempt_id>.log`) and the record of running attempts
+//! (`running/<attempt_id>.json`), plus the source checkout with the real `git`
+//! CLI. The record lets an agent restarted after a crash kill the process
+//! groups its dead jobs left behind and remove their directories.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The directories of the work dir.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    root: PathBuf,
+}
+
+impl WorkDir {
+    /// Creates `builds/`, `spool/` and `running/` under `root`.
+    pub fn create(root: &Path) -> std::io::Result<Self> {
+        for sub in ["builds", "spool", "running"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+
+    /// The paths of one attempt.
+    pub fn attempt(&self, job_id: u64, attempt_id: &str, project_name: &str) -> AttemptDirs {
+        let short: String = safe_name(attempt_id).chars().take(8).collect();
+        let build_dir = self.builds().join(format!("{job_id}-{short}"));
+        AttemptDirs {
+            project_dir: build_dir.join(safe_project_name(project_name)),
+            archive: build_dir.join("artifacts.tar"),
+            downloads: build_dir.join("downloads"),
+            build_dir,
+            spool: self.root.join("spool").join(format!("{}.log", safe_name(attempt_id))),
+            record: self.root.join("running").join(format!("{}.json", safe_name(attempt_id))),
+        }
+    }
+
+    /// Cleans up after attempts of an earlier agent process (crashed or
+    /// killed): kills their leftover process groups, removes their build dirs,
+    /// spools and records. Their leases are gone; nothing is reported.
+    /// Returns the records found.
+    pub fn reap_leftovers(&self) -> Vec<RunningRecord> {
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.root.join("running")) else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let record = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<RunningRecord>(&bytes).ok());
+            if let Some(record) = record {
+                if let Some(pgid) = record.pgid {
+                    kill_group(pgid);
+                }
+                tracing::info!(job_id = record.job_id, attempt_id = %record.attempt_id, pgid = ?record.pgid, "cleaned up attempt of an earlier agent process");
+                let dirs = self.attempt(record.job_id, &record.attempt_id, "");
+                let _ = std::fs::remove_dir_all(&dirs.build_dir);
+                let _ = std::fs::remove_file(&dirs.spool);
+                found.push(record);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        found
+    }
+}
+
+/// SIGKILL to a whole process group; a group that is gone is fine.
+pub fn kill_group(pgid: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Paths of one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptDirs {
+    /// `builds/<job_id>-<attempt-short>`, removed when the attempt ends.
+    pub build_dir: PathBuf,
+    /// `<build_dir>/<project>`: the checkout, `CI_PROJECT_DIR`.
+    pub project_dir: PathBuf,
+    /// Where the job's artifact archive is built (outside the project dir).
+    pub archive: PathBuf,
+    /// Where dependency archives are downloaded.
+    pub downloads: PathBuf,
+    pub spool: PathBuf,
+    pub record: PathBuf,
+}
+
+impl AttemptDirs {
+    /// Removes everything of the attempt but its record.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.build_dir);
+        let _ = std::fs::remove_file(&self.spool);
+    }
+}
+
+/// What is kept on disk about a running attempt.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningRecord {
+    pub job_id: u64,
+    pub attempt_id: String,
+    pub lease_epoch: u64,
+    pub job_token: String,
+    /// Process group of the script now running, if any.
+    pub pgid: Option<i32>,
+}
+
+impl std::fmt::Debug for RunningRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningRecord")
+            .field("job_id", &self.job_id)
+            .field("attempt_id", &self.attempt_id)
+            .field("lease_epoch", &self.lease_epoch)
+            .field("pgid", &self.pgid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningRecord {
+    /// Writes the record atomically (temp + rename).
+    pub fn store(&self, path: &Path) -> std::io::Result<()> {
+        let temp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(&serde_json::to_vec(self)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    }
+}
+
+/// Keeps a path segment to `[A-Za-z0-9._-]`, never `.`/`..`.
+fn safe_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
+        "_".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn safe_project_name(name: &str) -> String {
+    if name.is_empty() {
+        "project".to_owned()
+    } else {
+        safe_name(name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("invalid commit sha {0:?}")]
+    BadSha(String),
+    #[error("invalid repository url {0:?}")]
+    BadUrl(String),
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    #[error("{0}")]
+    Git(String),
+}
+
+/// Clones `repo_url` into `project_dir` and checks out exactly `sha`, detached.
+/// Git's own messages go to `log` (for the job log).
+pub async fn checkout(
+    repo_url: &str,
+    sha: &str,
+    project_dir: &Path,
+    log: &mut Vec<u8>,
+) -> Result<(), CheckoutError> {
+    if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CheckoutError::BadSha(sha.to_owned()));
+    }
+    if repo_url.is_empty() || repo_url.starts_with('-') {
+        return Err(CheckoutError::BadUrl(repo_url.to_owned()));
+    }
+    if let Some(parent) = project_dir.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(CheckoutError::Spawn)?;
+    }
+    let _ = tokio::fs::remove_dir_all(project_dir).await;
+    let target = project_dir.as_os_str();
+    git(&["clone", "--quiet", "--no-checkout", "--"], &[repo_url.as_ref(), target], None, log)
+        .await
+        .map_err(|err| CheckoutError::Git(format!("git clone of {repo_url} failed: {err}")))?;
+    git(&["checkout", "--quiet", "--detach"], &[sha.as_ref()], Some(project_dir), log)
+        .await
+        .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))
+}
+
+async fn git(
+    args: &[&str],
+    more: &[&std::ffi::OsStr],
+    dir: Option<&Path>,
+    log: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .args(args)
+        .args(more)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command.output().await.map_err(|err| format!("cannot run git: {err}"))?;
+    log.extend_from_slice(&output.stdout);
+    log.extend_from_slice(&output.stderr);
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(stderr.trim().lines().last().unwrap_or("git failed").to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn checks_out_exactly_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        run(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("f"), "one").unwrap();
+        run(&repo, &["add", "f"]);
+        run(&repo, &["commit", "-qm", "one"]);
+        let first = run(&repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("f"), "two").unwrap();
+        run(&repo, &["commit", "-qam", "two"]);
+
+        let work = WorkDir::create(&dir.path().join("work")).unwrap();
+        let dirs = work.attempt(7, "0123456789abcdef", "repo");
+        let mut log = Vec::new();
+        checkout(repo.to_str().unwrap(), &first, &dirs.project_dir, &mut log)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(dirs.project_dir.join("f")).unwrap(), "one");
+        assert!(dirs.project_dir.ends_with("builds/7-01234567/repo"));
+
+        let err = checkout(repo.to_str().unwrap(), &"f".repeat(40), &dirs.project_dir, &mut log)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+        let err = checkout(repo.to_str().unwrap(), "--help", &dirs.project_dir, &mut log).await;
+        assert!(matches!(err, Err(CheckoutError::BadSha(_))));
+        let err = checkout("/nonexistent/repo", &first, &dirs.project_dir, &mut log).await;
+        assert!(matches!(err, Err(CheckoutError::Git(_))));
+    }
+
+    #[test]
+    fn attempt_paths_stay_inside_the_work_dir() {
+        let work = WorkDir { root: PathBuf::from("/w") };
+        let dirs = work.attempt(1, "../../x", "..");
+        assert!(dirs.build_dir.starts_with("/w/builds"));
+        assert!(!dirs.project_dir.to_str().unwrap().contains("/../"));
+        assert!(dirs.spool.starts_with("/w/spool"));
+    }
+
+    #[test]
+    fn leftovers_are_killed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = WorkDir::create(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        let mut child = child.arg("1000").spawn().unwrap();
+        let dirs = work.attempt(3, "abcdef123456", "p");
+        std::fs::create_dir_all(&dirs.project_dir).unwrap();
+        std::fs::write(&dirs.spool, "log").unwrap();
+        RunningRecord {
+            job_id: 3,
+            attempt_id: "abcdef123456".into(),
+            lease_epoch: 1,
+            job_token: "t".into(),
+            pgid: Some(child.id() as i32),
+        }
+        .store(&dirs.record)
+        .unwrap();
+        let found = work.reap_leftovers();
+        assert_eq!(found.len(), 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed");
+        assert!(!dirs.build_dir.exists() && !dirs.spool.exists() && !dirs.record.exists());
+    }
+}
