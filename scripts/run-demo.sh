@@ -38,7 +38,6 @@ echo "pipeline $id created; following its logs"
 "$bin/osprey" logs --pipeline "$id" -f &
 follower=$!
 status=0
-"$bin/osprey" pipeline run --help >/dev/null
 while :; do
     state_now=$("$bin/osprey" pipeline show "$id" --json | sed -n 's/^{"id":[0-9]*,"status":"\([a-z]*\)".*/\1/p')
     case "$state_now" in success|failed|canceled) break ;; esac

@@ -11,3 +11,6 @@ mod sqlite;
 
 pub use rows::{AgentRow, JobRow, PipelineRow};
 pub use sqlite::{AppendResult, FinishResult, NewAgent, Store};
+
+#[cfg(test)]
+mod tests;
