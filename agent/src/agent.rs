@@ -80,7 +80,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     })?;
     let leftovers = work.reap_leftovers();
     if !leftovers.is_empty() {
-        tracing::warn!(count = leftovers.len(), "killed and removed jobs of an earlier agent process");
+        tracing::warn!(
+            count = leftovers.len(),
+            "killed and removed jobs of an earlier agent process"
+        );
     }
     let credentials = register(&config).await?;
     let channel = client::channel(&config.url, config.tls_ca.as_deref())?;
@@ -129,8 +132,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         shutdown.cancelled().await;
         draining.cancel();
         tracing::info!(running = registry.all().len(), grace = ?config.shutdown_grace, "shutting down: no new jobs");
-        if tokio::time::timeout(config.shutdown_grace, jobs.wait()).await.is_err() {
-            tracing::warn!(running = registry.all().len(), "grace period over: stopping running jobs");
+        if tokio::time::timeout(config.shutdown_grace, jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = registry.all().len(),
+                "grace period over: stopping running jobs"
+            );
             for job in registry.all() {
                 job.stop(StopCause::Shutdown);
             }
@@ -146,7 +155,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     Ok(())
 }
 
-async fn build_executor(config: &Config, registry: &Arc<Registry>) -> Result<Arc<dyn Executor>, AgentError> {
+async fn build_executor(
+    config: &Config,
+    registry: &Arc<Registry>,
+) -> Result<Arc<dyn Executor>, AgentError> {
     match config.executor {
         ExecutorKind::Shell => {
             let registry = registry.clone();
@@ -158,7 +170,8 @@ async fn build_executor(config: &Config, registry: &Arc<Registry>) -> Result<Arc
             Ok(Arc::new(ShellExecutor::new().with_process_hook(hook)))
         }
         ExecutorKind::Docker => {
-            let executor = DockerExecutor::new(config.docker.clone())?.with_agent_name(config.name.clone());
+            let executor =
+                DockerExecutor::new(config.docker.clone())?.with_agent_name(config.name.clone());
             match executor.check_engine().await {
                 Ok(version) => tracing::info!(%version, "docker engine reachable"),
                 Err(err) => tracing::warn!(error = %err, "docker engine not reachable yet"),

@@ -170,7 +170,10 @@ fn add_match(root: &Path, found: &Path, files: &mut BTreeSet<PathBuf>, warnings:
     // The match's parent must resolve inside the root: a symlinked folder on
     // the way would lead outside.
     let Some(relative) = resolved_relative(root, found) else {
-        warnings.push(format!("{}: refused: outside the project dir", found.display()));
+        warnings.push(format!(
+            "{}: refused: outside the project dir",
+            found.display()
+        ));
         return;
     };
     let is_real_dir = found
@@ -276,7 +279,11 @@ mod tests {
     }
 
     fn names(collected: &Collected) -> Vec<String> {
-        collected.entries.iter().map(|p| p.display().to_string()).collect()
+        collected
+            .entries
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     #[test]
@@ -288,16 +295,30 @@ mod tests {
         let collected = collect(&project, &patterns, &archive).unwrap();
         assert_eq!(
             names(&collected),
-            ["keep.bin", "out", "out/a.txt", "out/sub", "out/sub/b.txt", "x.log", "y.log"]
+            [
+                "keep.bin",
+                "out",
+                "out/a.txt",
+                "out/sub",
+                "out/sub/b.txt",
+                "x.log",
+                "y.log"
+            ]
         );
         assert!(collected.warnings.iter().any(|w| w.contains("missing/*")));
         let info = collected.archive.unwrap();
-        assert_eq!(digest_file(&archive, None).unwrap(), (info.size, info.sha256));
+        assert_eq!(
+            digest_file(&archive, None).unwrap(),
+            (info.size, info.sha256)
+        );
 
         let target = dir.path().join("target");
         fs::create_dir(&target).unwrap();
         assert_eq!(extract(&archive, &target).unwrap(), 7);
-        assert_eq!(fs::read_to_string(target.join("out/sub/b.txt")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(target.join("out/sub/b.txt")).unwrap(),
+            "b"
+        );
     }
 
     #[test]
@@ -306,8 +327,13 @@ mod tests {
         let project = dir.path().join("project");
         std::os::unix::fs::symlink(dir.path(), project.join("escape")).unwrap();
         let secret = dir.path().join("secret").display().to_string();
-        let patterns = ["../secret", secret.as_str(), "escape/secret", "out/../../secret"]
-            .map(String::from);
+        let patterns = [
+            "../secret",
+            secret.as_str(),
+            "escape/secret",
+            "out/../../secret",
+        ]
+        .map(String::from);
         let collected = collect(&project, &patterns, &dir.path().join("a.tar")).unwrap();
         assert!(collected.archive.is_none(), "{:?}", collected.entries);
         assert_eq!(collected.warnings.len(), 4, "{:?}", collected.warnings);
@@ -349,7 +375,10 @@ mod tests {
             raw_tar(&archive, name, link);
             let err = extract(&archive, &project).unwrap_err();
             assert!(
-                matches!(err, ArtifactError::HostileEntry(_) | ArtifactError::HostileLink(_)),
+                matches!(
+                    err,
+                    ArtifactError::HostileEntry(_) | ArtifactError::HostileLink(_)
+                ),
                 "{name}: {err}"
             );
         }

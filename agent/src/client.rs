@@ -84,7 +84,10 @@ impl tonic::service::Interceptor for BearerAuth {
 }
 
 /// The authenticated client for `credentials`.
-pub fn authenticated(channel: Channel, credentials: &Credentials) -> Result<AgentClient, ConnectError> {
+pub fn authenticated(
+    channel: Channel,
+    credentials: &Credentials,
+) -> Result<AgentClient, ConnectError> {
     let value = format!("Bearer {}", credentials.agent_token)
         .parse()
         .map_err(|_| ConnectError::Token)?;
@@ -161,17 +164,32 @@ pub struct ArchiveFile {
 
 /// The job-scoped calls, each carrying the attempt's fencing triple.
 pub trait CoordinatorApi: Send + Sync + 'static {
-    fn append_log(&self, attempt: AttemptRef, offset: u64, data: Bytes)
-        -> BoxFuture<'_, Result<AppendReply, CallError>>;
+    fn append_log(
+        &self,
+        attempt: AttemptRef,
+        offset: u64,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<AppendReply, CallError>>;
     /// Returns whether the coordinator sealed the log (false: size or digest differ).
-    fn seal_log(&self, attempt: AttemptRef, size: u64, sha256: String)
-        -> BoxFuture<'_, Result<bool, CallError>>;
+    fn seal_log(
+        &self,
+        attempt: AttemptRef,
+        size: u64,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<bool, CallError>>;
     fn update_status(&self, request: UpdateStatusRequest) -> BoxFuture<'_, Result<(), CallError>>;
-    fn upload_artifact<'a>(&'a self, attempt: AttemptRef, archive: &'a ArchiveFile)
-        -> BoxFuture<'a, Result<(), CallError>>;
+    fn upload_artifact<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        archive: &'a ArchiveFile,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
     /// Downloads `source_job`'s archive to `dest`, verified; `Ok(false)` when it has none.
-    fn download_artifact<'a>(&'a self, attempt: AttemptRef, source_job: u64, dest: &'a Path)
-        -> BoxFuture<'a, Result<bool, CallError>>;
+    fn download_artifact<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        source_job: u64,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<bool, CallError>>;
 }
 
 /// [`CoordinatorApi`] over the real gRPC client.
@@ -181,10 +199,18 @@ pub struct GrpcApi {
 }
 
 impl CoordinatorApi for GrpcApi {
-    fn append_log(&self, attempt: AttemptRef, offset: u64, data: Bytes)
-        -> BoxFuture<'_, Result<AppendReply, CallError>> {
+    fn append_log(
+        &self,
+        attempt: AttemptRef,
+        offset: u64,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<AppendReply, CallError>> {
         Box::pin(async move {
-            let request = pb::AppendLogRequest { attempt: Some(attempt), offset, data };
+            let request = pb::AppendLogRequest {
+                attempt: Some(attempt),
+                offset,
+                data,
+            };
             let response = self.client.clone().append_log(request).await?.into_inner();
             Ok(AppendReply {
                 committed_offset: response.committed_offset,
@@ -193,11 +219,25 @@ impl CoordinatorApi for GrpcApi {
         })
     }
 
-    fn seal_log(&self, attempt: AttemptRef, size: u64, sha256: String)
-        -> BoxFuture<'_, Result<bool, CallError>> {
+    fn seal_log(
+        &self,
+        attempt: AttemptRef,
+        size: u64,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<bool, CallError>> {
         Box::pin(async move {
-            let request = SealLogRequest { attempt: Some(attempt), size, sha256 };
-            Ok(self.client.clone().seal_log(request).await?.into_inner().sealed)
+            let request = SealLogRequest {
+                attempt: Some(attempt),
+                size,
+                sha256,
+            };
+            Ok(self
+                .client
+                .clone()
+                .seal_log(request)
+                .await?
+                .into_inner()
+                .sealed)
         })
     }
 
@@ -208,8 +248,11 @@ impl CoordinatorApi for GrpcApi {
         })
     }
 
-    fn upload_artifact<'a>(&'a self, attempt: AttemptRef, archive: &'a ArchiveFile)
-        -> BoxFuture<'a, Result<(), CallError>> {
+    fn upload_artifact<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        archive: &'a ArchiveFile,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
             let file = tokio::fs::File::open(&archive.path)
                 .await
@@ -220,10 +263,12 @@ impl CoordinatorApi for GrpcApi {
                 })),
             };
             let trailer = UploadArtifactRequest {
-                part: Some(upload_artifact_request::Part::Trailer(pb::ArtifactTrailer {
-                    size: archive.size,
-                    sha256: archive.sha256.clone(),
-                })),
+                part: Some(upload_artifact_request::Part::Trailer(
+                    pb::ArtifactTrailer {
+                        size: archive.size,
+                        sha256: archive.sha256.clone(),
+                    },
+                )),
             };
             let data = futures::stream::unfold(Some(file), |file| async move {
                 let mut file = file?;
@@ -240,13 +285,18 @@ impl CoordinatorApi for GrpcApi {
                     return None;
                 }
                 chunk.truncate(filled);
-                let part = upload_artifact_request::Part::Data(chunk.into());
+                let part = upload_artifact_request::Part::Data(chunk);
                 Some((UploadArtifactRequest { part: Some(part) }, Some(file)))
             });
             let stream = futures::stream::iter([header])
                 .chain(data)
                 .chain(futures::stream::iter([trailer]));
-            let response = self.client.clone().upload_artifact(stream).await?.into_inner();
+            let response = self
+                .client
+                .clone()
+                .upload_artifact(stream)
+                .await?
+                .into_inner();
             if response.sha256 != archive.sha256 || response.size != archive.size {
                 return Err(CallError::Transient(format!(
                     "coordinator stored {} bytes with sha256 {}, sent {} bytes with sha256 {}",
@@ -257,22 +307,32 @@ impl CoordinatorApi for GrpcApi {
         })
     }
 
-    fn download_artifact<'a>(&'a self, attempt: AttemptRef, source_job: u64, dest: &'a Path)
-        -> BoxFuture<'a, Result<bool, CallError>> {
+    fn download_artifact<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        source_job: u64,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
         Box::pin(async move {
-            let request = DownloadArtifactRequest { attempt: Some(attempt), source_job_id: source_job };
+            let request = DownloadArtifactRequest {
+                attempt: Some(attempt),
+                source_job_id: source_job,
+            };
             let mut stream = match self.client.clone().download_artifact(request).await {
                 Ok(response) => response.into_inner(),
                 Err(status) if status.code() == Code::NotFound => return Ok(false),
                 Err(status) => return Err(status.into()),
             };
-            let local = |err: std::io::Error| CallError::Refused(format!("cannot write archive: {err}"));
+            let local =
+                |err: std::io::Error| CallError::Refused(format!("cannot write archive: {err}"));
             let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
             let mut hasher = crate::artifacts::Sha256Writer::default();
             let mut expected = None;
             while let Some(message) = stream.message().await? {
                 match message.part {
-                    Some(pb::download_artifact_response::Part::Header(header)) => expected = Some(header),
+                    Some(pb::download_artifact_response::Part::Header(header)) => {
+                        expected = Some(header)
+                    }
                     Some(pb::download_artifact_response::Part::Data(data)) => {
                         hasher.update(&data);
                         file.write_all(&data).await.map_err(local)?;

@@ -237,10 +237,7 @@ impl AgentArgs {
         };
         Ok(Config {
             url,
-            registration_token: self
-                .registration_token
-                .clone()
-                .or(file.registration_token),
+            registration_token: self.registration_token.clone().or(file.registration_token),
             name,
             tags,
             run_untagged,
@@ -333,7 +330,10 @@ mod tests {
         assert_eq!(config.work_dir, PathBuf::from("/file"));
         assert_eq!(config.docker.default_image.as_deref(), Some("alpine:3"));
         assert_eq!(config.job_timeout, DEFAULT_JOB_TIMEOUT);
-        assert!(!config.run_untagged, "tagged agent defaults to tagged jobs only");
+        assert!(
+            !config.run_untagged,
+            "tagged agent defaults to tagged jobs only"
+        );
     }
 
     #[test]
@@ -347,14 +347,26 @@ mod tests {
         assert_eq!(config.tags, vec!["linux", "docker"]);
         assert!(!config.run_untagged);
         tagged.push("--run-untagged");
-        assert!(args(&tagged).layer_over(FileConfig::default()).unwrap().run_untagged);
+        assert!(
+            args(&tagged)
+                .layer_over(FileConfig::default())
+                .unwrap()
+                .run_untagged
+        );
     }
 
     #[test]
     fn docker_image_flag_fills_docker_table() {
-        let config = args(&["--url", "http://x", "--work-dir", "/w", "--docker-image", "i:1"])
-            .layer_over(file("[docker]\nimage = \"file:1\""))
-            .unwrap();
+        let config = args(&[
+            "--url",
+            "http://x",
+            "--work-dir",
+            "/w",
+            "--docker-image",
+            "i:1",
+        ])
+        .layer_over(file("[docker]\nimage = \"file:1\""))
+        .unwrap();
         assert_eq!(config.docker.default_image.as_deref(), Some("i:1"));
     }
 
@@ -367,11 +379,27 @@ mod tests {
         let err = args(&["--url", "ftp://x", "--work-dir", "/w"])
             .layer_over(FileConfig::default())
             .unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "url", .. }), "{err}");
-        let err = args(&["--url", "http://x", "--work-dir", "/w", "--concurrency", "0"])
-            .layer_over(FileConfig::default())
-            .unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "concurrency", .. }));
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "url", .. }),
+            "{err}"
+        );
+        let err = args(&[
+            "--url",
+            "http://x",
+            "--work-dir",
+            "/w",
+            "--concurrency",
+            "0",
+        ])
+        .layer_over(FileConfig::default())
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "concurrency",
+                ..
+            }
+        ));
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
     }
 }

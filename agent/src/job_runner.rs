@@ -96,7 +96,8 @@ pub fn start<A: CoordinatorApi>(
         lease_epoch: assignment.lease_epoch,
         job_token: assignment.job_token,
     };
-    let span = tracing::info_span!("job", job_id = spec.job_id, attempt_id = %assignment.attempt_id);
+    let span =
+        tracing::info_span!("job", job_id = spec.job_id, attempt_id = %assignment.attempt_id);
     Ok(run_attempt(ctx, job, attempt, spec, dirs, stream).instrument(span))
 }
 
@@ -129,14 +130,19 @@ async fn run_attempt<A: CoordinatorApi>(
             }
         };
         if log.truncated {
-            tracing::warn!(accepted = log.size, written = log.written, "log cut at the coordinator's limit");
+            tracing::warn!(
+                accepted = log.size,
+                written = log.written,
+                "log cut at the coordinator's limit"
+            );
         }
         let spool = dirs.spool.clone();
         let size = log.size;
-        let digest = tokio::task::spawn_blocking(move || artifacts::digest_file(&spool, Some(size)))
-            .await
-            .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|digest| digest);
+        let digest =
+            tokio::task::spawn_blocking(move || artifacts::digest_file(&spool, Some(size)))
+                .await
+                .map_err(|err| std::io::Error::other(err.to_string()))
+                .and_then(|digest| digest);
         match digest {
             Ok((size, sha256)) => {
                 let sealed = with_backoff("seal log", &job.fenced, None, || {
@@ -145,7 +151,9 @@ async fn run_attempt<A: CoordinatorApi>(
                 .await;
                 match sealed {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(size, "coordinator holds a different log; marked cut"),
+                    Ok(false) => {
+                        tracing::warn!(size, "coordinator holds a different log; marked cut")
+                    }
                     Err(GaveUp::Fenced) => return Err(GaveUp::Fenced),
                     Err(err) => tracing::error!(error = %err, "cannot seal log"),
                 }
@@ -158,8 +166,12 @@ async fn run_attempt<A: CoordinatorApi>(
     };
     match finished.await {
         Ok(()) => {}
-        Err(GaveUp::Fenced) => tracing::warn!("attempt fenced; local copy stopped, nothing more reported"),
-        Err(GaveUp::Failed(err)) => tracing::error!(error = %err, "cannot report the end of the job"),
+        Err(GaveUp::Fenced) => {
+            tracing::warn!("attempt fenced; local copy stopped, nothing more reported")
+        }
+        Err(GaveUp::Failed(err)) => {
+            tracing::error!(error = %err, "cannot report the end of the job")
+        }
     }
     ctx.registry.remove(&job.attempt_id);
     dirs.remove();
@@ -273,7 +285,12 @@ async fn run_steps<A: CoordinatorApi>(
     let short_sha = spec.commit_sha.get(..8).unwrap_or(&spec.commit_sha);
     say(format!("Fetching {} at {short_sha}\n", spec.repo_url)).await;
     let mut git_output = Vec::new();
-    let checkout = workspace::checkout(&spec.repo_url, &spec.commit_sha, &dirs.project_dir, &mut git_output);
+    let checkout = workspace::checkout(
+        &spec.repo_url,
+        &spec.commit_sha,
+        &dirs.project_dir,
+        &mut git_output,
+    );
     let checked_out = unless_stopped(job, checkout).await?;
     if !git_output.is_empty() {
         let _ = log.send(Bytes::from(git_output)).await;
@@ -281,8 +298,16 @@ async fn run_steps<A: CoordinatorApi>(
     checked_out.map_err(|err| Step::Failed(format!("source checkout failed: {err}")))?;
 
     for (index, dependency) in spec.dependencies.iter().enumerate() {
-        say(format!("Downloading artifacts of {} (job {})\n", dependency.job_name, dependency.job_id)).await;
-        let fetched = unless_stopped(job, fetch_dependency(ctx, job, attempt, dependency.job_id, dirs, index)).await?;
+        say(format!(
+            "Downloading artifacts of {} (job {})\n",
+            dependency.job_name, dependency.job_id
+        ))
+        .await;
+        let fetched = unless_stopped(
+            job,
+            fetch_dependency(ctx, job, attempt, dependency.job_id, dirs, index),
+        )
+        .await?;
         match fetched {
             Ok(0) => say(format!("No artifacts for {}\n", dependency.job_name)).await,
             Ok(count) => say(format!("Extracted {count} entries\n")).await,
@@ -314,7 +339,11 @@ async fn run_steps<A: CoordinatorApi>(
         },
         Outcome::Canceled => stopped_state(job),
         Outcome::TimedOut => {
-            say(format!("ERROR: Job timed out after {}s\n", prepared.timeout.as_secs())).await;
+            say(format!(
+                "ERROR: Job timed out after {}s\n",
+                prepared.timeout.as_secs()
+            ))
+            .await;
             FinalState::failed("job timeout")
         }
     };
@@ -369,9 +398,15 @@ async fn fetch_dependency<A: CoordinatorApi>(
 ) -> Result<usize, Step> {
     std::fs::create_dir_all(&dirs.downloads).map_err(|err| Step::Failed(err.to_string()))?;
     let archive = dirs.downloads.join(format!("{index}-{source_job}.tar"));
-    let downloaded = with_backoff("download artifact", &job.fenced, Some(DOWNLOAD_RETRY_LIMIT), || {
-        ctx.api.download_artifact(attempt.clone(), source_job, &archive)
-    })
+    let downloaded = with_backoff(
+        "download artifact",
+        &job.fenced,
+        Some(DOWNLOAD_RETRY_LIMIT),
+        || {
+            ctx.api
+                .download_artifact(attempt.clone(), source_job, &archive)
+        },
+    )
     .await;
     match downloaded {
         Ok(true) => {}
@@ -403,10 +438,11 @@ async fn upload_artifacts<A: CoordinatorApi>(
         spec.artifact_paths.clone(),
         dirs.archive.clone(),
     );
-    let collected = tokio::task::spawn_blocking(move || artifacts::collect(&project_dir, &patterns, &archive))
-        .await
-        .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
-        .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
+    let collected =
+        tokio::task::spawn_blocking(move || artifacts::collect(&project_dir, &patterns, &archive))
+            .await
+            .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
+            .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
     for warning in &collected.warnings {
         say(format!("WARNING: {warning}\n")).await;
     }
@@ -420,7 +456,12 @@ async fn upload_artifacts<A: CoordinatorApi>(
     .await;
     match uploaded {
         Ok(()) => {
-            say(format!("Uploaded {} entries, {} bytes\n", collected.entries.len(), archive.size)).await;
+            say(format!(
+                "Uploaded {} entries, {} bytes\n",
+                collected.entries.len(),
+                archive.size
+            ))
+            .await;
             Ok(())
         }
         Err(GaveUp::Fenced) => Err(Step::Fenced),

@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod exec;
 pub mod executor;
 pub mod job_runner;
 pub mod log_stream;

@@ -266,7 +266,10 @@ impl<E: LogEndpoint> Shipper<'_, E> {
                 () = self.fenced.cancelled() => continue,
             };
             match reply {
-                Ok(AppendReply { committed_offset, outcome }) => {
+                Ok(AppendReply {
+                    committed_offset,
+                    outcome,
+                }) => {
                     retry = crate::retry::backoff();
                     if outcome == AppendOutcome::Gap {
                         tracing::debug!(offset = next, committed_offset, "log gap, resending");
@@ -302,7 +305,9 @@ impl<E: LogEndpoint> Shipper<'_, E> {
         let deadline = tokio::time::Instant::now() + self.settings.batch_delay;
         loop {
             let state = *self.state.borrow();
-            if state.closed || state.written - next.min(state.written) >= self.settings.max_chunk as u64 {
+            if state.closed
+                || state.written - next.min(state.written) >= self.settings.max_chunk as u64
+            {
                 return;
             }
             tokio::select! {
@@ -388,7 +393,9 @@ impl Masker {
             .rev()
             .find(|&n| {
                 let tail = &data[data.len() - n..];
-                self.values.iter().any(|value| value.len() > n && value.starts_with(tail))
+                self.values
+                    .iter()
+                    .any(|value| value.len() > n && value.starts_with(tail))
             })
             .unwrap_or(0)
     }

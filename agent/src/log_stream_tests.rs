@@ -55,7 +55,11 @@ impl LogEndpoint for FakeLog {
             let outcome = if offset > stored.len() {
                 AppendOutcome::Gap
             } else if end <= stored.len() {
-                assert_eq!(&stored[offset..end], &data[..], "duplicate with other bytes");
+                assert_eq!(
+                    &stored[offset..end],
+                    &data[..],
+                    "duplicate with other bytes"
+                );
                 AppendOutcome::Duplicate
             } else {
                 if self.limit.is_some_and(|limit| end > limit) {
@@ -66,7 +70,10 @@ impl LogEndpoint for FakeLog {
                 stored.extend_from_slice(&new);
                 AppendOutcome::Appended
             };
-            self.calls.lock().unwrap().push((offset as u64, data.len(), outcome));
+            self.calls
+                .lock()
+                .unwrap()
+                .push((offset as u64, data.len(), outcome));
             if matches!(fault, Some(Fault::LoseResponse)) {
                 return Err(CallError::Transient("response lost".into()));
             }
@@ -87,7 +94,12 @@ fn settings() -> ShipperSettings {
 }
 
 /// Sends `chunks` through a stream shipping to `endpoint`; returns the summary.
-async fn ship(endpoint: &FakeLog, chunks: &[&str], masked: &[&str], settings: ShipperSettings) -> LogSummary {
+async fn ship(
+    endpoint: &FakeLog,
+    chunks: &[&str],
+    masked: &[&str],
+    settings: ShipperSettings,
+) -> LogSummary {
     let dir = tempfile::tempdir().unwrap();
     let mut stream = LogStream::new(
         dir.path().join("a.log"),
@@ -98,7 +110,9 @@ async fn ship(endpoint: &FakeLog, chunks: &[&str], masked: &[&str], settings: Sh
     let fenced = CancellationToken::new();
     let producer = async move {
         for chunk in chunks {
-            sink.send(Bytes::copy_from_slice(chunk.as_bytes())).await.unwrap();
+            sink.send(Bytes::copy_from_slice(chunk.as_bytes()))
+                .await
+                .unwrap();
         }
     };
     let (summary, ()) = tokio::join!(stream.run(endpoint, &fenced), producer);
@@ -158,7 +172,11 @@ async fn gap_answer_moves_offset_back() {
     let summary = summary.unwrap();
     assert_eq!(fake.stored(), b"abcdefghijkl");
     assert_eq!(summary.size, 12);
-    assert!(fake.outcomes().contains(&AppendOutcome::Gap), "{:?}", fake.outcomes());
+    assert!(
+        fake.outcomes().contains(&AppendOutcome::Gap),
+        "{:?}",
+        fake.outcomes()
+    );
 }
 
 #[tokio::test]
@@ -225,7 +243,10 @@ async fn backpressure_stops_reading_output_while_unacknowledged() {
     };
     let (summary, ()) = tokio::join!(stream.run(&fake, &fenced), producer);
     let summary = summary.unwrap();
-    assert_eq!(summary.size, summary.written, "all spooled bytes shipped at the end");
+    assert_eq!(
+        summary.size, summary.written,
+        "all spooled bytes shipped at the end"
+    );
     assert_eq!(fake.stored().len() as u64, summary.size);
 }
 

@@ -46,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
             println!("registered agent {}", credentials.agent_id);
             Ok(())
         }
-        Command::Exec(_) => anyhow::bail!("the exec subcommand is not available in this build"),
+        Command::Exec(args) => {
+            let code = osprey_agent::exec::run(args).await?;
+            std::process::exit(code);
+        }
     }
 }

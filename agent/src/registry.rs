@@ -94,7 +94,9 @@ impl RunningJob {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not take the agent down with it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Default)]
@@ -219,7 +221,10 @@ mod tests {
         assert_eq!(registry.free_slots(), 1);
         assert_eq!(registry.running()[0].acked_log_offset, 5);
         registry.get("a1").unwrap().abandon();
-        assert!(registry.running().is_empty(), "abandoned attempts are not listed");
+        assert!(
+            registry.running().is_empty(),
+            "abandoned attempts are not listed"
+        );
         registry.remove("a1");
         assert_eq!(registry.free_slots(), 2);
     }
@@ -228,7 +233,9 @@ mod tests {
     fn first_stop_cause_wins() {
         let job = job(2);
         job.stop(StopCause::Shutdown);
-        job.stop(StopCause::Canceled { grace: Duration::ZERO });
+        job.stop(StopCause::Canceled {
+            grace: Duration::ZERO,
+        });
         assert_eq!(job.stop_cause(), Some(StopCause::Shutdown));
         assert!(job.cancel.is_cancelled() && !job.fenced.is_cancelled());
     }

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn retries_transient_then_stops_on_fence() {
         let fenced = CancellationToken::new();
         let calls = AtomicU32::new(0);
@@ -107,15 +107,18 @@ mod tests {
         assert!(fenced.is_cancelled());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn gives_up_after_max_elapsed_or_refusal() {
         let fenced = CancellationToken::new();
         let result: Result<(), _> =
-            with_backoff("t", &fenced, Some(Duration::from_secs(3)), || async {
+            with_backoff("t", &fenced, Some(Duration::from_millis(500)), || async {
                 Err(CallError::Transient("down".into()))
             })
             .await;
-        assert!(matches!(result, Err(GaveUp::Failed(CallError::Transient(_)))));
+        assert!(matches!(
+            result,
+            Err(GaveUp::Failed(CallError::Transient(_)))
+        ));
         let result: Result<(), _> = with_backoff("t", &fenced, None, || async {
             Err(CallError::Refused("bad".into()))
         })

@@ -199,7 +199,9 @@ impl<A: CoordinatorApi> Session<A> {
                 };
                 if self.pending.contains_key(&offer.offer_id) {
                     // A repeated offer: accepting again is twice-safe.
-                    let accept = AcceptOffer { offer_id: offer.offer_id };
+                    let accept = AcceptOffer {
+                        offer_id: offer.offer_id,
+                    };
                     return send(outbound, agent_message::Kind::Accept(accept)).await;
                 }
                 if self.draining.is_cancelled() {
@@ -210,7 +212,13 @@ impl<A: CoordinatorApi> Session<A> {
                 }
                 tracing::debug!(offer_id = %offer.offer_id, "offer accepted");
                 self.pending.insert(offer.offer_id.clone(), assignment);
-                send(outbound, agent_message::Kind::Accept(AcceptOffer { offer_id: offer.offer_id })).await
+                send(
+                    outbound,
+                    agent_message::Kind::Accept(AcceptOffer {
+                        offer_id: offer.offer_id,
+                    }),
+                )
+                .await
             }
             coordinator_message::Kind::OfferOutcome(outcome) => {
                 let Some(assignment) = self.pending.remove(&outcome.offer_id) else {
@@ -240,7 +248,9 @@ impl<A: CoordinatorApi> Session<A> {
                 }
                 Ok(())
             }
-            coordinator_message::Kind::HeartbeatAck(_) | coordinator_message::Kind::Welcome(_) => Ok(()),
+            coordinator_message::Kind::HeartbeatAck(_) | coordinator_message::Kind::Welcome(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -251,7 +261,10 @@ impl<A: CoordinatorApi> Session<A> {
             None => None,
         };
         let Some(job) = job else {
-            tracing::debug!(job_id = cancel.job_id, "cancel for an attempt not running here");
+            tracing::debug!(
+                job_id = cancel.job_id,
+                "cancel for an attempt not running here"
+            );
             return;
         };
         tracing::info!(job_id = job.job_id, reason = %cancel.reason, "job canceled by coordinator");
@@ -274,7 +287,10 @@ impl<A: CoordinatorApi> Session<A> {
     }
 }
 
-async fn send(outbound: &mpsc::Sender<AgentMessage>, kind: agent_message::Kind) -> Result<(), SessionError> {
+async fn send(
+    outbound: &mpsc::Sender<AgentMessage>,
+    kind: agent_message::Kind,
+) -> Result<(), SessionError> {
     outbound
         .send(AgentMessage { kind: Some(kind) })
         .await

@@ -44,8 +44,14 @@ impl WorkDir {
             archive: build_dir.join("artifacts.tar"),
             downloads: build_dir.join("downloads"),
             build_dir,
-            spool: self.root.join("spool").join(format!("{}.log", safe_name(attempt_id))),
-            record: self.root.join("running").join(format!("{}.json", safe_name(attempt_id))),
+            spool: self
+                .root
+                .join("spool")
+                .join(format!("{}.log", safe_name(attempt_id))),
+            record: self
+                .root
+                .join("running")
+                .join(format!("{}.json", safe_name(attempt_id))),
         }
     }
 
@@ -150,7 +156,13 @@ impl RunningRecord {
 fn safe_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
         "_".to_owned()
@@ -200,12 +212,22 @@ pub async fn checkout(
     }
     let _ = tokio::fs::remove_dir_all(project_dir).await;
     let target = project_dir.as_os_str();
-    git(&["clone", "--quiet", "--no-checkout", "--"], &[repo_url.as_ref(), target], None, log)
-        .await
-        .map_err(|err| CheckoutError::Git(format!("git clone of {repo_url} failed: {err}")))?;
-    git(&["checkout", "--quiet", "--detach"], &[sha.as_ref()], Some(project_dir), log)
-        .await
-        .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))
+    git(
+        &["clone", "--quiet", "--no-checkout", "--"],
+        &[repo_url.as_ref(), target],
+        None,
+        log,
+    )
+    .await
+    .map_err(|err| CheckoutError::Git(format!("git clone of {repo_url} failed: {err}")))?;
+    git(
+        &["checkout", "--quiet", "--detach"],
+        &[sha.as_ref()],
+        Some(project_dir),
+        log,
+    )
+    .await
+    .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))
 }
 
 async fn git(
@@ -224,14 +246,22 @@ async fn git(
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = command.output().await.map_err(|err| format!("cannot run git: {err}"))?;
+    let output = command
+        .output()
+        .await
+        .map_err(|err| format!("cannot run git: {err}"))?;
     log.extend_from_slice(&output.stdout);
     log.extend_from_slice(&output.stderr);
     if output.status.success() {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(stderr.trim().lines().last().unwrap_or("git failed").to_owned())
+        Err(stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("git failed")
+            .to_owned())
     }
 }
 
@@ -249,7 +279,11 @@ mod tests {
             .env("GIT_COMMITTER_EMAIL", "t@t")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
@@ -272,14 +306,28 @@ mod tests {
         checkout(repo.to_str().unwrap(), &first, &dirs.project_dir, &mut log)
             .await
             .unwrap();
-        assert_eq!(std::fs::read_to_string(dirs.project_dir.join("f")).unwrap(), "one");
+        assert_eq!(
+            std::fs::read_to_string(dirs.project_dir.join("f")).unwrap(),
+            "one"
+        );
         assert!(dirs.project_dir.ends_with("builds/7-01234567/repo"));
 
-        let err = checkout(repo.to_str().unwrap(), &"f".repeat(40), &dirs.project_dir, &mut log)
-            .await
-            .unwrap_err();
+        let err = checkout(
+            repo.to_str().unwrap(),
+            &"f".repeat(40),
+            &dirs.project_dir,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
-        let err = checkout(repo.to_str().unwrap(), "--help", &dirs.project_dir, &mut log).await;
+        let err = checkout(
+            repo.to_str().unwrap(),
+            "--help",
+            &dirs.project_dir,
+            &mut log,
+        )
+        .await;
         assert!(matches!(err, Err(CheckoutError::BadSha(_))));
         let err = checkout("/nonexistent/repo", &first, &dirs.project_dir, &mut log).await;
         assert!(matches!(err, Err(CheckoutError::Git(_))));
@@ -287,7 +335,9 @@ mod tests {
 
     #[test]
     fn attempt_paths_stay_inside_the_work_dir() {
-        let work = WorkDir { root: PathBuf::from("/w") };
+        let work = WorkDir {
+            root: PathBuf::from("/w"),
+        };
         let dirs = work.attempt(1, "../../x", "..");
         assert!(dirs.build_dir.starts_with("/w/builds"));
         assert!(!dirs.project_dir.to_str().unwrap().contains("/../"));

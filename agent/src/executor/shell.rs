@@ -65,7 +65,12 @@ impl ShellExecutor {
         }
     }
 
-    async fn run_job(&self, job: &PreparedJob, output: OutputSink, cancel: CancellationToken) -> Outcome {
+    async fn run_job(
+        &self,
+        job: &PreparedJob,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let main = self
             .run_script(job, &job.main_script, &output, &cancel, job.timeout)
             .await;
@@ -203,7 +208,11 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<i32>, grace: Durat
 
 /// Copies the pipe to `output` until EOF, or until shortly after `done` (a
 /// process that left the group may hold the pipe open forever).
-async fn pump(mut reader: tokio::net::unix::pipe::Receiver, output: OutputSink, done: CancellationToken) {
+async fn pump(
+    mut reader: tokio::net::unix::pipe::Receiver,
+    output: OutputSink,
+    done: CancellationToken,
+) {
     let deadline = async {
         done.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;

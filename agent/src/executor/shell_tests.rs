@@ -26,8 +26,12 @@ fn job(dir: &Path, script: &[&str], after: &[&str]) -> PreparedJob {
 }
 
 /// Runs `job` and returns its outcome and everything it printed.
-async fn run(executor: &ShellExecutor, job: &PreparedJob, cancel: CancellationToken) -> (Outcome, String) {
-    let (tx, mut rx) = mpsc::channel(16);
+async fn run(
+    executor: &ShellExecutor,
+    job: &PreparedJob,
+    cancel: CancellationToken,
+) -> (Outcome, String) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let collect = async {
         let mut all = Vec::new();
         while let Some(chunk) = rx.recv().await {
@@ -43,7 +47,12 @@ async fn echoes_commands_and_stops_at_first_failure() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(
         dir.path(),
-        &["echo hi", "echo \"$GREETING\" > greeting; pwd", "exit 3", "echo never"],
+        &[
+            "echo hi",
+            "echo \"$GREETING\" > greeting; pwd",
+            "exit 3",
+            "echo never",
+        ],
         &[],
     );
     let (outcome, log) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
@@ -62,14 +71,21 @@ async fn echoes_commands_and_stops_at_first_failure() {
             cwd.display()
         )
     );
-    assert_eq!(std::fs::read_to_string(dir.path().join("greeting")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("greeting")).unwrap(),
+        "hello\n"
+    );
 }
 
 #[tokio::test]
 async fn environment_is_exactly_the_job_env_plus_path_and_home() {
     let dir = tempfile::tempdir().unwrap();
     std::env::set_var("OSPREY_TEST_LEAK", "leaked");
-    let job = job(dir.path(), &["env | cut -d= -f1 | sort | tr '\\n' ' '"], &[]);
+    let job = job(
+        dir.path(),
+        &["env | cut -d= -f1 | sort | tr '\\n' ' '"],
+        &[],
+    );
     let (outcome, log) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
     assert_eq!(outcome, Outcome::Success);
     assert!(!log.contains("OSPREY_TEST_LEAK"), "{log}");
@@ -88,8 +104,14 @@ async fn after_script_runs_after_failure_and_cannot_change_outcome() {
             reason: "script failure".into()
         }
     );
-    assert!(log.starts_with("$ false\n$ echo after\nafter\n$ exit 7\n"), "{log}");
-    assert!(log.contains("after_script failed with exit code 7"), "{log}");
+    assert!(
+        log.starts_with("$ false\n$ echo after\nafter\n$ exit 7\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("after_script failed with exit code 7"),
+        "{log}"
+    );
 
     let job = self::job(dir.path(), &["true"], &["exit 1"]);
     let (outcome, _) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
@@ -153,7 +175,10 @@ async fn cancel_kills_the_whole_process_group_and_runs_after_script() {
     let ((outcome, log), background) = tokio::join!(run(&executor, &job, cancel.clone()), trigger);
     assert_eq!(outcome, Outcome::Canceled);
     assert!(!alive(background), "background child survived the cancel");
-    assert!(log.ends_with("$ echo after cancel\nafter cancel\n"), "{log}");
+    assert!(
+        log.ends_with("$ echo after cancel\nafter cancel\n"),
+        "{log}"
+    );
     let pgids = pgids.lock().unwrap().clone();
     assert_eq!(pgids.len(), 4, "start and end of both scripts: {pgids:?}");
     assert!(pgids[0].is_some() && pgids[1].is_none());
@@ -174,7 +199,8 @@ async fn sigterm_is_followed_by_sigkill_after_the_grace_period() {
         cancel.cancel();
     };
     let started = std::time::Instant::now();
-    let ((outcome, _), ()) = tokio::join!(run(&ShellExecutor::new(), &job, cancel.clone()), trigger);
+    let executor = ShellExecutor::new();
+    let ((outcome, _), ()) = tokio::join!(run(&executor, &job, cancel.clone()), trigger);
     assert_eq!(outcome, Outcome::Canceled);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -188,7 +214,10 @@ async fn timeout_stops_the_job() {
     let (outcome, log) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
     assert_eq!(outcome, Outcome::TimedOut);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(log.contains("start\n") && log.ends_with("cleanup\n"), "{log}");
+    assert!(
+        log.contains("start\n") && log.ends_with("cleanup\n"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -205,5 +234,14 @@ async fn after_script_has_its_own_timeout() {
 async fn missing_project_dir_fails_without_panicking() {
     let job = job(Path::new("/nonexistent/osprey"), &["true"], &[]);
     let (outcome, _) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
-    assert!(matches!(outcome, Outcome::Failed { exit_code: None, .. }), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                exit_code: None,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
 }

@@ -1,0 +1,259 @@
+//! `osprey-agent exec shell|docker "JOB NAME" [--var K=V]...`: runs one job of
+//! the current git repository's `.gitlab-ci.yml` here, with no coordinator,
+//! streaming its log to stdout; the process exits with the job's result.
+//!
+//! As `gitlab-runner exec` did, the job runs on the committed state: `HEAD` is
+//! cloned into a temporary directory (removed afterwards), so uncommitted
+//! changes are not seen and the working tree is never touched. Only the job
+//! itself runs: no other job, so no `needs:`/`dependencies:` artifacts, no
+//! artifact upload, and `when:` / `allow_failure:` are not consulted.
+
+use crate::config::{ExecArgs, ExecutorKind};
+use crate::executor::docker::{DockerConfig, DockerExecutor};
+use crate::executor::shell::ShellExecutor;
+use crate::executor::{Executor, Outcome, PreparedJob};
+use anyhow::{bail, Context};
+use osprey_shared::pipeline::{JobDef, Pipeline};
+use osprey_shared::JobId;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// The timeout of a job that sets none (GitLab's project default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Between SIGTERM and SIGKILL on Ctrl-C or timeout.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the job and returns the process exit status: 0 on success, the
+/// script's exit code on a script failure, 1 on another failure, 124 on
+/// timeout, 130 when interrupted.
+pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
+    let repo = git(Path::new("."), &["rev-parse", "--show-toplevel"])
+        .await
+        .context("exec runs inside a git repository")?;
+    let repo = PathBuf::from(repo);
+    let file = repo.join(".gitlab-ci.yml");
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let pipeline =
+        osprey_shared::yaml::parse_pipeline(".gitlab-ci.yml", &text).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid .gitlab-ci.yml:\n{}", lines.join("\n"))
+        })?;
+    let Some(job) = pipeline.jobs.iter().find(|job| job.name == args.job_name) else {
+        let names: Vec<&str> = pipeline.jobs.iter().map(|job| job.name.as_str()).collect();
+        bail!(
+            "no job {:?} in .gitlab-ci.yml; jobs: {}",
+            args.job_name,
+            names.join(", ")
+        );
+    };
+    let extra = parse_vars(&args.vars)?;
+
+    let sha = git(&repo, &["rev-parse", "HEAD"]).await?;
+    let branch = git(&repo, &["branch", "--show-current"])
+        .await
+        .unwrap_or_default();
+    let project_name = repo
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".to_owned());
+    let work = std::env::temp_dir().join(format!("osprey-exec-{}", uuid::Uuid::new_v4()));
+    let project_dir = work.join(&project_name);
+    let result = async {
+        clone(&repo, &project_dir, &sha).await?;
+        let prepared = prepare(
+            &pipeline,
+            job,
+            &extra,
+            &project_dir,
+            &project_name,
+            &sha,
+            &branch,
+        );
+        execute(&args, &prepared).await
+    }
+    .await;
+    if let Err(error) = std::fs::remove_dir_all(&work) {
+        tracing::debug!(%error, dir = %work.display(), "removing the exec work dir failed");
+    }
+    result
+}
+
+async fn execute(args: &ExecArgs, job: &PreparedJob) -> anyhow::Result<i32> {
+    let executor: Box<dyn Executor> = match args.executor {
+        ExecutorKind::Shell => Box::new(ShellExecutor::new()),
+        ExecutorKind::Docker => {
+            // TODO(config owner): an `exec --docker-image` flag for jobs without `image:`.
+            let config = DockerConfig::default();
+            let executor = DockerExecutor::new(config)?.with_agent_name("osprey-exec");
+            executor.check_engine().await?;
+            Box::new(executor)
+        }
+    };
+    let cancel = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let printer = async {
+        let mut stdout = tokio::io::stdout();
+        while let Some(chunk) = receiver.recv().await {
+            // A closed stdout (`| head`) must not stop the job.
+            let _ = stdout.write_all(&chunk).await;
+            let _ = stdout.flush().await;
+        }
+    };
+    let watch = async {
+        tokio::select! {
+            _ = interrupt.recv() => cancel.cancel(),
+            _ = terminate.recv() => cancel.cancel(),
+            () = cancel.cancelled() => {}
+        }
+    };
+    let job_run = async {
+        let outcome = executor.run(job, sender, cancel.clone()).await;
+        // Ends the signal watch once the job is over.
+        cancel.cancel();
+        outcome
+    };
+    let (outcome, (), ()) = tokio::join!(job_run, printer, watch);
+    let code = match &outcome {
+        Outcome::Success => {
+            eprintln!("Job succeeded");
+            0
+        }
+        Outcome::Failed { exit_code, reason } => {
+            eprintln!("ERROR: Job failed: {reason}");
+            match exit_code {
+                Some(code) if *code != 0 => *code,
+                _ => 1,
+            }
+        }
+        Outcome::TimedOut => {
+            eprintln!("ERROR: Job failed: job timeout");
+            124
+        }
+        Outcome::Canceled => {
+            eprintln!("ERROR: Job canceled");
+            130
+        }
+    };
+    Ok(code)
+}
+
+/// The job as an executor takes it, with the variables a coordinator would
+/// give (pipeline and job ids 0), then the file's, then `--var`s.
+fn prepare(
+    pipeline: &Pipeline,
+    job: &JobDef,
+    extra: &[(String, String)],
+    project_dir: &Path,
+    project_name: &str,
+    sha: &str,
+    branch: &str,
+) -> PreparedJob {
+    let builds_dir = project_dir.parent().unwrap_or(project_dir);
+    let mut env: Vec<(String, String)> = [
+        ("CI", "true"),
+        ("CI_PIPELINE_ID", "0"),
+        ("CI_JOB_ID", "0"),
+        ("CI_JOB_NAME", job.name.as_str()),
+        ("CI_JOB_STAGE", job.stage.as_str()),
+        ("CI_COMMIT_SHA", sha),
+        ("CI_COMMIT_SHORT_SHA", &sha[..sha.len().min(8)]),
+        ("CI_COMMIT_REF_NAME", branch),
+        ("CI_PROJECT_NAME", project_name),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if !branch.is_empty() {
+        env.push(("CI_COMMIT_BRANCH".to_owned(), branch.to_owned()));
+    }
+    let variables = pipeline.variables.iter().chain(&job.variables);
+    env.extend(variables.map(|v| (v.key.clone(), v.value.clone())));
+    env.push((
+        "CI_PROJECT_DIR".to_owned(),
+        project_dir.display().to_string(),
+    ));
+    env.push(("CI_BUILDS_DIR".to_owned(), builds_dir.display().to_string()));
+    env.extend(extra.iter().cloned());
+    PreparedJob {
+        job_id: JobId(0),
+        job_name: job.name.clone(),
+        project_name: project_name.to_owned(),
+        project_dir: project_dir.to_owned(),
+        env,
+        main_script: crate::script::main_script(&job.before_script, &job.script),
+        after_script: crate::script::after_script(&job.after_script),
+        image: job.image.clone(),
+        services: job.services.clone(),
+        timeout: job
+            .timeout_seconds
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        kill_grace: KILL_GRACE,
+    }
+}
+
+fn parse_vars(vars: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    vars.iter()
+        .map(|var| match var.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => bail!("--var {var:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn clone(repo: &Path, into: &Path, sha: &str) -> anyhow::Result<()> {
+    let parent = into.parent().unwrap_or(into);
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let repo = repo.display().to_string();
+    let target = into.display().to_string();
+    git(
+        parent,
+        &["clone", "--quiet", "--no-checkout", &repo, &target],
+    )
+    .await?;
+    git(into, &["checkout", "--quiet", "--detach", sha]).await?;
+    Ok(())
+}
+
+/// Runs git in `dir`; its trimmed stdout, or an error with its stderr.
+async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .context("cannot run git")?;
+    if !output.status.success() {
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_are_key_value() {
+        assert_eq!(
+            parse_vars(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap(),
+            vec![
+                ("A".to_owned(), "1".to_owned()),
+                ("B".to_owned(), "x=y".to_owned()),
+                ("C".to_owned(), String::new())
+            ]
+        );
+        assert!(parse_vars(&["novalue".into()]).is_err());
+        assert!(parse_vars(&["=1".into()]).is_err());
+    }
+}
