@@ -1,0 +1,121 @@
+//! Crashes: a coordinator killed with SIGKILL mid-job and restarted, and an
+//! agent killed mid-job.
+
+use osprey_integration_tests::procs::{kill9_pid, pid_alive, read_pid_file};
+use osprey_integration_tests::wait::{describe_pipeline, wait_for};
+use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
+use osprey_shared::{JobStatus, PipelineStatus};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_survives_a_coordinator_kill_and_restart_with_its_log_whole() {
+    let mut cluster = TestCluster::builder().agents(1).start().await;
+    // ~6 s of output, one line every 0.1 s.
+    let repo = TestRepo::with_pipeline(
+        r#"
+stages: [test]
+chatty:
+  stage: test
+  script:
+    - 'for i in $(seq 1 60); do echo "line $i"; sleep 0.1; done'
+"#,
+    );
+    let created = cluster
+        .api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .unwrap();
+    let job_id = created.job("chatty").id;
+    // About 2 s into the job.
+    cluster
+        .api
+        .wait_for_log_containing(job_id, "line 20\n", Duration::from_secs(60))
+        .await;
+    cluster.coordinator.kill9();
+    cluster.coordinator.restart().await;
+
+    let pipeline = cluster
+        .api
+        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
+        .await;
+    let summary = describe_pipeline(&pipeline);
+    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
+    assert_eq!(
+        pipeline.job("chatty").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+
+    let log = cluster.api.job_log(job_id).await.unwrap();
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("line "))
+        .collect();
+    let expected: Vec<String> = (1..=60).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "the log is not whole:\n{text}");
+    let echo = "$ for i in $(seq 1 60); do echo \"line $i\"; sleep 0.1; done\nline 1\n";
+    assert_eq!(
+        text.matches(echo).count(),
+        1,
+        "the script's start is not there exactly once:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_agent_dies_fails_as_agent_lost() {
+    let mut cluster = TestCluster::builder().agents(1).start().await;
+    let pid_file = cluster.dir().join("job.pid");
+    let shell_pid_file = cluster.dir().join("shell.pid");
+    let repo = TestRepo::with_pipeline(&format!(
+        r#"
+stages: [test]
+doomed:
+  stage: test
+  script:
+    - 'echo $$ > {shell}; sleep 300 & echo $! > {pid}; wait'
+"#,
+        shell = shell_pid_file.display(),
+        pid = pid_file.display()
+    ));
+    let created = cluster
+        .api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .unwrap();
+    let job_id = created.job("doomed").id;
+    cluster
+        .api
+        .wait_for_job_status(job_id, JobStatus::Running, Duration::from_secs(60))
+        .await;
+    let sleep_pid = wait_for(
+        "the job to write its pid file",
+        Duration::from_secs(30),
+        || async { read_pid_file(&pid_file).ok_or_else(|| "no pid yet".to_owned()) },
+    )
+    .await;
+
+    cluster.agents[0].kill9();
+    let job = cluster
+        .api
+        .wait_for_job_status(job_id, JobStatus::Failed, Duration::from_secs(30))
+        .await;
+    // The orphaned job processes are ours to clean up (the agent is gone).
+    if let Some(shell) = read_pid_file(&shell_pid_file) {
+        kill9_pid(shell);
+    }
+    if pid_alive(sleep_pid) {
+        kill9_pid(sleep_pid);
+    }
+    assert_eq!(job.failure_reason.as_deref(), Some("agent lost"), "{job:?}");
+    let pipeline = cluster
+        .api
+        .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        pipeline.status,
+        PipelineStatus::Failed,
+        "{}",
+        describe_pipeline(&pipeline)
+    );
+}

@@ -1,0 +1,176 @@
+//! `allow_failure`, skipped later stages, `when: on_failure` and `when: always`.
+
+use osprey_integration_tests::wait::describe_pipeline;
+use osprey_integration_tests::{ApiClient, PipelineExt, TestCluster, TestRepo};
+use osprey_shared::api::PipelineView;
+use osprey_shared::{JobStatus, PipelineStatus};
+use std::time::Duration;
+
+async fn run(api: &ApiClient, yaml: &str) -> PipelineView {
+    let repo = TestRepo::with_pipeline(yaml);
+    let created = api.create_pipeline(&repo.url(), "master").await.unwrap();
+    api.wait_for_pipeline_finished(created.id, Duration::from_secs(90))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_failure_does_not_fail_the_pipeline() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let pipeline = run(
+        &cluster.api,
+        r#"
+stages: [test, deploy]
+flaky:
+  stage: test
+  allow_failure: true
+  script: ["echo trying", "exit 3"]
+deploy:
+  stage: deploy
+  script: ["echo deployed"]
+"#,
+    )
+    .await;
+    let summary = describe_pipeline(&pipeline);
+    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
+    let flaky = pipeline.job("flaky");
+    assert_eq!(flaky.status, JobStatus::Failed, "{summary}");
+    assert!(flaky.allow_failure);
+    assert_eq!(flaky.exit_code, Some(3), "{flaky:?}");
+    assert_eq!(
+        flaky.failure_reason.as_deref(),
+        Some("script failure"),
+        "{flaky:?}"
+    );
+    assert_eq!(
+        pipeline.job("deploy").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_skips_later_stages_but_not_its_siblings() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let pipeline = run(
+        &cluster.api,
+        r#"
+stages: [build, test, deploy]
+broken:
+  stage: build
+  script: ["exit 1"]
+sibling:
+  stage: build
+  script: ["sleep 1", "echo sibling done"]
+unit:
+  stage: test
+  script: ["echo should not run"]
+ship:
+  stage: deploy
+  script: ["echo should not run"]
+"#,
+    )
+    .await;
+    let summary = describe_pipeline(&pipeline);
+    assert_eq!(pipeline.status, PipelineStatus::Failed, "{summary}");
+    assert_eq!(
+        pipeline.job("broken").status,
+        JobStatus::Failed,
+        "{summary}"
+    );
+    assert_eq!(pipeline.job("broken").exit_code, Some(1), "{summary}");
+    assert_eq!(
+        pipeline.job("sibling").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+    for name in ["unit", "ship"] {
+        let job = pipeline.job(name);
+        assert_eq!(job.status, JobStatus::Skipped, "{summary}");
+        assert_eq!(job.agent, None, "a skipped job ran: {job:?}");
+        assert_eq!(job.started_at, None, "a skipped job ran: {job:?}");
+    }
+}
+
+const WHEN_JOBS: &str = r#"
+cleanup-on-failure:
+  stage: cleanup
+  when: on_failure
+  script: ["echo cleaning after a failure"]
+cleanup-always:
+  stage: cleanup
+  when: always
+  script: ["echo cleaning anyway"]
+next-on-success:
+  stage: cleanup
+  script: ["echo only after success"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_failure_and_always_jobs_run_after_a_failure() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let yaml = format!(
+        "stages: [build, cleanup]\nbroken:\n  stage: build\n  script: [\"exit 1\"]\n{WHEN_JOBS}"
+    );
+    let pipeline = run(&cluster.api, &yaml).await;
+    let summary = describe_pipeline(&pipeline);
+    assert_eq!(pipeline.status, PipelineStatus::Failed, "{summary}");
+    assert_eq!(
+        pipeline.job("cleanup-on-failure").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+    assert_eq!(pipeline.job("cleanup-on-failure").when, "on_failure");
+    assert_eq!(
+        pipeline.job("cleanup-always").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+    assert_eq!(pipeline.job("cleanup-always").when, "always");
+    assert_eq!(
+        pipeline.job("next-on-success").status,
+        JobStatus::Skipped,
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_failure_jobs_are_skipped_after_success_and_always_jobs_run() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let yaml = format!(
+        "stages: [build, cleanup]\nfine:\n  stage: build\n  script: [\"echo fine\"]\n{WHEN_JOBS}"
+    );
+    let pipeline = run(&cluster.api, &yaml).await;
+    let summary = describe_pipeline(&pipeline);
+    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
+    assert_eq!(
+        pipeline.job("cleanup-on-failure").status,
+        JobStatus::Skipped,
+        "{summary}"
+    );
+    assert_eq!(
+        pipeline.job("cleanup-always").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+    assert_eq!(
+        pipeline.job("next-on-success").status,
+        JobStatus::Success,
+        "{summary}"
+    );
+}
