@@ -235,6 +235,23 @@ j:
 }
 
 #[test]
+fn variable_forms_are_checked() {
+    let e = errors(
+        "variables:\n  A:\n  B: {value: 1, options: [1, 2]}\nj:\n  script: x\n  variables:\n    C: {value: x, description: d}\n    D: [1]\n    E: {value: x, expand: false}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "2:3: variable A must be a string, number or boolean, found null",
+            "3:17: variables:B:options is not supported by Osprey yet",
+            "7:19: job j: variables:C:description is only allowed in top-level variables",
+            "8:8: job j: variable D must be a string, number or boolean, found list",
+            "9:27: job j: variables:E:expand: false is not supported by Osprey yet",
+        ]
+    );
+}
+
+#[test]
 fn services_in_both_forms() {
     let p = ok(r#"
 j:

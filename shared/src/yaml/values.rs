@@ -185,7 +185,7 @@ pub(crate) fn variables(
             Value::Mapping(fields) if scope != VariablesScope::Service => {
                 variable_fields(report, cx, &name, value.location, fields, scope)
             }
-            _ => variable_value(report, cx, &name, value),
+            _ => variable_value(report, cx, &name, key.location, value),
         };
         if let Some(value) = value {
             out.push(Variable { key: name, value });
@@ -194,13 +194,24 @@ pub(crate) fn variables(
     out
 }
 
-fn variable_value(report: &mut Report, cx: Context, name: &str, node: &Node) -> Option<String> {
+fn variable_value(
+    report: &mut Report,
+    cx: Context,
+    name: &str,
+    key_location: Location,
+    node: &Node,
+) -> Option<String> {
     match node.as_scalar() {
         Some(scalar) if scalar.kind != ScalarKind::Null => Some(scalar.text.clone()),
         _ => {
             cx.error(
                 report,
-                node.location,
+                // An empty value has no text of its own: point at the key.
+                if node.is_null() {
+                    key_location
+                } else {
+                    node.location
+                },
                 format!(
                     "variable {name} must be a string, number or boolean, found {}",
                     node.describe()
@@ -240,6 +251,14 @@ fn variable_fields(
                 );
                 continue;
             }
+            Classified::Unknown { .. } if field_name == "description" => {
+                cx.error(
+                    report,
+                    key.location,
+                    format!("variables:{name}:description is only allowed in top-level variables"),
+                );
+                continue;
+            }
             Classified::Unknown { suggestion } => {
                 cx.error(
                     report,
@@ -255,7 +274,7 @@ fn variable_fields(
         match field_name {
             "value" => {
                 has_value = true;
-                value = variable_value(report, cx, name, field);
+                value = variable_value(report, cx, name, key.location, field);
             }
             "description" => {
                 // Shown by GitLab's "run pipeline" form only; nothing to run.
