@@ -194,6 +194,14 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
             hidden(report, key, name, value);
             continue;
         }
+        if name == "pages" && value.as_mapping().is_some() {
+            // On GitLab a job named `pages` publishes a Pages site; running it
+            // as an ordinary job would silently drop that meaning.
+            report.error(
+                key.location,
+                "job pages: GitLab Pages deployment is not supported by Osprey yet".to_owned(),
+            );
+        }
         match value.as_mapping() {
             Some(body) => {
                 visible += 1;

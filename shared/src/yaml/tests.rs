@@ -329,6 +329,15 @@ fn unsupported_keywords_are_named_never_ignored() {
 }
 
 #[test]
+fn the_special_pages_job_is_refused() {
+    let e = errors("pages:\n  script: mkdocs build -d public\n");
+    assert_eq!(
+        e,
+        ["1:1: job pages: GitLab Pages deployment is not supported by Osprey yet"]
+    );
+}
+
+#[test]
 fn unsupported_values_and_subkeys() {
     let e = errors(
         "j:\n  script: x\n  when: manual\n  artifacts:\n    paths: [a]\n    expire_in: 1 week\n  allow_failure:\n    exit_codes: 137\n",
