@@ -4,7 +4,7 @@
 # and agent keep running afterwards until Ctrl-C.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/target/release"
+bin="${OSPREY_BIN:-$root/target/release}"
 state="$root/.osprey-run"
 port=${OSPREY_PORT:-8710}
 url="http://127.0.0.1:$port"
@@ -33,13 +33,14 @@ curl -sf "$url/healthz" >/dev/null || { echo "the coordinator did not start; see
 pids+=($!)
 
 export OSPREY_URL="$url"
-id=$("$bin/osprey" pipeline run --repo "$repo" --ref master --json | sed -n 's/^{"id":\([0-9]*\).*/\1/p')
+json_field() { grep -o "\"$1\": *\"\{0,1\}[a-z0-9]*" | head -n1 | sed 's/.*[": ]//'; }
+id=$("$bin/osprey" pipeline run --repo "$repo" --ref master --json | json_field id)
 echo "pipeline $id created; following its logs"
 "$bin/osprey" logs --pipeline "$id" -f &
 follower=$!
 status=0
 while :; do
-    state_now=$("$bin/osprey" pipeline show "$id" --json | sed -n 's/^{"id":[0-9]*,"status":"\([a-z]*\)".*/\1/p')
+    state_now=$("$bin/osprey" pipeline show "$id" --json | json_field status)
     case "$state_now" in success|failed|canceled) break ;; esac
     sleep 0.5
 done
