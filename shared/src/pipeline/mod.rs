@@ -111,8 +111,9 @@ pub struct ServiceRef {
 impl ServiceRef {
     /// The host name the job reaches the service by. GitLab derives it from the
     /// image name: tag and digest dropped, `/` becomes `__` (and a second alias
-    /// with `-`); we use the `-` form, which is a valid DNS name.
-    /// `docker:dind` → `docker`, `registry.example.com/team/pg:15` → `registry.example.com-team-pg`.
+    /// with `-`); we use the `-` form, which is a valid DNS name (a registry
+    /// port's `:` becomes `-` too). `docker:dind` → `docker`,
+    /// `registry.example.com:5000/team/pg:15` → `registry.example.com-5000-team-pg`.
     pub fn effective_alias(&self) -> String {
         if let Some(alias) = &self.alias {
             return alias.clone();
@@ -124,7 +125,7 @@ impl ServiceRef {
             Some(colon) => &without_digest[..last_slash + colon],
             None => without_digest,
         };
-        without_tag.replace('/', "-")
+        without_tag.replace(['/', ':'], "-")
     }
 }
 
@@ -148,7 +149,7 @@ mod tests {
         assert_eq!(service("postgres").effective_alias(), "postgres");
         assert_eq!(
             service("registry.example.com:5000/team/pg:15").effective_alias(),
-            "registry.example.com:5000-team-pg"
+            "registry.example.com-5000-team-pg"
         );
         let mut named = service("redis:7");
         named.alias = Some("cache".into());
