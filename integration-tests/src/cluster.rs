@@ -85,6 +85,8 @@ impl Process {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
+        // Plain text in the captured files.
+        command.env("NO_COLOR", "1");
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

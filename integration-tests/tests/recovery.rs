@@ -10,16 +10,21 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_survives_a_coordinator_kill_and_restart_with_its_log_whole() {
     let mut cluster = TestCluster::builder().agents(1).start().await;
+    // Each run of the script leaves a mark: the job must run once, resumed
+    // across the restart, not be run again.
+    let runs = cluster.dir().join("runs");
     // ~6 s of output, one line every 0.1 s.
-    let repo = TestRepo::with_pipeline(
+    let repo = TestRepo::with_pipeline(&format!(
         r#"
 stages: [test]
 chatty:
   stage: test
   script:
+    - echo run >> {runs}
     - 'for i in $(seq 1 60); do echo "line $i"; sleep 0.1; done'
 "#,
-    );
+        runs = runs.display()
+    ));
     let created = cluster
         .api
         .create_pipeline(&repo.url(), "master")
@@ -31,6 +36,7 @@ chatty:
         .api
         .wait_for_log_containing(job_id, "line 20\n", Duration::from_secs(60))
         .await;
+    let before = cluster.api.job(job_id).await.unwrap();
     cluster.coordinator.kill9();
     cluster.coordinator.restart().await;
 
@@ -40,11 +46,15 @@ chatty:
         .await;
     let summary = describe_pipeline(&pipeline);
     assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
+    let after = pipeline.job("chatty");
+    assert_eq!(after.status, JobStatus::Success, "{summary}");
     assert_eq!(
-        pipeline.job("chatty").status,
-        JobStatus::Success,
-        "{summary}"
+        after.started_at, before.started_at,
+        "the job was started again"
     );
+    assert_eq!(after.agent, before.agent);
+    let marks = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(marks, "run\n", "the script ran more than once");
 
     let log = cluster.api.job_log(job_id).await.unwrap();
     let text = String::from_utf8_lossy(&log);
