@@ -1,0 +1,168 @@
+//! TLS with rustls: a coordinator given `--tls-cert`/`--tls-key` serves gRPC
+//! only over TLS; a client that trusts the CA registers, one that does not is
+//! refused, and a real agent given `--tls-ca` opens its session.
+
+use osprey_integration_tests::bins::binary;
+use osprey_proto::v1::agent_service_client::AgentServiceClient;
+use osprey_proto::v1::RegisterRequest;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+const TOKEN: &str = "tls-test-registration-token";
+
+/// Kills the child on drop, so a failing test leaves nothing running.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes a CA and a server certificate for `localhost` signed by it; returns the CA's PEM.
+fn write_certificates(dir: &Path) -> String {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "osprey test ca");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+fn start_coordinator(dir: &Path) -> (Guard, u16) {
+    let mut child = Command::new(binary("osprey-coordinator"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--registration-token", TOKEN])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--tls-cert")
+        .arg(dir.join("server.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("server.key"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("coordinator.stderr")).unwrap())
+        .spawn()
+        .expect("start the coordinator");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("osprey-coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let port = address.rsplit(':').next().unwrap().parse().unwrap();
+    (Guard(child), port)
+}
+
+async fn register(channel: Channel) -> Result<String, tonic::Status> {
+    let response = AgentServiceClient::new(channel)
+        .register(RegisterRequest {
+            registration_token: TOKEN.to_owned(),
+            name: "tls-probe".to_owned(),
+            tags: vec![],
+            run_untagged: true,
+            executor: "shell".to_owned(),
+            concurrency: 1,
+        })
+        .await?;
+    Ok(response.into_inner().agent_id)
+}
+
+#[tokio::test]
+async fn agents_connect_over_tls_only_when_they_trust_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = write_certificates(dir.path());
+    let (_coordinator, port) = start_coordinator(dir.path());
+    let url = format!("https://localhost:{port}");
+
+    // A client that trusts the CA registers.
+    let trusted = Channel::from_shared(url.clone())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem)))
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection with the right CA");
+    let agent_id = register(trusted).await.expect("register over TLS");
+    assert!(!agent_id.is_empty());
+
+    // Plain text to the TLS port is refused.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let plain_result = match plain.connect().await {
+        Ok(channel) => register(channel).await.map(|_| ()),
+        Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+    };
+    assert!(
+        plain_result.is_err(),
+        "a plain-text client must not register"
+    );
+
+    // A client trusting another CA is refused.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ca = write_certificates(other_dir.path());
+    let untrusted = Channel::from_shared(url.clone())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&other_ca)))
+        .unwrap()
+        .connect()
+        .await;
+    let untrusted_result = match untrusted {
+        Ok(channel) => register(channel).await.map(|_| ()),
+        Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+    };
+    assert!(
+        untrusted_result.is_err(),
+        "a client with the wrong CA must fail"
+    );
+
+    // The real agent, given the CA, opens its session.
+    let agent_log = dir.path().join("agent.stderr");
+    let _agent = Guard(
+        Command::new(binary("osprey-agent"))
+            .arg("run")
+            .args([
+                "--url",
+                &url,
+                "--registration-token",
+                TOKEN,
+                "--name",
+                "tls-agent",
+            ])
+            .args(["--executor", "shell", "--concurrency", "1"])
+            .arg("--work-dir")
+            .arg(dir.path().join("agent"))
+            .arg("--tls-ca")
+            .arg(dir.path().join("ca.pem"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .expect("start the agent"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+        if log.contains("session open") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not open a TLS session in 30 s; its log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
