@@ -411,7 +411,9 @@ pub struct Agent {
     process: Process,
     name: String,
     work_dir: PathBuf,
-    _root: Arc<Root>,
+    opts: AgentOpts,
+    coordinator_url: String,
+    root: Arc<Root>,
 }
 
 impl Agent {
@@ -420,33 +422,31 @@ impl Agent {
         let root = coordinator.root.clone();
         let work_dir = root.path.join("agents").join(&opts.name);
         std::fs::create_dir_all(&work_dir).expect("create the agent's work dir");
-        let mut command = Command::new(binary("osprey-agent"));
-        command
-            .arg("run")
-            .args(["--url", &coordinator.url()])
-            .args(["--registration-token", REGISTRATION_TOKEN])
-            .args(["--name", &opts.name])
-            .args(["--executor", &opts.executor])
-            .args(["--concurrency", &opts.concurrency.to_string()])
-            .arg("--work-dir")
-            .arg(&work_dir);
-        if !opts.tags.is_empty() {
-            command.args(["--tags", &opts.tags.join(",")]);
-        }
-        if opts.run_untagged {
-            command.arg("--run-untagged");
-        }
-        command.args(&opts.extra_args);
-        let label = format!("agent-{}", opts.name);
-        let (process, _ready) = Process::spawn(&label, command, &root.path);
+        let coordinator_url = coordinator.url();
+        let process = spawn_agent(&root, &coordinator_url, &work_dir, &opts);
         let agent = Self {
             process,
-            name: opts.name,
+            name: opts.name.clone(),
             work_dir,
-            _root: root,
+            opts,
+            coordinator_url,
+            root,
         };
         agent.wait_connected(&coordinator.api()).await;
         agent
+    }
+
+    /// Starts the agent again with the same flags and work dir (so the same
+    /// credentials), killing it first if it still runs; returns once connected.
+    pub async fn restart(&mut self, api: &ApiClient) {
+        self.process.kill9();
+        self.process = spawn_agent(
+            &self.root,
+            &self.coordinator_url,
+            &self.work_dir,
+            &self.opts,
+        );
+        self.wait_connected(api).await;
     }
 
     pub fn name(&self) -> &str {
@@ -483,6 +483,28 @@ impl Agent {
         })
         .await;
     }
+}
+
+fn spawn_agent(root: &Root, url: &str, work_dir: &Path, opts: &AgentOpts) -> Process {
+    let mut command = Command::new(binary("osprey-agent"));
+    command
+        .arg("run")
+        .args(["--url", url])
+        .args(["--registration-token", REGISTRATION_TOKEN])
+        .args(["--name", &opts.name])
+        .args(["--executor", &opts.executor])
+        .args(["--concurrency", &opts.concurrency.to_string()])
+        .arg("--work-dir")
+        .arg(work_dir);
+    if !opts.tags.is_empty() {
+        command.args(["--tags", &opts.tags.join(",")]);
+    }
+    if opts.run_untagged {
+        command.arg("--run-untagged");
+    }
+    command.args(&opts.extra_args);
+    let label = format!("agent-{}", opts.name);
+    Process::spawn(&label, command, &root.path).0
 }
 
 /// A coordinator and its agents. Agents drop (are killed) first.
