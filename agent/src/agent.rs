@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Extra time after the kill grace for canceled jobs to report their end.
 const REPORT_GRACE: Duration = Duration::from_secs(30);
+/// How long registration waits for an unreachable coordinator.
+const REGISTER_RETRY_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -61,15 +63,45 @@ pub async fn register(config: &Config) -> Result<Credentials, AgentError> {
                 registration_token: token,
                 ..request
             };
-            let credentials = client::register(channel, request)
-                .await
-                .map_err(|status| CredentialsError::Register(status.message().to_owned()))?;
+            let credentials = register_with_retry(channel, request).await?;
             tracing::info!(agent_id = %credentials.agent_id, "registered with coordinator");
             Ok(credentials)
         },
     )
     .await?;
     Ok(credentials)
+}
+
+/// Calls `Register`, retrying while the coordinator is unreachable (an agent
+/// may start before it) for up to [`REGISTER_RETRY_LIMIT`]. Only `UNAVAILABLE`
+/// is retried: the call is not twice-safe, and that code almost always means
+/// the request never arrived.
+async fn register_with_retry(
+    channel: tonic::transport::Channel,
+    request: RegisterRequest,
+) -> Result<Credentials, CredentialsError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = crate::retry::backoff();
+    loop {
+        match client::register(channel.clone(), request.clone()).await {
+            Ok(credentials) => return Ok(credentials),
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && started.elapsed() < REGISTER_RETRY_LIMIT =>
+            {
+                let delay = crate::retry::next_delay(&mut backoff);
+                tracing::warn!(error = %status.message(), ?delay, "coordinator unreachable, retrying registration");
+                tokio::time::sleep(delay).await;
+            }
+            Err(status) => {
+                return Err(CredentialsError::Register(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )))
+            }
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` fires and its jobs have ended.
