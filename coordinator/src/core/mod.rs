@@ -180,6 +180,7 @@ impl Core {
     /// expired leases fail their jobs with `agent lost`.
     pub async fn expire(&self) -> CoreResult<()> {
         let expired = self.dispatcher().expire(Instant::now());
+        let changed = !expired.is_empty();
         for (job, lease) in expired {
             tracing::warn!(job_id = %job, agent_id = %lease.agent, "lease expired: agent lost");
             let result = self
@@ -198,8 +199,11 @@ impl Core {
             );
             self.enqueue(&result.newly_pending).await?;
         }
+        // Expired offers may have returned jobs to the queue.
         self.dispatch_now();
-        self.notify();
+        if changed {
+            self.notify();
+        }
         Ok(())
     }
 

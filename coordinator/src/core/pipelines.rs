@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Largest piece of log one read returns.
 const LOG_READ_LIMIT: usize = 1 << 20;
+/// Time beyond the kill grace an agent has to report a canceled job.
+const CANCEL_CONFIRM_MARGIN: Duration = Duration::from_secs(15);
 
 impl Core {
     /// Creates a pipeline for `git_ref` of `repo`, unless its file is invalid.
@@ -81,10 +83,15 @@ impl Core {
             {
                 dispatcher.dequeue(job.id());
             }
+            // The agent has the grace period plus a margin to confirm; after
+            // that the lease expires and the job ends canceled regardless.
+            let deadline =
+                std::time::Instant::now() + self.settings().cancel_grace + CANCEL_CONFIRM_MARGIN;
             for job in &running {
                 let (Some(agent), Some(attempt_id)) = (&job.agent_id, &job.attempt_id) else {
                     continue;
                 };
+                dispatcher.cap_lease(job.id(), deadline);
                 let sent = dispatcher.send(
                     agent,
                     Kind::Cancel(v1::CancelJob {

@@ -102,6 +102,11 @@ impl Core {
         let mut abandoned = Vec::new();
         let session = {
             let mut dispatcher = self.dispatcher();
+            let listed: Vec<String> = hello.running.iter().map(|r| r.attempt_id.clone()).collect();
+            let gone = dispatcher.expire_unlisted(&agent.id, &listed, Instant::now());
+            if gone > 0 {
+                tracing::warn!(agent = %agent.name, attempts = gone, "agent restarted without its running jobs");
+            }
             for running in &hello.running {
                 let job = JobId(running.job_id);
                 let ours = dispatcher.lease(job).is_some_and(|lease| {
@@ -147,6 +152,8 @@ impl Core {
             agent_id = %agent.id, agent = %agent.name, resumed = resumed.len(),
             abandoned = abandoned.len(), "agent connected"
         );
+        self.resend_cancellations(&agent.id, &hello.running, &resumed)
+            .await?;
         self.dispatch_now();
         self.notify();
         Ok(SessionHandle {
@@ -154,6 +161,33 @@ impl Core {
             agent_name: agent.name,
             session,
         })
+    }
+
+    /// A cancel sent while the agent was away is sent again on its return.
+    async fn resend_cancellations(
+        &self,
+        agent_id: &str,
+        running: &[v1::RunningAttempt],
+        resumed: &[String],
+    ) -> CoreResult<()> {
+        for attempt in running
+            .iter()
+            .filter(|attempt| resumed.contains(&attempt.attempt_id))
+        {
+            let job = self.store().job(JobId(attempt.job_id)).await?;
+            if job.is_some_and(|job| job.cancel_requested) {
+                self.dispatcher().send(
+                    agent_id,
+                    Kind::Cancel(v1::CancelJob {
+                        job_id: attempt.job_id,
+                        attempt_id: attempt.attempt_id.clone(),
+                        grace_period_ms: self.settings().cancel_grace.as_millis() as u64,
+                        reason: "pipeline canceled".to_owned(),
+                    }),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Handles one message of an open session.

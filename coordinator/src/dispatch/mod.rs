@@ -61,6 +61,10 @@ pub struct Dispatcher {
     queue: BTreeMap<JobId, QueuedJob>,
     offers: HashMap<String, Offer>,
     leases: HashMap<JobId, Lease>,
+    /// Latest expiry of leases whose job is being canceled: heartbeats cannot
+    /// extend them past it, so an agent that never confirms cannot keep a
+    /// canceled job running forever.
+    lease_caps: HashMap<JobId, Instant>,
     next_session: u64,
 }
 
@@ -223,7 +227,29 @@ impl Dispatcher {
     }
 
     pub fn remove_lease(&mut self, job: JobId) -> Option<Lease> {
+        self.lease_caps.remove(&job);
         self.leases.remove(&job)
+    }
+
+    /// Caps a lease: it expires at `deadline` at the latest, heartbeats or not.
+    pub fn cap_lease(&mut self, job: JobId, deadline: Instant) {
+        self.lease_caps.insert(job, deadline);
+        if let Some(lease) = self.leases.get_mut(&job) {
+            lease.expires_at = lease.expires_at.min(deadline);
+        }
+    }
+
+    /// An agent (re)connected listing the attempts it runs: its leases on any
+    /// other attempt belong to a process that is gone, so they expire now.
+    pub fn expire_unlisted(&mut self, agent: &str, listed: &[String], now: Instant) -> usize {
+        let mut expired = 0;
+        for lease in self.leases.values_mut() {
+            if lease.agent == agent && !listed.contains(&lease.attempt_id) {
+                lease.expires_at = now;
+                expired += 1;
+            }
+        }
+        expired
     }
 
     /// Renews the leases the agent holds for these attempts.
@@ -231,7 +257,10 @@ impl Dispatcher {
         for (job, attempt_id) in attempts {
             if let Some(lease) = self.leases.get_mut(job) {
                 if lease.agent == agent && &lease.attempt_id == attempt_id {
-                    lease.expires_at = until;
+                    lease.expires_at = match self.lease_caps.get(job) {
+                        Some(cap) => until.min(*cap),
+                        None => until,
+                    };
                 }
             }
         }
@@ -261,7 +290,7 @@ impl Dispatcher {
             .collect();
         expired
             .into_iter()
-            .filter_map(|job| self.leases.remove(&job).map(|lease| (job, lease)))
+            .filter_map(|job| self.remove_lease(job).map(|lease| (job, lease)))
             .collect()
     }
 

@@ -113,3 +113,33 @@ fn a_disconnected_agent_gets_no_offers_and_its_offers_return() {
     assert!(dispatcher.is_queued(JobId(1)));
     assert!(!dispatcher.is_connected("a"));
 }
+
+#[test]
+fn a_capped_lease_expires_despite_heartbeats() {
+    let mut dispatcher = Dispatcher::default();
+    let start = Instant::now();
+    let lease = Lease {
+        agent: "a".into(),
+        attempt_id: "x".into(),
+        epoch: 1,
+        expires_at: start + Duration::from_secs(30),
+    };
+    dispatcher.add_lease(JobId(1), lease.clone());
+    dispatcher.add_lease(
+        JobId(2),
+        Lease {
+            attempt_id: "y".into(),
+            ..lease
+        },
+    );
+    dispatcher.cap_lease(JobId(1), start + Duration::from_secs(5));
+    dispatcher.renew(
+        "a",
+        &[(JobId(1), "x".into())],
+        start + Duration::from_secs(60),
+    );
+    assert_eq!(dispatcher.expire(start + Duration::from_secs(6)).len(), 1);
+    // Reconnecting without attempt "y" gives it up at once.
+    assert_eq!(dispatcher.expire_unlisted("a", &[], start), 1);
+    assert_eq!(dispatcher.expire(start + Duration::from_secs(7)).len(), 1);
+}
