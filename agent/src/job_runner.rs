@@ -544,3 +544,7 @@ impl<A: CoordinatorApi> LogEndpoint for AttemptLog<'_, A> {
         self.api.append_log(self.attempt.clone(), offset, data)
     }
 }
+
+#[cfg(test)]
+#[path = "job_runner_tests.rs"]
+mod tests;

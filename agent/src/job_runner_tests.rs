@@ -1,0 +1,245 @@
+//! Tests of a whole attempt against a fake coordinator API: the order of the
+//! calls at the end of a job, and what a stale lease stops.
+
+use super::*;
+use crate::client::ArchiveFile;
+use crate::executor::shell::ShellExecutor;
+use osprey_proto::v1::{AppendOutcome, JobSpec, Variable as PbVariable};
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Status(JobState, Option<i32>, String),
+    Seal(u64, String),
+    Upload(u64),
+}
+
+#[derive(Default)]
+struct FakeApi {
+    log: Mutex<Vec<u8>>,
+    calls: Mutex<Vec<Call>>,
+    /// Refuse uploads with `stale lease`.
+    stale_upload: bool,
+}
+
+impl FakeApi {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl CoordinatorApi for FakeApi {
+    fn append_log(
+        &self,
+        _attempt: AttemptRef,
+        offset: u64,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<AppendReply, CallError>> {
+        Box::pin(async move {
+            let mut log = self.log.lock().unwrap();
+            assert_eq!(offset, log.len() as u64, "no gaps in this fake");
+            log.extend_from_slice(&data);
+            Ok(AppendReply {
+                committed_offset: log.len() as u64,
+                outcome: AppendOutcome::Appended,
+            })
+        })
+    }
+
+    fn seal_log(
+        &self,
+        _attempt: AttemptRef,
+        size: u64,
+        sha256: String,
+    ) -> BoxFuture<'_, Result<bool, CallError>> {
+        self.calls.lock().unwrap().push(Call::Seal(size, sha256));
+        Box::pin(async { Ok(true) })
+    }
+
+    fn update_status(&self, request: UpdateStatusRequest) -> BoxFuture<'_, Result<(), CallError>> {
+        let call = Call::Status(request.state(), request.exit_code, request.failure_reason);
+        self.calls.lock().unwrap().push(call);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn upload_artifact<'a>(
+        &'a self,
+        _attempt: AttemptRef,
+        archive: &'a ArchiveFile,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            if self.stale_upload {
+                return Err(CallError::Fenced("stale lease".into()));
+            }
+            self.calls.lock().unwrap().push(Call::Upload(archive.size));
+            Ok(())
+        })
+    }
+
+    fn download_artifact<'a>(
+        &'a self,
+        _attempt: AttemptRef,
+        _source_job: u64,
+        _dest: &'a Path,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ctx: Arc<RunnerContext<FakeApi>>,
+    spec: JobSpec,
+}
+
+fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README"), "hi").unwrap();
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "-qm", "init"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let ctx = Arc::new(RunnerContext {
+        api: Arc::new(api),
+        executor: Arc::new(ShellExecutor::new()),
+        work: WorkDir::create(&dir.path().join("work")).unwrap(),
+        registry: Arc::new(Registry::new(1)),
+        agent_name: "test-agent".into(),
+        tags: vec!["a".into()],
+        executor_name: "shell",
+        job_timeout: Duration::from_secs(60),
+        kill_grace: Duration::from_secs(1),
+        shipper: ShipperSettings::default(),
+    });
+    let spec = JobSpec {
+        job_id: 9,
+        name: "build".into(),
+        repo_url: repo.display().to_string(),
+        commit_sha: sha,
+        project_name: "repo".into(),
+        variables: vec![PbVariable {
+            key: "TOKEN".into(),
+            value: "hunter22".into(),
+            masked: true,
+        }],
+        script: script.iter().map(|s| s.to_string()).collect(),
+        artifact_paths: vec!["out.txt".into()],
+        ..JobSpec::default()
+    };
+    Fixture {
+        _dir: dir,
+        ctx,
+        spec,
+    }
+}
+
+async fn run(fixture: &Fixture) {
+    assert!(fixture.ctx.registry.try_reserve());
+    let assignment = JobAssignment {
+        attempt_id: "11111111-2222".into(),
+        lease_epoch: 1,
+        job_token: "job-token".into(),
+        spec: Some(fixture.spec.clone()),
+    };
+    start(fixture.ctx.clone(), assignment).unwrap().await;
+}
+
+#[tokio::test]
+async fn success_uploads_then_seals_then_reports() {
+    let fixture = fixture(
+        FakeApi::default(),
+        &[
+            "echo token $TOKEN in $CI_PROJECT_DIR",
+            "echo data > out.txt",
+        ],
+    );
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    assert_eq!(
+        calls[0],
+        Call::Status(JobState::Running, None, String::new())
+    );
+    assert!(
+        matches!(calls[1], Call::Upload(size) if size > 0),
+        "{calls:?}"
+    );
+    let log = fixture.ctx.api.log.lock().unwrap().clone();
+    let (size, sha) = {
+        let mut digest = artifacts::Sha256Writer::default();
+        digest.update(&log);
+        digest.finish()
+    };
+    assert_eq!(calls[2], Call::Seal(size, sha));
+    assert_eq!(
+        calls[3],
+        Call::Status(JobState::Success, None, String::new())
+    );
+    assert_eq!(calls.len(), 4);
+    let text = String::from_utf8(log).unwrap();
+    assert!(text.contains("token [MASKED] in "), "{text}");
+    assert!(text.contains("builds/9-11111111/repo"), "{text}");
+    assert!(!text.contains("hunter22"));
+    assert!(fixture.ctx.registry.is_empty(), "slot freed");
+    let builds = fixture.ctx.work.builds();
+    assert_eq!(
+        std::fs::read_dir(builds).unwrap().count(),
+        0,
+        "build dir removed"
+    );
+}
+
+#[tokio::test]
+async fn script_failure_reports_exit_code_without_upload() {
+    let fixture = fixture(FakeApi::default(), &["echo data > out.txt", "exit 4"]);
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    assert!(!calls.iter().any(|c| matches!(c, Call::Upload(_))));
+    assert!(matches!(calls[1], Call::Seal(..)));
+    assert_eq!(
+        calls[2],
+        Call::Status(JobState::Failed, Some(4), "script failure".into())
+    );
+}
+
+#[tokio::test]
+async fn bad_commit_fails_with_a_clear_reason() {
+    let mut fixture = fixture(FakeApi::default(), &["true"]);
+    fixture.spec.commit_sha = "0".repeat(40);
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    let Some(Call::Status(JobState::Failed, None, reason)) = calls.last() else {
+        panic!("{calls:?}");
+    };
+    assert!(reason.starts_with("source checkout failed"), "{reason}");
+}
+
+#[tokio::test]
+async fn stale_lease_stops_reporting() {
+    let api = FakeApi {
+        stale_upload: true,
+        ..FakeApi::default()
+    };
+    let fixture = fixture(api, &["echo data > out.txt"]);
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    assert_eq!(
+        calls,
+        vec![Call::Status(JobState::Running, None, String::new())],
+        "no seal and no final status after a stale lease"
+    );
+    assert!(fixture.ctx.registry.is_empty());
+}
