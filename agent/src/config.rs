@@ -92,6 +92,9 @@ pub struct ExecArgs {
     /// Extra variables, `KEY=VALUE`.
     #[arg(long = "var")]
     pub vars: Vec<String>,
+    /// Image of a job that names none (Docker executor), as `run --docker-image`.
+    #[arg(long, env = "OSPREY_DOCKER_IMAGE")]
+    pub docker_image: Option<String>,
 }
 
 /// Which executor runs the jobs.

@@ -1,6 +1,7 @@
-//! `osprey-agent exec shell|docker "JOB NAME" [--var K=V]...`: runs one job of
-//! the current git repository's `.gitlab-ci.yml` here, with no coordinator,
-//! streaming its log to stdout; the process exits with the job's result.
+//! `osprey-agent exec shell|docker "JOB NAME" [--var K=V]... [--docker-image IMAGE]`:
+//! runs one job of the current git repository's `.gitlab-ci.yml` here, with no
+//! coordinator, streaming its log to stdout; the process exits with the job's
+//! result. `--docker-image` is the image of a job that names none.
 //!
 //! As `gitlab-runner exec` did, the job runs on the committed state: `HEAD` is
 //! cloned into a temporary directory (removed afterwards), so uncommitted
@@ -86,8 +87,10 @@ async fn execute(args: &ExecArgs, job: &PreparedJob) -> anyhow::Result<i32> {
     let executor: Box<dyn Executor> = match args.executor {
         ExecutorKind::Shell => Box::new(ShellExecutor::new()),
         ExecutorKind::Docker => {
-            // TODO(config owner): an `exec --docker-image` flag for jobs without `image:`.
-            let config = DockerConfig::default();
+            let config = DockerConfig {
+                default_image: args.docker_image.clone(),
+                ..DockerConfig::default()
+            };
             let executor = DockerExecutor::new(config)?.with_agent_name("osprey-exec");
             executor.check_engine().await?;
             Box::new(executor)
