@@ -242,10 +242,15 @@ beta:
     )
     .await;
     assert_eq!(followed.code(), Some(0), "{}", followed.stderr);
-    let pipeline = cluster.api.pipeline(created.id).await.unwrap();
-    assert!(
-        pipeline.status.is_finished(),
-        "`logs -f` ended before the pipeline: {}",
+    // The streams end once their jobs have finished; the pipeline follows.
+    let pipeline = cluster
+        .api
+        .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        pipeline.status,
+        PipelineStatus::Success,
+        "{}",
         describe_pipeline(&pipeline)
     );
     let followed = followed.stdout_text();
