@@ -5,7 +5,9 @@
 pub mod api;
 pub mod ids;
 pub mod pipeline;
+pub mod plan;
 pub mod status;
+pub mod variables;
 pub mod yaml;
 
 pub use ids::{AgentId, AttemptId, JobId, PipelineId};

@@ -4,6 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod conditions;
+
+pub use conditions::{
+    InheritVariables, JobConditions, JobFilter, PipelineDefinition, RefPolicy, Rule, RuleWhen,
+};
+
 /// The stages GitLab uses when a file has no `stages:`.
 pub const DEFAULT_STAGES: [&str; 5] = [".pre", "build", "test", "deploy", ".post"];
 

@@ -1,6 +1,7 @@
 //! One job's mapping to a [`JobDef`], with `default:` applied, and the
 //! `default:` section itself (it shares the job keywords' shapes).
 
+use super::conditions::{self, InheritDefault, RulesScope};
 use super::keywords::{
     classify, did_you_mean, suggest, Classified, ARTIFACTS_UNSUPPORTED, DEFAULT_SUPPORTED,
     DEFAULT_UNSUPPORTED, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED, JOB_UNSUPPORTED,
@@ -8,7 +9,10 @@ use super::keywords::{
 use super::tree::{Node, ScalarKind};
 use super::values::{self, Context, VariablesScope};
 use super::Report;
-use crate::pipeline::{Artifacts, ImageRef, JobDef, ServiceRef, When, DEFAULT_JOB_STAGE};
+use crate::pipeline::{
+    Artifacts, ImageRef, InheritVariables, JobConditions, JobDef, JobFilter, ServiceRef, When,
+    DEFAULT_JOB_STAGE,
+};
 
 /// Values from `default:` (or the deprecated top-level forms) that a job
 /// inherits unless it sets its own; a job's own value replaces the default
@@ -89,7 +93,8 @@ pub(crate) fn default_section(
     (defaults, set)
 }
 
-/// Validates a visible job. `name_node` is its key (errors about the job as a
+/// Validates a visible job and reads the conditions that decide whether it
+/// exists for a ref. `name_node` is its key (errors about the job as a
 /// whole point there); `stages` is the full list including `.pre`/`.post`,
 /// or `None` when `stages:` itself is invalid (then stages are not checked).
 pub(crate) fn job(
@@ -99,7 +104,7 @@ pub(crate) fn job(
     body: &[(Node, Node)],
     defaults: &Defaults,
     stages: Option<&[String]>,
-) -> JobDef {
+) -> (JobDef, JobConditions) {
     let prefix = format!("job {name}: ");
     let cx = Context { prefix: &prefix };
     let mut own = Defaults::default();
@@ -120,6 +125,12 @@ pub(crate) fn job(
     };
     let mut has_script = false;
     let mut stage_node = None;
+    let mut rules = None;
+    let mut only = None;
+    let mut except = None;
+    let mut inherit_default = InheritDefault::All;
+    let mut inherit_variables = InheritVariables::All;
+    let mut raw_variables = Vec::new();
     for (key, value) in body {
         let Some(keyword) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
@@ -170,9 +181,35 @@ pub(crate) fn job(
                 }
             }
             "variables" => {
-                job.variables = values::variables(report, cx, value, VariablesScope::Job);
+                (job.variables, raw_variables) =
+                    values::variables_and_raw(report, cx, value, VariablesScope::Job);
             }
             "artifacts" => job.artifacts = artifacts(report, cx, value),
+            "rules" | "only" | "except" => {
+                report.needs_planner(
+                    key.location,
+                    format!("{prefix}keyword {keyword} is not supported by Osprey yet"),
+                );
+                match keyword {
+                    "rules" => {
+                        rules = conditions::rules(report, cx, value, RulesScope::Job)
+                            .map(|r| (r, key.location));
+                    }
+                    "only" => only = conditions::policy(report, cx, value, "only"),
+                    _ => except = conditions::policy(report, cx, value, "except"),
+                }
+            }
+            "inherit" => {
+                (inherit_default, inherit_variables) = conditions::inherit(report, cx, value);
+                if inherit_variables != InheritVariables::All {
+                    report.needs_planner(
+                        key.location,
+                        format!("{prefix}inherit:variables is not supported by Osprey yet"),
+                    );
+                }
+            }
+            // Applied (and checked) by extends.rs before jobs are read.
+            "extends" => {}
             // Everything in JOB_SUPPORTED is handled above or by Defaults::read.
             _ => {}
         }
@@ -211,25 +248,57 @@ pub(crate) fn job(
             ),
         }
     }
+    let filter = match (rules, &only, &except) {
+        (Some((rules, _)), None, None) => JobFilter::Rules(rules),
+        (Some((_, at)), _, _) => {
+            // GitLab: "config key may not be used with `rules`: only, except".
+            cx.error(report, at, "rules may not be used with only or except");
+            JobFilter::Rules(Vec::new())
+        }
+        (None, _, _) => JobFilter::OnlyExcept { only, except },
+    };
+    // `inherit:default` decides which defaults apply; a job's own value
+    // always wins.
+    let inherited = |keyword: &str| inherit_default.inherits(keyword);
     job.before_script = own
         .before_script
-        .or_else(|| defaults.before_script.clone())
+        .or_else(|| {
+            defaults
+                .before_script
+                .clone()
+                .filter(|_| inherited("before_script"))
+        })
         .unwrap_or_default();
     job.after_script = own
         .after_script
-        .or_else(|| defaults.after_script.clone())
+        .or_else(|| {
+            defaults
+                .after_script
+                .clone()
+                .filter(|_| inherited("after_script"))
+        })
         .unwrap_or_default();
-    job.image = own.image.or_else(|| defaults.image.clone());
+    job.image = own
+        .image
+        .or_else(|| defaults.image.clone().filter(|_| inherited("image")));
     job.services = own
         .services
-        .or_else(|| defaults.services.clone())
+        .or_else(|| defaults.services.clone().filter(|_| inherited("services")))
         .unwrap_or_default();
     job.tags = own
         .tags
-        .or_else(|| defaults.tags.clone())
+        .or_else(|| defaults.tags.clone().filter(|_| inherited("tags")))
         .unwrap_or_default();
-    job.timeout_seconds = own.timeout_seconds.or(defaults.timeout_seconds);
-    job
+    job.timeout_seconds = own
+        .timeout_seconds
+        .or(defaults.timeout_seconds.filter(|_| inherited("timeout")));
+    let conditions = JobConditions {
+        name: name.to_owned(),
+        filter,
+        inherit_variables,
+        raw_variables,
+    };
+    (job, conditions)
 }
 
 fn allow_failure(report: &mut Report, cx: Context, value: &Node, job: &mut JobDef) {

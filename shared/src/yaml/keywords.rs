@@ -14,12 +14,14 @@ pub(crate) const GLOBAL_SUPPORTED: &[&str] = &[
     "after_script",
     "image",
     "services",
+    "workflow",
+    "include",
 ];
 
 /// Top-level keywords GitLab has and Osprey does not implement yet.
 /// `types` is the removed old name of `stages`; `spec` is the header of
 /// `include:inputs` files.
-pub(crate) const GLOBAL_UNSUPPORTED: &[&str] = &["workflow", "include", "cache", "types", "spec"];
+pub(crate) const GLOBAL_UNSUPPORTED: &[&str] = &["cache", "types", "spec"];
 
 /// Job keywords Osprey implements.
 pub(crate) const JOB_SUPPORTED: &[&str] = &[
@@ -35,6 +37,11 @@ pub(crate) const JOB_SUPPORTED: &[&str] = &[
     "image",
     "services",
     "timeout",
+    "rules",
+    "only",
+    "except",
+    "extends",
+    "inherit",
 ];
 
 /// Job keywords GitLab has and Osprey does not implement yet.
@@ -44,23 +51,18 @@ pub(crate) const JOB_UNSUPPORTED: &[&str] = &[
     "dast_configuration",
     "dependencies",
     "environment",
-    "except",
-    "extends",
     "hooks",
     "id_tokens",
     "identity",
-    "inherit",
     "interruptible",
     "manual_confirmation",
     "needs",
-    "only",
     "pages",
     "parallel",
     "publish",
     "release",
     "resource_group",
     "retry",
-    "rules",
     "run",
     "secrets",
     "start_in",
@@ -73,6 +75,22 @@ pub(crate) const DEFAULT_SUPPORTED: &[&str] = &[
     "before_script",
     "after_script",
     "image",
+    "services",
+    "tags",
+    "timeout",
+];
+
+/// Every `default:` keyword GitLab has (the names `inherit:default` takes).
+pub(crate) const DEFAULT_KEYWORDS_ALL: &[&str] = &[
+    "after_script",
+    "artifacts",
+    "before_script",
+    "cache",
+    "hooks",
+    "id_tokens",
+    "image",
+    "interruptible",
+    "retry",
     "services",
     "tags",
     "timeout",

@@ -12,16 +12,22 @@
 //! duplicate mapping keys are an error (GitLab keeps the last silently), and a
 //! second YAML document is an error.
 
+mod conditions;
 mod duration;
+mod extends;
+mod include;
 mod job;
 mod keywords;
+mod reference;
 mod tree;
 mod values;
 
 #[cfg(test)]
 mod tests;
 
-use crate::pipeline::{Pipeline, DEFAULT_STAGES};
+use crate::pipeline::{Pipeline, PipelineDefinition, DEFAULT_STAGES};
+
+pub use include::{IncludeLoader, LoadError, NoFiles};
 use job::Defaults;
 use keywords::{suggest, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED};
 use std::fmt;
@@ -49,42 +55,107 @@ impl fmt::Display for LintError {
     }
 }
 
-/// Parses and validates a pipeline file. `file` names it in errors.
+/// Parses and validates a pipeline file that cannot include others and whose
+/// jobs all exist on every ref: the keywords that need a ref to mean
+/// anything (`rules`, `only`, `except`, `workflow`, `inherit:variables`,
+/// `expand: false`) and `include` are refused as not supported. `file`
+/// names it in errors. Callers that can plan use [`parse_pipeline_with`].
 ///
 /// On failure every error found is returned, sorted by position. Inputs that
 /// are too large once aliases are expanded (more than a million nodes) or
 /// nested more than 128 levels deep are refused with one located error.
 pub fn parse_pipeline(file: &str, text: &str) -> Result<Pipeline, Vec<LintError>> {
     let mut report = Report::default();
-    let pipeline = match tree::parse(text) {
+    let definition = definition(&mut report, text, None);
+    let planner_only = std::mem::take(&mut report.planner_only);
+    for (location, message) in planner_only {
+        report.error(location, message);
+    }
+    match definition {
+        Some(definition) if report.errors.is_empty() => Ok(definition.pipeline),
+        _ => Err(report.finish(&[file.to_owned()])),
+    }
+}
+
+/// Parses and validates a pipeline file, reading the files it includes
+/// through `loader`, into a definition that [`crate::plan::plan`] turns into
+/// the jobs of one ref. `file` names the main file in errors; errors in an
+/// included file name that file's path.
+pub fn parse_pipeline_with(
+    file: &str,
+    text: &str,
+    loader: &dyn IncludeLoader,
+) -> Result<PipelineDefinition, Vec<LintError>> {
+    let mut report = Report {
+        files: vec![file.to_owned()],
+        ..Report::default()
+    };
+    let definition = definition(&mut report, text, Some(loader));
+    match definition {
+        Some(definition) if report.errors.is_empty() => Ok(definition),
+        _ => {
+            let files = std::mem::take(&mut report.files);
+            Err(report.finish(&files))
+        }
+    }
+}
+
+/// The whole front end: tree, includes, `extends:`, `!reference`, keywords.
+fn definition(
+    report: &mut Report,
+    text: &str,
+    loader: Option<&dyn IncludeLoader>,
+) -> Option<PipelineDefinition> {
+    let mut used = 0;
+    let root = match tree::parse_file(text, 0, &mut used) {
         Ok((root, tree_errors)) => {
             for error in tree_errors {
                 report.error(error.location, error.message);
             }
-            pipeline(&mut report, root.as_ref())
+            root
         }
         Err(tree_errors) => {
             for error in tree_errors {
                 report.error(error.location, error.message);
             }
-            None
+            return None;
         }
     };
-    match pipeline {
-        Some(pipeline) if report.errors.is_empty() => Ok(pipeline),
-        _ => Err(report.finish(file)),
-    }
+    let root = match (root, loader) {
+        (Some(root), Some(loader)) => Some(include::apply(report, root, loader, &mut used)),
+        (Some(root), None) => Some(include::refuse(report, root)),
+        (None, _) => None,
+    };
+    let root = root.map(|root| extends::apply(report, root));
+    let root = root.map(|root| reference::apply(report, root));
+    pipeline(report, root.as_ref())
 }
 
 /// Errors collected over one parse.
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     errors: Vec<(Location, String)>,
+    /// Problems that are errors only for [`parse_pipeline`], which cannot
+    /// plan: the keywords whose meaning depends on the ref.
+    planner_only: Vec<(Location, String)>,
+    /// Names of the files read, indexed by [`Location::file`].
+    files: Vec<String>,
 }
 
 impl Report {
     pub(crate) fn error(&mut self, location: Location, message: String) {
         self.errors.push((location, message));
+    }
+
+    /// Records a keyword that only a caller able to plan can accept.
+    pub(crate) fn needs_planner(&mut self, location: Location, message: String) {
+        self.planner_only.push((location, message));
+    }
+
+    /// Registers a file read for this parse and returns its number.
+    pub(crate) fn add_file(&mut self, name: &str) -> usize {
+        self.files.push(name.to_owned());
+        self.files.len() - 1
     }
 
     /// Errors so far; lets a reader tell whether a value was reported.
@@ -95,13 +166,13 @@ impl Report {
     /// Sorted by position (stable, so one spot's errors keep their order), with
     /// exact repeats dropped: a template merged into several jobs can yield
     /// the same error more than once only if the job name is the same.
-    fn finish(mut self, file: &str) -> Vec<LintError> {
+    fn finish(mut self, files: &[String]) -> Vec<LintError> {
         self.errors.sort_by_key(|(location, _)| *location);
         self.errors.dedup();
         self.errors
             .into_iter()
             .map(|(location, message)| LintError {
-                file: file.to_owned(),
+                file: files.get(location.file).cloned().unwrap_or_default(),
                 line: location.line,
                 column: location.column,
                 message,
@@ -111,7 +182,7 @@ impl Report {
 }
 
 /// Reads the top level. `None` when there is nothing pipeline-shaped at all.
-fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
+fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<PipelineDefinition> {
     let Some(root) = root.filter(|node| !node.is_null()) else {
         report.error(
             Location::START,
@@ -134,6 +205,8 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
     let global = Context { prefix: "" };
     let mut stages_node = None;
     let mut variables = Vec::new();
+    let mut raw_variables = Vec::new();
+    let mut workflow = None;
     let mut defaults = Defaults::default();
     let mut default_keys = Vec::new();
     for (key, value) in entries.iter() {
@@ -143,7 +216,15 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
         match name {
             "stages" => stages_node = Some(value),
             "variables" => {
-                variables = values::variables(report, global, value, VariablesScope::Global);
+                (variables, raw_variables) =
+                    values::variables_and_raw(report, global, value, VariablesScope::Global);
+            }
+            "workflow" => {
+                report.needs_planner(
+                    key.location,
+                    "keyword workflow is not supported by Osprey yet".to_owned(),
+                );
+                workflow = conditions::workflow(report, value);
             }
             "default" => (defaults, default_keys) = job::default_section(report, value),
             _ => {}
@@ -175,6 +256,7 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
     let stages_valid = report.len() == errors_before;
 
     let mut jobs = Vec::new();
+    let mut job_conditions = Vec::new();
     let mut visible = 0usize;
     for (key, value) in entries.iter() {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
@@ -206,7 +288,9 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
             Some(body) => {
                 visible += 1;
                 let known = stages_valid.then_some(stages.as_slice());
-                jobs.push(job::job(report, key, name, body, &defaults, known));
+                let (job, conditions) = job::job(report, key, name, body, &defaults, known);
+                jobs.push(job);
+                job_conditions.push(conditions);
             }
             None => not_a_job(report, key, name, value),
         }
@@ -217,10 +301,15 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<Pipeline> {
             "jobs config should contain at least one visible job".to_owned(),
         );
     }
-    Some(Pipeline {
-        stages,
-        variables,
-        jobs,
+    Some(PipelineDefinition {
+        pipeline: Pipeline {
+            stages,
+            variables,
+            jobs,
+        },
+        workflow,
+        jobs: job_conditions,
+        raw_variables,
     })
 }
 

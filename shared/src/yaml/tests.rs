@@ -314,6 +314,7 @@ fn unsupported_keywords_are_named_never_ignored() {
         e,
         [
             "3:3: job build: keyword only is not supported by Osprey yet",
+            "4:3: job build: rules may not be used with only or except",
             "4:3: job build: keyword rules is not supported by Osprey yet",
             "6:3: job build: keyword needs is not supported by Osprey yet",
         ]
@@ -490,11 +491,17 @@ fn duplicate_keys_and_bad_merges_are_errors() {
 }
 
 #[test]
-fn gitlab_reference_tag_is_refused_by_name() {
-    let e = errors(".s:\n  script: [a]\nj:\n  script: !reference [.s, script]\n");
+fn reference_tags_are_resolved_and_other_tags_refused() {
+    let p = ok(".s:\n  script: [a, b]\nj:\n  script: [!reference [.s, script], c]\n");
+    assert_eq!(job(&p, "j").script, ["a", "b", "c"]);
+    let e = errors("j:\n  script: !custom x\n  tags: !reference x\n");
     assert_eq!(
         e,
-        ["4:11: YAML tag !reference is not supported by Osprey yet"]
+        [
+            "2:11: YAML tag !custom is not supported by Osprey yet",
+            "3:9: !reference takes a list such as [job, key], found a scalar",
+            "3:9: job j: tags must be a list of strings, found string",
+        ]
     );
 }
 

@@ -21,18 +21,33 @@ pub(crate) const MAX_NODES: usize = 1_000_000;
 /// Deepest nesting of collections accepted. Pipelines nest five or six deep.
 pub(crate) const MAX_DEPTH: usize = 128;
 
-/// A 1-based line and column (in characters) in the source.
+/// A 1-based line and column (in characters) in one of the files read for
+/// a pipeline: `file` indexes the parse's file table (0 is the main file),
+/// so errors in included files point into those files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Location {
+    pub file: usize,
     pub line: usize,
     pub column: usize,
 }
 
 impl Location {
-    pub(crate) const START: Location = Location { line: 1, column: 1 };
+    pub(crate) const START: Location = Location {
+        file: 0,
+        line: 1,
+        column: 1,
+    };
 
-    fn of(span: &Span) -> Location {
+    pub(crate) fn start_of(file: usize) -> Location {
         Location {
+            file,
+            ..Location::START
+        }
+    }
+
+    fn of(span: &Span, file: usize) -> Location {
+        Location {
+            file,
             line: span.start.line(),
             column: span.start.col() + 1,
         }
@@ -61,6 +76,9 @@ pub(crate) enum Value {
     Scalar(Rc<Scalar>),
     Sequence(Rc<[Node]>),
     Mapping(Rc<[(Node, Node)]>),
+    /// A `!reference [job, key, ...]` sequence, resolved by `reference.rs`
+    /// once `extends:` is applied; none is left when keywords are read.
+    Reference(Rc<[Node]>),
 }
 
 /// A scalar as written, plus how YAML resolves its type.
@@ -105,6 +123,7 @@ impl Node {
             Value::Scalar(scalar) => scalar.kind.describe(),
             Value::Sequence(_) => "list",
             Value::Mapping(_) => "mapping",
+            Value::Reference(_) => "!reference",
         }
     }
 
@@ -146,12 +165,33 @@ impl Node {
 /// stream. Non-fatal problems (duplicate keys, bad merge values, unsupported
 /// tags) come back in the error list alongside the tree; a YAML syntax error
 /// or a crossed limit stops the build and returns only the errors.
-pub(crate) fn parse(text: &str) -> Result<(Option<Node>, Vec<TreeError>), Vec<TreeError>> {
-    let mut builder = Builder::default();
+///
+/// `file` numbers the file within the parse (for locations); `used` counts
+/// the nodes the files read before it created, so the node limit holds for
+/// all of them together and 150 included files cannot each cost it whole.
+pub(crate) fn parse_file(
+    text: &str,
+    file: usize,
+    used: &mut usize,
+) -> Result<(Option<Node>, Vec<TreeError>), Vec<TreeError>> {
+    let mut builder = Builder {
+        file,
+        total: *used,
+        ..Builder::default()
+    };
+    let result = parse_with(&mut builder, text);
+    *used = builder.total;
+    result
+}
+
+fn parse_with(
+    builder: &mut Builder,
+    text: &str,
+) -> Result<(Option<Node>, Vec<TreeError>), Vec<TreeError>> {
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0usize;
     while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|error| vec![scan_error(&error)])?;
+        let (event, span) = next.map_err(|error| vec![scan_error(&error, builder.file)])?;
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart(_) => {
@@ -159,7 +199,7 @@ pub(crate) fn parse(text: &str) -> Result<(Option<Node>, Vec<TreeError>), Vec<Tr
                 if documents > 1 {
                     // GitLab reads one document (plus a `spec:` header we do not support).
                     builder.errors.push(TreeError {
-                        location: Location::of(&span),
+                        location: Location::of(&span, builder.file),
                         message: "a pipeline file holds one YAML document; found a second one"
                             .to_owned(),
                     });
@@ -169,17 +209,18 @@ pub(crate) fn parse(text: &str) -> Result<(Option<Node>, Vec<TreeError>), Vec<Tr
             other => {
                 if let Err(error) = builder.on_event(other, span) {
                     builder.errors.push(error);
-                    return Err(builder.errors);
+                    return Err(std::mem::take(&mut builder.errors));
                 }
             }
         }
     }
-    Ok((builder.root, builder.errors))
+    Ok((builder.root.take(), std::mem::take(&mut builder.errors)))
 }
 
-fn scan_error(error: &ScanError) -> TreeError {
+fn scan_error(error: &ScanError, file: usize) -> TreeError {
     TreeError {
         location: Location {
+            file,
             line: error.marker().line(),
             column: error.marker().col() + 1,
         },
@@ -194,6 +235,7 @@ enum Open {
         anchor: usize,
         items: Vec<Node>,
         size: usize,
+        reference: bool,
     },
     Mapping {
         location: Location,
@@ -206,6 +248,7 @@ enum Open {
 
 #[derive(Default)]
 struct Builder {
+    file: usize,
     stack: Vec<Open>,
     /// Finished anchored nodes by saphyr's anchor id, with their expanded size.
     anchors: std::collections::HashMap<usize, (Node, usize)>,
@@ -217,7 +260,7 @@ struct Builder {
 
 impl Builder {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), TreeError> {
-        let location = Location::of(&span);
+        let location = Location::of(&span, self.file);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let kind = self.resolve(&text, style, tag.as_deref(), location);
@@ -251,11 +294,13 @@ impl Builder {
                     anchor,
                     items: Vec::new(),
                     size: 1,
+                    reference: tag.as_deref().is_some_and(is_reference),
                 });
                 Ok(())
             }
             Event::MappingStart(anchor, tag) => {
                 self.open(location, tag.as_deref())?;
+                self.refuse_reference_on(tag.as_deref(), location, "a mapping");
                 self.stack.push(Open::Mapping {
                     location,
                     anchor,
@@ -271,10 +316,15 @@ impl Builder {
                     anchor,
                     items,
                     size,
+                    reference,
                 }) => {
                     let node = Node {
                         location,
-                        value: Value::Sequence(items.into()),
+                        value: if reference {
+                            Value::Reference(items.into())
+                        } else {
+                            Value::Sequence(items.into())
+                        },
                     };
                     self.finish(node, anchor, size)
                 }
@@ -358,10 +408,10 @@ impl Builder {
     }
 
     /// Tags other than YAML's own (`!!str`...) are application-defined; GitLab
-    /// defines `!reference`, which Osprey does not implement.
+    /// defines `!reference` on sequences (see [`Value::Reference`]).
     fn check_tag(&mut self, tag: Option<&Tag>, location: Location) {
         if let Some(tag) = tag {
-            if !tag.is_yaml_core_schema() {
+            if !tag.is_yaml_core_schema() && !is_reference(tag) {
                 self.errors.push(TreeError {
                     location,
                     message: format!(
@@ -381,6 +431,7 @@ impl Builder {
         location: Location,
     ) -> ScalarKind {
         self.check_tag(tag, location);
+        self.refuse_reference_on(tag, location, "a scalar");
         if let Some(tag) = tag {
             if tag.is_yaml_core_schema() && tag.suffix == "str" {
                 return ScalarKind::String;
@@ -441,7 +492,7 @@ impl Builder {
             let sources: Vec<Node> = match &value.value {
                 Value::Mapping(_) => vec![value.clone()],
                 Value::Sequence(items) => items.to_vec(),
-                Value::Scalar(_) => {
+                Value::Scalar(_) | Value::Reference(_) => {
                     self.errors.push(merge_error(&value));
                     continue;
                 }
@@ -462,6 +513,22 @@ impl Builder {
         }
         merged
     }
+}
+
+impl Builder {
+    fn refuse_reference_on(&mut self, tag: Option<&Tag>, location: Location, found: &str) {
+        if tag.is_some_and(is_reference) {
+            self.errors.push(TreeError {
+                location,
+                message: format!("!reference takes a list such as [job, key], found {found}"),
+            });
+        }
+    }
+}
+
+/// GitLab's `!reference` tag (primary handle `!`, suffix `reference`).
+fn is_reference(tag: &Tag) -> bool {
+    tag.handle == "!" && tag.suffix == "reference"
 }
 
 fn is_merge_key(key: &Node) -> bool {

@@ -111,6 +111,11 @@ fn flatten_script(
                 item.location,
                 format!("{what} nests lists more than {MAX_SCRIPT_NESTING} levels deep"),
             ),
+            Value::Reference(_) => cx.error(
+                report,
+                item.location,
+                format!("{what}: !reference could not be resolved"),
+            ),
             _ => match item.as_str() {
                 Some(line) => lines.push(line.to_owned()),
                 None => cx.wrong_type(report, item, &format!("each line of {what}"), "a string"),
@@ -172,18 +177,34 @@ pub(crate) fn variables(
     node: &Node,
     scope: VariablesScope,
 ) -> Vec<Variable> {
+    variables_and_raw(report, cx, node, scope).0
+}
+
+/// [`variables`], plus the names of those set with `expand: false`.
+pub(crate) fn variables_and_raw(
+    report: &mut Report,
+    cx: Context,
+    node: &Node,
+    scope: VariablesScope,
+) -> (Vec<Variable>, Vec<String>) {
     let Some(entries) = node.as_mapping() else {
         cx.wrong_type(report, node, "variables", "a mapping of names to values");
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::with_capacity(entries.len());
+    let mut raw = Vec::new();
     for (key, value) in entries {
         let Some(name) = key.as_scalar().map(|s| s.text.clone()) else {
             continue; // the tree already reported a non-scalar key
         };
         let value = match &value.value {
             Value::Mapping(fields) if scope != VariablesScope::Service => {
-                variable_fields(report, cx, &name, value.location, fields, scope)
+                let (value, is_raw) =
+                    variable_fields(report, cx, &name, value.location, fields, scope);
+                if is_raw {
+                    raw.push(name.clone());
+                }
+                value
             }
             _ => variable_value(report, cx, &name, key.location, value),
         };
@@ -191,7 +212,7 @@ pub(crate) fn variables(
             out.push(Variable { key: name, value });
         }
     }
-    out
+    (out, raw)
 }
 
 fn variable_value(
@@ -222,7 +243,7 @@ fn variable_value(
     }
 }
 
-/// The `{value: ..., description: ...}` form.
+/// The `{value: ..., description: ...}` form; true when `expand: false`.
 fn variable_fields(
     report: &mut Report,
     cx: Context,
@@ -230,8 +251,9 @@ fn variable_fields(
     location: Location,
     fields: &[(Node, Node)],
     scope: VariablesScope,
-) -> Option<String> {
+) -> (Option<String>, bool) {
     let mut value = None;
+    let mut raw = false;
     let mut has_value = false;
     for (key, field) in fields {
         let Some(field_name) = key.as_scalar().map(|s| s.text.as_str()) else {
@@ -284,10 +306,10 @@ fn variable_fields(
                 // `expand: true` is GitLab's default; `false` changes meaning.
                 let what = format!("variables:{name}:expand");
                 if boolean(report, cx, field, &what) == Some(false) {
-                    cx.error(
-                        report,
+                    raw = true;
+                    report.needs_planner(
                         field.location,
-                        format!("{what}: false is not supported by Osprey yet"),
+                        format!("{}{what}: false is not supported by Osprey yet", cx.prefix),
                     );
                 }
             }
@@ -296,7 +318,7 @@ fn variable_fields(
     if !has_value {
         cx.error(report, location, format!("variables:{name} needs a value"));
     }
-    value
+    (value, raw)
 }
 
 /// `image:` as a string or `{name, entrypoint}`.

@@ -1,0 +1,156 @@
+//! The conformance suite: every folder of `tests/conformance/` is one case
+//! written from GitLab's documented behaviour. A case holds `.gitlab-ci.yml`
+//! (and any files it includes or `exists:` looks for: the folder is the
+//! repository), `context.toml` (the pipeline being created) and
+//! `expected.txt`: the lint errors, the planning errors, or the plan as
+//! `osprey lint --plan` prints it.
+//!
+//! `context.toml` keys: `ref` (required), `tag` (default false), `source`
+//! (default "push"), `changed` (list of paths; absent means unknown),
+//! `default_branch` (default "main") and a `[variables]` table of user
+//! variables. `OSPREY_BLESS=1` rewrites `expected.txt` from the actual
+//! output, for review in the diff.
+
+use osprey_shared::pipeline::Variable;
+use osprey_shared::plan::{self, PipelineSource, PlanContext};
+use osprey_shared::variables::predefined;
+use osprey_shared::yaml::{parse_pipeline_with, IncludeLoader, LoadError};
+use std::path::{Path, PathBuf};
+
+/// A case folder as a repository.
+struct Folder {
+    root: PathBuf,
+}
+
+const NOT_IN_REPO: [&str; 2] = ["context.toml", "expected.txt"];
+
+impl IncludeLoader for Folder {
+    fn read(&self, path: &str) -> Result<String, LoadError> {
+        if NOT_IN_REPO.contains(&path) {
+            return Err(LoadError::NotFound);
+        }
+        std::fs::read_to_string(self.root.join(path)).map_err(|_| LoadError::NotFound)
+    }
+
+    fn list(&self) -> Result<Vec<String>, LoadError> {
+        let mut out = Vec::new();
+        list(&self.root, &self.root, &mut out);
+        out.retain(|p| !NOT_IN_REPO.contains(&p.as_str()));
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("readable case folder") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            list(root, &path, out);
+        } else {
+            let relative = path.strip_prefix(root).expect("under root");
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Context {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    tag: bool,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    changed: Option<Vec<String>>,
+    #[serde(default)]
+    default_branch: Option<String>,
+    #[serde(default)]
+    variables: toml::Table,
+}
+
+fn run_case(dir: &Path) -> String {
+    let folder = Folder {
+        root: dir.to_owned(),
+    };
+    let context_text = std::fs::read_to_string(dir.join("context.toml"))
+        .unwrap_or_else(|e| panic!("{}: context.toml: {e}", dir.display()));
+    let context: Context = toml::from_str(&context_text)
+        .unwrap_or_else(|e| panic!("{}: context.toml: {e}", dir.display()));
+    let text = std::fs::read_to_string(dir.join(".gitlab-ci.yml"))
+        .unwrap_or_else(|e| panic!("{}: .gitlab-ci.yml: {e}", dir.display()));
+    let definition = match parse_pipeline_with(".gitlab-ci.yml", &text, &folder) {
+        Ok(definition) => definition,
+        Err(errors) => {
+            return errors.iter().map(|e| format!("{e}\n")).collect();
+        }
+    };
+    let source = context.source.as_deref().unwrap_or("push");
+    let source = PipelineSource::parse(source)
+        .unwrap_or_else(|| panic!("{}: unknown source {source}", dir.display()));
+    let variables = context
+        .variables
+        .iter()
+        .map(|(key, value)| Variable {
+            key: key.clone(),
+            value: value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned),
+        })
+        .collect();
+    let ctx = PlanContext {
+        git_ref: context.git_ref.clone(),
+        is_tag: context.tag,
+        source,
+        changed_files: context.changed,
+        files: &folder,
+        predefined: predefined(
+            &context.git_ref,
+            context.tag,
+            source.as_str(),
+            Some(context.default_branch.as_deref().unwrap_or("main")),
+        ),
+        variables,
+    };
+    match plan::plan(&definition, &ctx) {
+        Ok(plan) => plan::render(&plan, &ctx),
+        Err(errors) => errors.iter().map(|e| format!("error: {e}\n")).collect(),
+    }
+}
+
+#[test]
+fn conformance_cases() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&base)
+        .expect("tests/conformance exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no conformance cases found");
+    let bless = std::env::var_os("OSPREY_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let actual = run_case(case);
+        let expected_path = case.join("expected.txt");
+        if bless {
+            std::fs::write(&expected_path, &actual).expect("write expected.txt");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if actual != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- actual\n{actual}",
+                case.file_name().unwrap_or_default().to_string_lossy()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
