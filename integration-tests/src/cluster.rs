@@ -440,6 +440,9 @@ impl Agent {
     /// credentials), killing it first if it still runs; returns once connected.
     pub async fn restart(&mut self, api: &ApiClient) {
         self.process.kill9();
+        // The old session must be seen gone first, or `wait_connected` could
+        // return on it just before the coordinator notices the kill.
+        self.wait_connection(api, false).await;
         self.process = spawn_agent(
             &self.root,
             &self.coordinator_url,
@@ -473,10 +476,21 @@ impl Agent {
 
     /// Waits until `GET /api/v1/agents` lists this agent as connected.
     pub async fn wait_connected(&self, api: &ApiClient) {
-        let what = format!("agent {} to connect [{}]", self.name, api.context());
+        self.wait_connection(api, true).await;
+    }
+
+    async fn wait_connection(&self, api: &ApiClient, connected: bool) {
+        let state = if connected { "connect" } else { "disconnect" };
+        let what = format!("agent {} to {state} [{}]", self.name, api.context());
         wait_for(&what, START_TIMEOUT, || async {
             match api.agents().await {
-                Ok(agents) if agents.iter().any(|a| a.name == self.name && a.connected) => Ok(()),
+                Ok(agents)
+                    if agents
+                        .iter()
+                        .any(|a| a.name == self.name && a.connected == connected) =>
+                {
+                    Ok(())
+                }
                 Ok(agents) => Err(format!("{agents:?}")),
                 Err(error) => Err(error.to_string()),
             }
