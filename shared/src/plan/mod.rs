@@ -201,7 +201,9 @@ pub fn plan(definition: &PipelineDefinition, ctx: &PlanContext) -> Result<Plan, 
     finish(errors, outcome)
 }
 
-fn finish(errors: Vec<PlanError>, plan: Plan) -> Result<Plan, Vec<PlanError>> {
+fn finish(mut errors: Vec<PlanError>, plan: Plan) -> Result<Plan, Vec<PlanError>> {
+    // A job's variables are resolved twice (for its rules, then for the job).
+    errors.dedup();
     if errors.is_empty() {
         Ok(plan)
     } else {

@@ -85,7 +85,7 @@ pub(crate) fn apply(report: &mut Report, root: Node) -> Node {
         let resolved = match name {
             Some(name) if jobs.contains_key(name) => {
                 let mut chain = Vec::new();
-                resolver.resolve(name, &mut chain)
+                resolver.resolve(name, &mut chain).0
             }
             _ => value.clone(),
         };
@@ -107,32 +107,36 @@ fn extends_of(job: &Node) -> Option<&Node> {
 
 struct Resolver<'a, 'r> {
     jobs: &'a HashMap<&'a str, &'a Node>,
-    /// Jobs already resolved, without their `extends:` key.
-    done: HashMap<String, Node>,
+    /// Jobs already resolved, without their `extends:` key, with how many
+    /// levels of `extends` they sit on.
+    done: HashMap<String, (Node, usize)>,
     report: &'r mut Report,
 }
 
 impl Resolver<'_, '_> {
-    /// The job `name` with its parents merged in. `chain` holds the jobs
-    /// being resolved below it, for cycle and depth errors.
-    fn resolve(&mut self, name: &str, chain: &mut Vec<String>) -> Node {
+    /// The job `name` with its parents merged in, and its depth (0 for a
+    /// job without `extends`). `chain` holds the jobs being resolved below
+    /// it, for cycle errors.
+    fn resolve(&mut self, name: &str, chain: &mut Vec<String>) -> (Node, usize) {
         if let Some(done) = self.done.get(name) {
             return done.clone();
         }
         let Some(job) = self.jobs.get(name).copied() else {
-            return Node {
+            let empty = Node {
                 location: Location::START,
                 value: Value::Mapping(Rc::from(Vec::new())),
             };
+            return (empty, 0);
         };
         let own = without_extends(job);
         let Some(extends) = extends_of(job) else {
-            self.done.insert(name.to_owned(), own.clone());
-            return own;
+            self.done.insert(name.to_owned(), (own.clone(), 0));
+            return (own, 0);
         };
         let parents = self.parent_names(name, extends);
         chain.push(name.to_owned());
         let mut base: Option<Node> = None;
+        let mut depth = 0;
         for parent in parents {
             if chain.contains(&parent) {
                 let mut cycle = chain.clone();
@@ -142,17 +146,6 @@ impl Resolver<'_, '_> {
                     format!(
                         "job {name}: circular dependency in extends: {}",
                         cycle.join(" -> ")
-                    ),
-                );
-                continue;
-            }
-            if chain.len() > MAX_EXTENDS_LEVELS {
-                self.report.error(
-                    extends.location,
-                    format!(
-                        "job {name}: extends nests deeper than GitLab's limit of \
-                         {MAX_EXTENDS_LEVELS} levels ({} -> {parent})",
-                        chain.join(" -> ")
                     ),
                 );
                 continue;
@@ -168,13 +161,23 @@ impl Resolver<'_, '_> {
                 );
                 continue;
             }
-            let resolved = self.resolve(&parent, chain);
+            let (resolved, parent_depth) = self.resolve(&parent, chain);
+            depth = depth.max(parent_depth + 1);
             base = Some(match base {
                 Some(base) => deep_merge(&base, &resolved),
                 None => resolved,
             });
         }
         chain.pop();
+        if depth > MAX_EXTENDS_LEVELS {
+            self.report.error(
+                extends.location,
+                format!(
+                    "job {name}: extends nests {depth} levels deep, more than GitLab's \
+                     limit of {MAX_EXTENDS_LEVELS}"
+                ),
+            );
+        }
         let merged = match base {
             Some(base) => {
                 let mut merged = deep_merge(&base, &own);
@@ -182,10 +185,12 @@ impl Resolver<'_, '_> {
                 merged.location = job.location;
                 merged
             }
-            None => own,
+            // Nothing could be merged (errors reported): keep the job as
+            // written so that it is not also reported as blank.
+            None => job.clone(),
         };
-        self.done.insert(name.to_owned(), merged.clone());
-        merged
+        self.done.insert(name.to_owned(), (merged.clone(), depth));
+        (merged, depth)
     }
 
     fn parent_names(&mut self, name: &str, extends: &Node) -> Vec<String> {

@@ -24,6 +24,7 @@ pub(crate) fn apply(report: &mut Report, root: Node) -> Node {
         report,
         budget: MAX_NODES,
         exhausted: false,
+        too_deep: false,
     };
     resolver.walk(&root, 0)
 }
@@ -50,6 +51,7 @@ struct Resolver<'a, 'r> {
     /// from many places would otherwise multiply the tree.
     budget: usize,
     exhausted: bool,
+    too_deep: bool,
 }
 
 impl Resolver<'_, '_> {
@@ -91,10 +93,17 @@ impl Resolver<'_, '_> {
             value: Value::Sequence(Rc::from(Vec::new())),
         };
         if level >= MAX_REFERENCE_NESTING {
-            self.report.error(
-                node.location,
-                format!("!reference tags nest deeper than GitLab's limit of {MAX_REFERENCE_NESTING} levels"),
-            );
+            // Reported once: every job reaching the same chain would repeat it.
+            if !self.too_deep {
+                self.too_deep = true;
+                self.report.error(
+                    node.location,
+                    format!(
+                        "!reference tags nest deeper than GitLab's limit of \
+                         {MAX_REFERENCE_NESTING} levels"
+                    ),
+                );
+            }
             return empty;
         }
         let mut names = Vec::with_capacity(path.len());
@@ -155,7 +164,10 @@ impl Resolver<'_, '_> {
         }
         self.budget -= size;
         let target = target.clone();
-        self.walk(&target, level + 1)
+        let mut resolved = self.walk(&target, level + 1);
+        // Errors about the value as a whole point at the tag that put it here.
+        resolved.location = node.location;
+        resolved
     }
 }
 

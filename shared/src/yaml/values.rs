@@ -106,6 +106,9 @@ fn flatten_script(
             Value::Sequence(_) if depth + 1 < MAX_SCRIPT_NESTING => {
                 flatten_script(report, cx, item, what, depth + 1, lines);
             }
+            // An empty list adds no line however deep it is (a `!reference`
+            // that failed to resolve leaves one).
+            Value::Sequence(inner) if inner.is_empty() => {}
             Value::Sequence(_) => cx.error(
                 report,
                 item.location,
