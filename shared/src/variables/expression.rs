@@ -90,7 +90,14 @@ impl Pattern {
         builder
             .build()
             .map(|regex| Pattern { regex })
-            .map_err(|error| format!("invalid regular expression /{source}/: {error}"))
+            .map_err(|error| {
+                // The regex crate's message draws the pattern over several
+                // lines; its last line says what is wrong.
+                let text = error.to_string();
+                let reason = text.lines().last().unwrap_or_default();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+                format!("invalid regular expression /{source}/: {reason}")
+            })
     }
 
     pub fn is_match(&self, text: &str) -> bool {
