@@ -89,4 +89,30 @@ pub struct LintArgs {
     /// The pipeline file.
     #[arg(default_value = ".gitlab-ci.yml")]
     pub file: PathBuf,
+    /// Print the jobs the pipeline would have on --ref (includes are read
+    /// relative to the file's folder, taken as the repository root).
+    #[arg(long, requires = "git_ref")]
+    pub plan: bool,
+    /// Branch or tag name to plan for.
+    #[arg(long = "ref", value_name = "REF", requires = "plan")]
+    pub git_ref: Option<String>,
+    /// The ref is a tag.
+    #[arg(long, requires = "plan")]
+    pub tag: bool,
+    /// What starts the pipeline (CI_PIPELINE_SOURCE): push, web, api, schedule...
+    #[arg(long, default_value = "push", requires = "plan")]
+    pub source: String,
+    /// A pipeline variable, as KEY=VALUE; repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE", requires = "plan")]
+    pub vars: Vec<String>,
+    /// A file changed by the push (for changes:); repeatable. Without any,
+    /// changes are unknown and `changes:` is true, as GitLab does for new branches.
+    #[arg(long = "changed", value_name = "PATH", requires = "plan")]
+    pub changed: Vec<String>,
+    /// The project's default branch (CI_DEFAULT_BRANCH).
+    #[arg(long, default_value = "main", requires = "plan")]
+    pub default_branch: String,
+    /// Print the plan as JSON.
+    #[arg(long, requires = "plan")]
+    pub json: bool,
 }

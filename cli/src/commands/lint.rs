@@ -1,8 +1,14 @@
 //! `osprey lint [FILE]`: validates a pipeline file locally with the same
-//! parser the coordinator uses.
+//! parser the coordinator uses. With `--plan --ref REF` it also reads the
+//! files it includes and prints which jobs a pipeline on that ref would have.
 
 use crate::args::LintArgs;
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+use osprey_shared::pipeline::Variable;
+use osprey_shared::plan::{self, PipelineSource, Plan, PlanContext};
+use osprey_shared::variables::{looks_secret, predefined};
+use osprey_shared::yaml::{IncludeLoader, LoadError};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
@@ -10,6 +16,9 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {name}"))?;
     let text = String::from_utf8(bytes).with_context(|| format!("{name} is not UTF-8 text"))?;
+    if args.plan {
+        return plan(args, &name, &text);
+    }
     match osprey_shared::yaml::parse_pipeline(&name, &text) {
         Ok(_) => {
             println!("{name}: valid");
@@ -21,5 +30,150 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
+    let Some(git_ref) = args.git_ref.clone() else {
+        bail!("--plan needs --ref");
+    };
+    let Some(source) = PipelineSource::parse(&args.source) else {
+        let known: Vec<&str> = PipelineSource::ALL.iter().map(|s| s.as_str()).collect();
+        bail!(
+            "unknown --source {}; one of {}",
+            args.source,
+            known.join(", ")
+        );
+    };
+    let mut variables = Vec::with_capacity(args.vars.len());
+    for pair in &args.vars {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--var {pair}: expected KEY=VALUE");
+        };
+        variables.push(Variable {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    let root = args
+        .file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let repo = Folder { root };
+    let definition = match osprey_shared::yaml::parse_pipeline_with(name, text, &repo) {
+        Ok(definition) => definition,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ctx = PlanContext {
+        predefined: predefined(
+            &git_ref,
+            args.tag,
+            source.as_str(),
+            Some(&args.default_branch),
+        ),
+        git_ref,
+        is_tag: args.tag,
+        source,
+        changed_files: (!args.changed.is_empty()).then(|| args.changed.clone()),
+        files: &repo,
+        variables,
+    };
+    match plan::plan(&definition, &ctx) {
+        Ok(plan) if args.json => {
+            let json = serde_json::json!({
+                "ref": ctx.git_ref,
+                "tag": ctx.is_tag,
+                "source": ctx.source,
+                "plan": masked(plan),
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(plan) => {
+            print!("{}", plan::render(&plan, &ctx));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{name}: {error}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The plan with the values of credential-like variables replaced.
+fn masked(mut plan: Plan) -> Plan {
+    if let Plan::Created { pipeline } = &mut plan {
+        for job in &mut pipeline.jobs {
+            for variable in &mut job.variables {
+                if looks_secret(&variable.key) {
+                    plan::MASK.clone_into(&mut variable.value);
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// The working tree under `root`, read as the repository.
+struct Folder {
+    root: PathBuf,
+}
+
+/// Directories never listed: version control data and build output.
+const SKIPPED_DIRS: [&str; 3] = [".git", "target", "node_modules"];
+
+/// Most files listed, so that a huge tree cannot stall the linter.
+const MAX_LISTED: usize = 200_000;
+
+impl IncludeLoader for Folder {
+    fn read(&self, path: &str) -> Result<String, LoadError> {
+        if path.split('/').any(|part| part == "..") {
+            return Err(LoadError::Other(
+                "paths may not leave the repository".into(),
+            ));
+        }
+        match std::fs::read_to_string(self.root.join(path)) {
+            Ok(text) => Ok(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(LoadError::NotFound),
+            Err(error) => Err(LoadError::Other(error.to_string())),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, LoadError> {
+        let mut out = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| LoadError::Other(e.to_string()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let file_name = entry.file_name();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if !SKIPPED_DIRS.iter().any(|d| file_name == *d) {
+                        pending.push(path);
+                    }
+                    continue;
+                }
+                if let Ok(relative) = path.strip_prefix(&self.root) {
+                    out.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+                if out.len() >= MAX_LISTED {
+                    return Err(LoadError::Other(format!(
+                        "more than {MAX_LISTED} files under {}",
+                        self.root.display()
+                    )));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
