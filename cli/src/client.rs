@@ -92,14 +92,14 @@ impl Client {
         let response = self
             .send(self.http.post(self.url("/api/v1/pipelines")).json(request))
             .await?;
-        Ok(response.json().await.context("unreadable pipeline JSON")?)
+        response.json().await.context("unreadable pipeline JSON")
     }
 
     pub async fn pipeline(&self, id: u64) -> anyhow::Result<PipelineView> {
         let response = self
             .send(self.http.get(self.url(&format!("/api/v1/pipelines/{id}"))))
             .await?;
-        Ok(response.json().await.context("unreadable pipeline JSON")?)
+        response.json().await.context("unreadable pipeline JSON")
     }
 
     pub async fn cancel_pipeline(&self, id: u64) -> anyhow::Result<PipelineView> {
@@ -109,7 +109,7 @@ impl Client {
                     .post(self.url(&format!("/api/v1/pipelines/{id}/cancel"))),
             )
             .await?;
-        Ok(response.json().await.context("unreadable pipeline JSON")?)
+        response.json().await.context("unreadable pipeline JSON")
     }
 
     /// The log of a job from byte 0; with `follow` the body streams until the
