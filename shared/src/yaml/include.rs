@@ -344,3 +344,67 @@ fn without_include(root: Node) -> Node {
         value: Value::Mapping(kept.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{IncludeLoader, LoadError};
+    use crate::yaml::parse_pipeline_with;
+
+    /// `f{n}.yml` includes `f{n+1}.yml`, without end.
+    struct Chain;
+
+    impl IncludeLoader for Chain {
+        fn read(&self, path: &str) -> Result<String, LoadError> {
+            let n: usize = path
+                .trim_start_matches('f')
+                .trim_end_matches(".yml")
+                .parse()
+                .map_err(|_| LoadError::NotFound)?;
+            Ok(format!("include: f{}.yml\njob{n}:\n  script: x\n", n + 1))
+        }
+
+        fn list(&self) -> Result<Vec<String>, LoadError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn nesting_is_capped_like_gitlab() {
+        let errors = parse_pipeline_with(".gitlab-ci.yml", "include: f0.yml\n", &Chain)
+            .expect_err("endless chain");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, "f99.yml");
+        assert_eq!(
+            errors[0].message,
+            "include: nesting deeper than GitLab's limit of 100 levels"
+        );
+    }
+
+    /// One file including 151 others.
+    struct Wide;
+
+    impl IncludeLoader for Wide {
+        fn read(&self, path: &str) -> Result<String, LoadError> {
+            Ok(format!("{}:\n  script: x\n", path.trim_end_matches(".yml")))
+        }
+
+        fn list(&self) -> Result<Vec<String>, LoadError> {
+            Ok((0..151).map(|n| format!("w/{n:03}.yml")).collect())
+        }
+    }
+
+    #[test]
+    fn total_is_capped_like_gitlab_and_wildcards_sort() {
+        let errors = parse_pipeline_with(".gitlab-ci.yml", "include: 'w/*.yml'\n", &Wide)
+            .expect_err("too many");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            ".gitlab-ci.yml:1:10: include: more than GitLab's limit of 150 included files"
+        );
+        let ok = parse_pipeline_with(".gitlab-ci.yml", "include: 'w/00*.yml'\n", &Wide)
+            .expect("ten files");
+        let names: Vec<&str> = ok.pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names[..3], ["w/000", "w/001", "w/002"]);
+    }
+}

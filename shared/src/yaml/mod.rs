@@ -19,6 +19,7 @@ mod include;
 mod job;
 mod keywords;
 mod reference;
+mod scalar;
 mod tree;
 mod values;
 

@@ -603,3 +603,33 @@ mod garbage {
         }
     }
 }
+
+mod garbage_with_planning {
+    use crate::plan::{plan, PipelineSource, PlanContext};
+    use crate::yaml::{parse_pipeline_with, NoFiles};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text through the whole front end and the planner: a result
+        /// or errors, never a panic.
+        #[test]
+        fn planning_arbitrary_pipelines_never_panics(
+            text in "(j:\n  script: x\n|  rules:\n|    - if: |\\$A == 'x'|/[a(]/i|&&|\\|\\||  extends: |\\.t|\n|\\.t:\n|  only: |\\[main, /m/\\]|include: a.yml\n|!reference \\[j, script\\]| |-|:){0,60}"
+        ) {
+            if let Ok(definition) = parse_pipeline_with("x.yml", &text, &NoFiles) {
+                let ctx = PlanContext {
+                    git_ref: "main".into(),
+                    is_tag: false,
+                    source: PipelineSource::Push,
+                    changed_files: Some(vec!["a".into()]),
+                    files: &NoFiles,
+                    predefined: Vec::new(),
+                    variables: Vec::new(),
+                };
+                let _ = plan(&definition, &ctx);
+            }
+        }
+    }
+}
