@@ -56,6 +56,19 @@ pub struct RunArgs {
     /// Print the pipeline as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A pipeline variable `KEY=VALUE` (highest precedence); repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_pipeline_variable)]
+    pub variables: Vec<osprey_shared::pipeline::Variable>,
+}
+
+fn parse_pipeline_variable(text: &str) -> Result<osprey_shared::pipeline::Variable, String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok(osprey_shared::pipeline::Variable {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
 }
 
 #[derive(Debug, ClapArgs)]

@@ -12,6 +12,10 @@ pub enum CoreError {
     InvalidArgument(String),
     #[error("invalid pipeline: {} error(s)", .0.len())]
     InvalidPipeline(Vec<LintError>),
+    /// The file is valid but no pipeline results on this ref (workflow
+    /// rules, no job left, or a planning error such as a variable cycle).
+    #[error("pipeline not created: {reason}")]
+    PipelineRefused { reason: String, errors: Vec<String> },
     #[error("{0}")]
     Unauthenticated(String),
     /// The call belongs to an attempt that is no longer the job's current one.
@@ -68,7 +72,9 @@ impl CoreError {
         match self {
             CoreError::NotFound(_) => ErrorCode::NotFound,
             CoreError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            CoreError::InvalidPipeline(_) => ErrorCode::Unprocessable,
+            CoreError::InvalidPipeline(_) | CoreError::PipelineRefused { .. } => {
+                ErrorCode::Unprocessable
+            }
             CoreError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             CoreError::StaleLease(_) => ErrorCode::FailedPrecondition,
             CoreError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,

@@ -44,6 +44,7 @@ impl IntoResponse for ApiError {
         }
         let errors = match &self.0 {
             CoreError::InvalidPipeline(errors) => errors.iter().map(ToString::to_string).collect(),
+            CoreError::PipelineRefused { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
         let body = ErrorBody {
@@ -63,7 +64,7 @@ async fn create_pipeline(
     let Json(request) =
         body.map_err(|rejection| CoreError::InvalidArgument(rejection.body_text()))?;
     let view = core
-        .create_pipeline(&request.repo, &request.git_ref)
+        .create_pipeline(&request.repo, &request.git_ref, request.variables)
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

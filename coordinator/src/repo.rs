@@ -3,6 +3,7 @@
 //! A local path is read in place; a URL is mirrored under the data dir.
 
 use crate::error::{CoreError, CoreResult};
+use osprey_shared::yaml::{IncludeLoader, LoadError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -16,6 +17,8 @@ pub struct ResolvedCommit {
     pub sha: String,
     pub ref_is_tag: bool,
     pub pipeline_file: String,
+    /// The repository to read more from (the path itself, or its mirror).
+    pub git_dir: PathBuf,
 }
 
 /// Resolves `git_ref` in `repo` (local path or URL) and reads the pipeline file.
@@ -59,7 +62,89 @@ pub async fn resolve(repo: &str, git_ref: &str, mirrors: &Path) -> CoreResult<Re
         sha,
         ref_is_tag,
         pipeline_file,
+        git_dir,
     })
+}
+
+/// The repository at one commit, read with blocking `git` calls: for
+/// `include:` and `exists:` while planning (which runs on a blocking thread).
+pub struct GitTree {
+    pub git_dir: PathBuf,
+    pub sha: String,
+}
+
+impl GitTree {
+    fn git(&self, args: &[&str]) -> Result<Vec<u8>, String> {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.git_dir)
+            .args(args)
+            .output()
+            .map_err(|error| format!("running git: {error}"))?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// Files changed between `before` (the ref's previous pipeline commit,
+    /// when it is an ancestor) or else the parent, and this commit; `None`
+    /// when there is nothing to compare with (a root commit).
+    pub fn changed_files(&self, before: Option<&str>) -> Option<Vec<String>> {
+        let base = before
+            .filter(|before| {
+                self.git(&["merge-base", "--is-ancestor", before, &self.sha])
+                    .is_ok()
+            })
+            .map(str::to_owned)
+            .or_else(|| {
+                let parent = format!("{}^", self.sha);
+                self.git(&["rev-parse", "--verify", "--quiet", &parent])
+                    .ok()
+                    .map(|out| String::from_utf8_lossy(&out).trim().to_owned())
+            })?;
+        let out = self
+            .git(&["diff", "--name-only", "-z", &base, &self.sha])
+            .ok()?;
+        Some(split_nul(&out))
+    }
+
+    /// The repository's default branch (where `HEAD` points), if any.
+    pub fn default_branch(&self) -> Option<String> {
+        self.git(&["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .ok()
+            .map(|out| String::from_utf8_lossy(&out).trim().to_owned())
+            .filter(|branch| !branch.is_empty())
+    }
+}
+
+fn split_nul(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|byte| *byte == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect()
+}
+
+impl IncludeLoader for GitTree {
+    fn read(&self, path: &str) -> Result<String, LoadError> {
+        if path.starts_with('-') || path.split('/').any(|part| part == "..") {
+            return Err(LoadError::Other(
+                "paths may not leave the repository".to_owned(),
+            ));
+        }
+        let bytes = self
+            .git(&["show", &format!("{}:{path}", self.sha)])
+            .map_err(|_| LoadError::NotFound)?;
+        String::from_utf8(bytes).map_err(|_| LoadError::Other("not UTF-8 text".to_owned()))
+    }
+
+    fn list(&self) -> Result<Vec<String>, LoadError> {
+        self.git(&["ls-tree", "-r", "-z", "--name-only", &self.sha])
+            .map(|out| split_nul(&out))
+            .map_err(LoadError::Other)
+    }
 }
 
 async fn git_dir_for(repo: &str, mirrors: &Path) -> CoreResult<PathBuf> {

@@ -95,9 +95,26 @@ impl ApiClient {
         repo: &str,
         git_ref: &str,
     ) -> Result<PipelineView, ApiError> {
+        self.create_pipeline_with(repo, git_ref, &[]).await
+    }
+
+    /// Creates a pipeline with pipeline variables (`KEY`, `VALUE`).
+    pub async fn create_pipeline_with(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        variables: &[(&str, &str)],
+    ) -> Result<PipelineView, ApiError> {
         let body = CreatePipeline {
             repo: repo.to_owned(),
             git_ref: git_ref.to_owned(),
+            variables: variables
+                .iter()
+                .map(|(key, value)| osprey_shared::pipeline::Variable {
+                    key: (*key).to_owned(),
+                    value: (*value).to_owned(),
+                })
+                .collect(),
         };
         let request = self.http.post(self.url("/api/v1/pipelines")).json(&body);
         json(self.send(request).await?).await

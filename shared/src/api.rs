@@ -16,6 +16,10 @@ pub struct CreatePipeline {
     /// Branch, tag or commit.
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// Pipeline variables, the highest precedence (as GitLab's `variables` of
+    /// a pipeline created by API or by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<crate::pipeline::Variable>,
 }
 
 /// A pipeline and its jobs.

@@ -50,7 +50,10 @@ pub enum Outcome {
     Success,
     /// `exit_code` is the script's exit status when it exited; `reason` is
     /// `script failure` then, else what went wrong ("image alpine:3 not found", ...).
-    Failed { exit_code: Option<i32>, reason: String },
+    Failed {
+        exit_code: Option<i32>,
+        reason: String,
+    },
     /// Stopped by a cancellation.
     Canceled,
     /// Stopped by `timeout`.

@@ -19,7 +19,8 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     if args.plan {
         return plan(args, &name, &text);
     }
-    match osprey_shared::yaml::parse_pipeline(&name, &text) {
+    // The same front end as the coordinator, reading includes beside the file.
+    match osprey_shared::yaml::parse_pipeline_with(&name, &text, &folder_of(&args.file)) {
         Ok(_) => {
             println!("{name}: valid");
             Ok(ExitCode::SUCCESS)
@@ -31,6 +32,16 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The repository a pipeline file lives in: its folder.
+fn folder_of(file: &Path) -> Folder {
+    let root = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    Folder { root }
 }
 
 fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
@@ -55,13 +66,7 @@ fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
             value: value.to_owned(),
         });
     }
-    let root = args
-        .file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let repo = Folder { root };
+    let repo = folder_of(&args.file);
     let definition = match osprey_shared::yaml::parse_pipeline_with(name, text, &repo) {
         Ok(definition) => definition,
         Err(errors) => {

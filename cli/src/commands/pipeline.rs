@@ -20,6 +20,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = CreatePipeline {
         repo: resolve_repo(&args.repo)?,
         git_ref: args.git_ref.clone(),
+        variables: args.variables.clone(),
     };
     let pipeline = client.create_pipeline(&request).await?;
     if !args.wait {

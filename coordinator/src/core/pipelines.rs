@@ -4,11 +4,14 @@
 use super::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::repo;
+use crate::repo::{GitTree, ResolvedCommit};
 use crate::storage::JobRow;
 use bytes::Bytes;
 use futures::Stream;
 use osprey_proto::v1::{self, coordinator_message::Kind};
 use osprey_shared::api::{AgentView, JobView, PipelineView};
+use osprey_shared::pipeline::{Pipeline, Variable};
+use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,18 +22,30 @@ const LOG_READ_LIMIT: usize = 1 << 20;
 const CANCEL_CONFIRM_MARGIN: Duration = Duration::from_secs(15);
 
 impl Core {
-    /// Creates a pipeline for `git_ref` of `repo`, unless its file is invalid.
-    pub async fn create_pipeline(&self, repo: &str, git_ref: &str) -> CoreResult<PipelineView> {
+    /// Creates a pipeline for `git_ref` of `repo`, unless its file is invalid
+    /// or its rules leave nothing to run on that ref.
+    pub async fn create_pipeline(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        variables: Vec<Variable>,
+    ) -> CoreResult<PipelineView> {
         let mirrors = self.settings().data_dir.join("mirrors");
         let commit = repo::resolve(repo, git_ref, &mirrors).await?;
-        let pipeline =
-            osprey_shared::yaml::parse_pipeline(repo::PIPELINE_FILE, &commit.pipeline_file)
-                .map_err(CoreError::InvalidPipeline)?;
+        let before = self.store().last_sha(repo, git_ref).await?;
+        let planned = {
+            let commit = commit.clone();
+            let git_ref = git_ref.to_owned();
+            // Planning reads included files with blocking git calls.
+            tokio::task::spawn_blocking(move || plan_pipeline(&commit, &git_ref, before, variables))
+                .await
+                .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
+        };
         let (id, pending) = self
             .store()
-            .create_pipeline(repo, git_ref, commit.ref_is_tag, &commit.sha, &pipeline)
+            .create_pipeline(repo, git_ref, commit.ref_is_tag, &commit.sha, &planned)
             .await?;
-        tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = pipeline.jobs.len(), "pipeline created");
+        tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
         self.enqueue(&pending).await?;
         self.pipeline_view(id).await
     }
@@ -165,5 +180,55 @@ impl Core {
                 concurrency: agent.concurrency as u32,
             })
             .collect())
+    }
+}
+
+/// Parses the pipeline file at the commit (following `include:` in git) and
+/// plans it for the ref: which jobs exist, with which variables. Pipelines
+/// made through the API stand for a push of the ref (`CI_PIPELINE_SOURCE=push`).
+fn plan_pipeline(
+    commit: &ResolvedCommit,
+    git_ref: &str,
+    before: Option<String>,
+    variables: Vec<Variable>,
+) -> CoreResult<Pipeline> {
+    let tree = GitTree {
+        git_dir: commit.git_dir.clone(),
+        sha: commit.sha.clone(),
+    };
+    let definition =
+        osprey_shared::yaml::parse_pipeline_with(repo::PIPELINE_FILE, &commit.pipeline_file, &tree)
+            .map_err(CoreError::InvalidPipeline)?;
+    let source = PipelineSource::Push;
+    let default_branch = tree.default_branch();
+    let mut predefined = osprey_shared::variables::predefined(
+        git_ref,
+        commit.ref_is_tag,
+        source.as_str(),
+        default_branch.as_deref(),
+    );
+    predefined.push(Variable {
+        key: "CI_COMMIT_SHA".to_owned(),
+        value: commit.sha.clone(),
+    });
+    let context = PlanContext {
+        git_ref: git_ref.to_owned(),
+        is_tag: commit.ref_is_tag,
+        source,
+        changed_files: tree.changed_files(before.as_deref()),
+        files: &tree,
+        predefined,
+        variables,
+    };
+    match plan(&definition, &context) {
+        Ok(Plan::Created { pipeline }) => Ok(pipeline),
+        Ok(Plan::NotCreated { reason }) => Err(CoreError::PipelineRefused {
+            reason,
+            errors: Vec::new(),
+        }),
+        Err(errors) => Err(CoreError::PipelineRefused {
+            reason: "planning failed".to_owned(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        }),
     }
 }

@@ -203,6 +203,17 @@ impl Store {
         Ok((pipeline_id, pending))
     }
 
+    /// The commit of the latest pipeline of this ref, for `changes:`.
+    pub async fn last_sha(&self, repo: &str, git_ref: &str) -> CoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT sha FROM pipelines WHERE repo = ? AND git_ref = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(repo)
+        .bind(git_ref)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn pipeline(&self, id: PipelineId) -> CoreResult<Option<PipelineRow>> {
         Ok(sqlx::query_as::<_, PipelineRow>(
             "SELECT id, repo, git_ref, ref_is_tag, sha, status, definition FROM pipelines WHERE id = ?",
