@@ -30,6 +30,30 @@ pub enum Command {
     Logs(LogsArgs),
     /// Check a pipeline file locally (no coordinator needed).
     Lint(LintArgs),
+    /// Act on one job.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Start a manual job (`when: manual`).
+    Play(JobIdArgs),
+    /// Show one job.
+    Show(JobShowArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct JobIdArgs {
+    pub id: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct JobShowArgs {
+    pub id: u64,
+    /// Print the job as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

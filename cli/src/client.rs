@@ -3,7 +3,7 @@
 //! HTTP error prints the body's `error` (and each lint line of `errors`).
 
 use anyhow::Context as _;
-use osprey_shared::api::{CreatePipeline, ErrorBody, PipelineView};
+use osprey_shared::api::{CreatePipeline, ErrorBody, JobView, PipelineView};
 use reqwest::StatusCode;
 use std::fmt;
 use std::time::Duration;
@@ -110,6 +110,20 @@ impl Client {
             )
             .await?;
         response.json().await.context("unreadable pipeline JSON")
+    }
+
+    pub async fn play_job(&self, id: u64) -> anyhow::Result<JobView> {
+        let response = self
+            .send(self.http.post(self.url(&format!("/api/v1/jobs/{id}/play"))))
+            .await?;
+        response.json().await.context("unreadable job JSON")
+    }
+
+    pub async fn job(&self, id: u64) -> anyhow::Result<JobView> {
+        let response = self
+            .send(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))
+            .await?;
+        response.json().await.context("unreadable job JSON")
     }
 
     /// The log of a job from byte 0; with `follow` the body streams until the

@@ -65,9 +65,12 @@ fn job_state(status: JobStatus) -> v1::JobState {
         JobStatus::Success => v1::JobState::Success,
         JobStatus::Failed => v1::JobState::Failed,
         JobStatus::Canceled => v1::JobState::Canceled,
-        JobStatus::Created | JobStatus::Pending | JobStatus::Skipped | JobStatus::Manual => {
-            v1::JobState::Unspecified
-        }
+        JobStatus::Created
+        | JobStatus::Pending
+        | JobStatus::Skipped
+        | JobStatus::Manual
+        | JobStatus::Scheduled
+        | JobStatus::WaitingForResource => v1::JobState::Unspecified,
     }
 }
 

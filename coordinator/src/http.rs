@@ -23,6 +23,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/v1/pipelines/{id}/cancel", post(cancel_pipeline))
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/log", get(job_log))
+        .route("/api/v1/jobs/{id}/play", post(play_job))
         .route("/api/v1/agents", get(list_agents))
         .with_state(core)
 }
@@ -85,6 +86,10 @@ async fn cancel_pipeline(
 
 async fn show_job(State(core): State<Core>, Path(id): Path<u64>) -> ApiResult<impl IntoResponse> {
     Ok(Json(core.job_view(JobId(id)).await?))
+}
+
+async fn play_job(State(core): State<Core>, Path(id): Path<u64>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(core.play_job(JobId(id)).await?))
 }
 
 #[derive(Deserialize)]

@@ -21,13 +21,30 @@ fn user_variables(variables: &[Variable]) -> impl Iterator<Item = v1::Variable> 
         .map(|var| variable(&var.key, var.value.clone()))
 }
 
+/// The jobs whose artifacts `job` downloads, as GitLab chooses them:
+/// `dependencies:` when given; else the `needs:` with `artifacts: true`; else
+/// every job of the earlier stages. Only jobs that succeeded and stored an
+/// archive count.
+pub fn artifact_sources<'a>(job: &JobRow, def: &JobDef, pipeline_jobs: &'a [JobRow]) -> Vec<&'a JobRow> {
+    let wanted = |other: &JobRow| match (&def.dependencies, &def.needs) {
+        (Some(names), _) => names.contains(&other.name),
+        (None, Some(needs)) => needs.iter().any(|need| need.artifacts && need.job == other.name),
+        (None, None) => other.stage_index < job.stage_index,
+    };
+    pipeline_jobs
+        .iter()
+        .filter(|other| other.id != job.id && wanted(other))
+        .filter(|other| other.status() == osprey_shared::JobStatus::Success && other.artifact_size.is_some())
+        .collect()
+}
+
 /// The spec of a job about to be queued. `server_url` is `CI_SERVER_URL`.
 pub fn job_spec(
     pipeline: &PipelineRow,
     definition: &Pipeline,
     job: &JobRow,
     job_def: &JobDef,
-    artifact_sources: &[JobRow],
+    artifact_sources: &[&JobRow],
     server_url: &str,
 ) -> v1::JobSpec {
     let project = project_name(&pipeline.repo);
@@ -52,6 +69,10 @@ pub fn job_spec(
         variables.push(variable("CI_COMMIT_TAG", pipeline.git_ref.clone()));
     } else {
         variables.push(variable("CI_COMMIT_BRANCH", pipeline.git_ref.clone()));
+    }
+    if let Some((index, total)) = job_def.node {
+        variables.push(variable("CI_NODE_INDEX", index.to_string()));
+        variables.push(variable("CI_NODE_TOTAL", total.to_string()));
     }
     variables.extend(user_variables(&definition.variables));
     variables.extend(user_variables(&job_def.variables));

@@ -49,6 +49,15 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     pub failure_reason: Option<String>,
     pub pending_reason: Option<String>,
+    /// Attempts so far (more than 1 after `retry:`).
+    #[serde(default)]
+    pub attempt: u32,
+    /// `coverage:` figure found in the log.
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    /// When a `scheduled` (delayed) job starts.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
 }
 
 /// A connected or known agent (`GET /api/v1/agents`).
@@ -106,6 +115,9 @@ mod tests {
             exit_code: None,
             failure_reason: None,
             pending_reason: Some("no agent with tags: docker".into()),
+            attempt: 0,
+            coverage: None,
+            scheduled_at: None,
         };
         let json = serde_json::to_value(&job).unwrap();
         assert!(json["agent"].is_null());

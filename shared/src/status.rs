@@ -20,10 +20,14 @@ pub enum JobStatus {
     Skipped,
     /// Waits for a person to start it.
     Manual,
+    /// A `when: delayed` job waiting for its `start_in`.
+    Scheduled,
+    /// Ready, but another job of its `resource_group` is running.
+    WaitingForResource,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 10] = [
         JobStatus::Created,
         JobStatus::Pending,
         JobStatus::Running,
@@ -32,6 +36,8 @@ impl JobStatus {
         JobStatus::Canceled,
         JobStatus::Skipped,
         JobStatus::Manual,
+        JobStatus::Scheduled,
+        JobStatus::WaitingForResource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +50,8 @@ impl JobStatus {
             JobStatus::Canceled => "canceled",
             JobStatus::Skipped => "skipped",
             JobStatus::Manual => "manual",
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::WaitingForResource => "waiting_for_resource",
         }
     }
 
@@ -53,9 +61,12 @@ impl JobStatus {
             JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped => {
                 true
             }
-            JobStatus::Created | JobStatus::Pending | JobStatus::Running | JobStatus::Manual => {
-                false
-            }
+            JobStatus::Created
+            | JobStatus::Pending
+            | JobStatus::Running
+            | JobStatus::Manual
+            | JobStatus::Scheduled
+            | JobStatus::WaitingForResource => false,
         }
     }
 }
@@ -70,16 +81,20 @@ pub enum PipelineStatus {
     Success,
     Failed,
     Canceled,
+    /// Held up by a manual job that must run before the rest can
+    /// (`allow_failure: false`); GitLab's blocked pipeline.
+    Manual,
 }
 
 impl PipelineStatus {
-    pub const ALL: [PipelineStatus; 6] = [
+    pub const ALL: [PipelineStatus; 7] = [
         PipelineStatus::Created,
         PipelineStatus::Pending,
         PipelineStatus::Running,
         PipelineStatus::Success,
         PipelineStatus::Failed,
         PipelineStatus::Canceled,
+        PipelineStatus::Manual,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,13 +105,17 @@ impl PipelineStatus {
             PipelineStatus::Success => "success",
             PipelineStatus::Failed => "failed",
             PipelineStatus::Canceled => "canceled",
+            PipelineStatus::Manual => "manual",
         }
     }
 
     pub fn is_finished(self) -> bool {
         match self {
             PipelineStatus::Success | PipelineStatus::Failed | PipelineStatus::Canceled => true,
-            PipelineStatus::Created | PipelineStatus::Pending | PipelineStatus::Running => false,
+            PipelineStatus::Created
+            | PipelineStatus::Pending
+            | PipelineStatus::Running
+            | PipelineStatus::Manual => false,
         }
     }
 }

@@ -5,7 +5,7 @@ mod lint;
 mod logs;
 mod pipeline;
 
-use crate::args::{Args, Command, PipelineCommand};
+use crate::args::{Args, Command, JobCommand, PipelineCommand};
 use crate::client::Client;
 use std::process::ExitCode;
 
@@ -18,6 +18,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 PipelineCommand::Run(run) => pipeline::run(&client, &run).await,
                 PipelineCommand::Show(show) => pipeline::show(&client, &show).await,
                 PipelineCommand::Cancel(cancel) => pipeline::cancel(&client, &cancel).await,
+            }
+        }
+        Command::Job(command) => {
+            let client = Client::new(&args.url)?;
+            match command {
+                JobCommand::Play(play) => {
+                    let job = client.play_job(play.id).await?;
+                    println!("job {} ({}) is {}", job.id, job.name, job.status);
+                    Ok(ExitCode::SUCCESS)
+                }
+                JobCommand::Show(show) => {
+                    let job = client.job(show.id).await?;
+                    if show.json {
+                        println!("{}", serde_json::to_string_pretty(&job)?);
+                    } else {
+                        println!("{}", crate::render::job_change(&job));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
             }
         }
         Command::Logs(logs) => {

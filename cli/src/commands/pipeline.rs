@@ -88,6 +88,22 @@ async fn follow(
         if pipeline.status.is_finished() {
             return Ok(pipeline);
         }
+        if pipeline.status == PipelineStatus::Manual {
+            // Blocked: nothing moves until someone plays a manual job.
+            let manual: Vec<String> = pipeline
+                .jobs
+                .iter()
+                .filter(|job| job.status == JobStatus::Manual)
+                .map(|job| format!("osprey job play {}  # {}", job.id, job.name))
+                .collect();
+            progress(format!(
+                "[{}] pipeline {} waits for a manual job:\n  {}",
+                render::clock(),
+                pipeline.id,
+                manual.join("\n  ")
+            ));
+            return Ok(pipeline);
+        }
         tokio::time::sleep(POLL_INTERVAL).await;
         match client.pipeline(pipeline.id.0).await {
             Ok(latest) => {
@@ -117,7 +133,8 @@ fn exit_code_for(status: PipelineStatus) -> ExitCode {
         | PipelineStatus::Pending
         | PipelineStatus::Running
         | PipelineStatus::Failed
-        | PipelineStatus::Canceled => ExitCode::FAILURE,
+        | PipelineStatus::Canceled
+        | PipelineStatus::Manual => ExitCode::FAILURE,
     }
 }
 

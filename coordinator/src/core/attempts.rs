@@ -125,8 +125,36 @@ impl Core {
             .await?;
         self.dispatcher().remove_lease(key.job);
         tracing::info!(job_id = %key.job, status = %status, "job finished");
+        if status != JobStatus::Canceled {
+            self.record_coverage(&job).await?;
+        }
         self.enqueue(&result.newly_pending).await?;
         Ok(result.stored.unwrap_or(status))
+    }
+
+    /// `coverage:`: the last match of the job's regex in its log, as GitLab
+    /// takes it (the first number in the matched text).
+    async fn record_coverage(&self, job: &JobRow) -> CoreResult<()> {
+        let Some(pattern) = job.definition().ok().and_then(|def| def.coverage) else {
+            return Ok(());
+        };
+        let Ok(regex) = regex::bytes::Regex::new(&pattern) else {
+            return Ok(());
+        };
+        let log = self
+            .store()
+            .read_log(job.id(), 0, self.settings().max_log_bytes as usize)
+            .await?;
+        let number = regex::bytes::Regex::new(r"\d+(?:\.\d+)?").expect("a valid regex");
+        let found = regex
+            .find_iter(&log)
+            .last()
+            .and_then(|matched| number.find(matched.as_bytes()))
+            .and_then(|number| std::str::from_utf8(number.as_bytes()).ok()?.parse::<f64>().ok());
+        if let Some(coverage) = found {
+            self.store().set_coverage(job.id(), coverage).await?;
+        }
+        Ok(())
     }
 
     /// Renews the lease of an attempt that is visibly alive (it sends logs).

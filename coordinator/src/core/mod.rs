@@ -139,10 +139,8 @@ impl Core {
             let job_def = job
                 .definition()
                 .map_err(|error| CoreError::Internal(format!("decoding job: {error}")))?;
-            let sources = self
-                .store()
-                .artifact_sources(job.pipeline_id(), job.stage_index)
-                .await?;
+            let pipeline_jobs = self.store().jobs_of(job.pipeline_id()).await?;
+            let sources = spec::artifact_sources(&job, &job_def, &pipeline_jobs);
             let spec = spec::job_spec(
                 &pipeline,
                 &definition,
@@ -176,9 +174,12 @@ impl Core {
         self.dispatcher().dispatch(Instant::now(), timeout);
     }
 
-    /// One tick of the housekeeping loop: expired offers go back to the queue,
-    /// expired leases fail their jobs with `agent lost`.
+    /// One tick of the housekeeping loop: delayed jobs whose time has come
+    /// are queued, expired offers go back to the queue, expired leases end
+    /// their attempts with `agent lost`.
     pub async fn expire(&self) -> CoreResult<()> {
+        let due = self.store().start_due_jobs().await?;
+        self.enqueue(&due).await?;
         let expired = self.dispatcher().expire(Instant::now());
         let changed = !expired.is_empty();
         for (job, lease) in expired {

@@ -41,6 +41,7 @@ impl Core {
                 .await
                 .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
         };
+        self.auto_cancel_redundant(repo, git_ref, &commit.sha).await?;
         let (id, pending) = self
             .store()
             .create_pipeline(repo, git_ref, commit.ref_is_tag, &commit.sha, &planned)
@@ -48,6 +49,32 @@ impl Core {
         tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
         self.enqueue(&pending).await?;
         self.pipeline_view(id).await
+    }
+
+    /// GitLab's auto-cancel of redundant pipelines (its `conservative`
+    /// default): an older unfinished pipeline of the same ref at another
+    /// commit is canceled, unless a job of it that is not `interruptible` has
+    /// already started.
+    async fn auto_cancel_redundant(&self, repo: &str, git_ref: &str, sha: &str) -> CoreResult<()> {
+        for old in self.store().redundant_pipelines(repo, git_ref, sha).await? {
+            let jobs = self.store().jobs_of(old).await?;
+            let protected = jobs.iter().any(|job| {
+                job.started_at.is_some() && !job.definition().is_ok_and(|def| def.interruptible)
+            });
+            if !protected {
+                tracing::info!(pipeline_id = %old, git_ref, "auto-canceling a redundant pipeline");
+                self.cancel_pipeline(old).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a manual job.
+    pub async fn play_job(&self, id: JobId) -> CoreResult<JobView> {
+        let pending = self.store().play_job(id).await?;
+        tracing::info!(job_id = %id, "manual job played");
+        self.enqueue(&pending).await?;
+        self.job_view(id).await
     }
 
     pub async fn pipeline_view(&self, id: PipelineId) -> CoreResult<PipelineView> {

@@ -1,8 +1,8 @@
 //! The pipeline state machine: pure logic, no I/O. Given the jobs of one
-//! pipeline, [`advance`] says which waiting jobs become pending or skipped and
-//! what the pipeline's status is now. Storage applies the effects in the same
-//! transaction that recorded the event that led here, so a crash never leaves a
-//! pipeline half-advanced.
+//! pipeline, [`advance`] says which waiting jobs become pending, manual,
+//! scheduled or skipped, and what the pipeline's status is now. Storage
+//! applies the effects in the same transaction that recorded the event that
+//! led here, so a crash never leaves a pipeline half-advanced.
 
 pub mod matching;
 
@@ -13,10 +13,15 @@ use osprey_shared::{JobId, JobStatus, PipelineStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobState {
     pub id: JobId,
+    pub name: String,
     pub stage_index: usize,
     pub status: JobStatus,
+    /// Whether a failure of this job is allowed (`allow_failure`, or its exit
+    /// code is one of `allow_failure: exit_codes`).
     pub allow_failure: bool,
     pub when: When,
+    /// `needs:` as names of jobs of this pipeline; `None` = stage order.
+    pub needs: Option<Vec<String>>,
 }
 
 /// A change to carry out.
@@ -24,7 +29,11 @@ pub struct JobState {
 pub enum Effect {
     /// The job's turn has come: queue it for an agent.
     MakePending(JobId),
-    /// The job will not run (its `when` does not match the earlier stages' result).
+    /// The job's turn has come, but a person starts it (`when: manual`).
+    MakeManual(JobId),
+    /// The job's turn has come; it starts after its `start_in` (`when: delayed`).
+    Schedule(JobId),
+    /// The job will not run (its `when` does not match its predecessors' result).
     Skip(JobId),
     /// Cancel a job that has not started (it never reaches an agent).
     CancelWaiting(JobId),
@@ -36,44 +45,45 @@ pub enum Effect {
 
 /// Moves a pipeline forward after any job changed status.
 ///
-/// GitLab's rules: stages run in order; a stage starts once every job of the
-/// earlier stages is finished; then its `on_success` jobs run if no earlier job
-/// failed without `allow_failure`, its `on_failure` jobs only if one did, and
-/// its `always` jobs in any case; the others are skipped.
+/// GitLab's rules: a job's predecessors are its `needs:` when it has them,
+/// else every job of the earlier stages. Once every predecessor is complete,
+/// `on_success`, `manual` and `delayed` jobs go ahead if no predecessor failed
+/// without being allowed to, `on_failure` jobs only if one did, `always` jobs
+/// in any case; the others are skipped. A manual job that may fail (the
+/// default) does not hold up later stages; one with `allow_failure: false`
+/// does, and a job that `needs` a manual job waits until it has run.
 pub fn advance(jobs: &[JobState], current: PipelineStatus) -> Vec<Effect> {
     let mut jobs = jobs.to_vec();
     let mut effects = Vec::new();
-    let mut stages: Vec<usize> = jobs.iter().map(|job| job.stage_index).collect();
-    stages.sort_unstable();
-    stages.dedup();
-
-    let mut failed_before = false;
-    for stage in stages {
-        let mut stage_finished = true;
-        for job in jobs.iter_mut().filter(|job| job.stage_index == stage) {
-            if job.status == JobStatus::Created {
-                let runs = match job.when {
-                    When::OnSuccess => !failed_before,
-                    When::OnFailure => failed_before,
-                    When::Always => true,
-                };
-                if runs {
-                    job.status = JobStatus::Pending;
-                    effects.push(Effect::MakePending(job.id));
-                } else {
-                    job.status = JobStatus::Skipped;
-                    effects.push(Effect::Skip(job.id));
-                }
+    // Needs may point forward in file order: repeat until nothing changes.
+    loop {
+        let mut changed = false;
+        for index in 0..jobs.len() {
+            if jobs[index].status != JobStatus::Created {
+                continue;
             }
-            stage_finished &= job.status.is_finished();
+            let Some(before) = predecessors_outcome(&jobs, &jobs[index]) else {
+                continue;
+            };
+            let job = &mut jobs[index];
+            let (status, effect) = match (job.when, before) {
+                (When::OnSuccess, Before::Succeeded)
+                | (When::OnFailure, Before::Failed)
+                | (When::Always, _) => (JobStatus::Pending, Effect::MakePending(job.id)),
+                (When::Manual, Before::Succeeded) => (JobStatus::Manual, Effect::MakeManual(job.id)),
+                (When::Delayed, Before::Succeeded) => (JobStatus::Scheduled, Effect::Schedule(job.id)),
+                (When::OnSuccess | When::Manual | When::Delayed, Before::Failed | Before::Skipped)
+                | (When::OnFailure, Before::Succeeded | Before::Skipped) => {
+                    (JobStatus::Skipped, Effect::Skip(job.id))
+                }
+            };
+            job.status = status;
+            effects.push(effect);
+            changed = true;
         }
-        if !stage_finished {
+        if !changed {
             break;
         }
-        failed_before |= jobs
-            .iter()
-            .filter(|job| job.stage_index == stage)
-            .any(counts_as_failure);
     }
 
     let status = pipeline_status(&jobs, current);
@@ -83,14 +93,63 @@ pub fn advance(jobs: &[JobState], current: PipelineStatus) -> Vec<Effect> {
     effects
 }
 
+/// What a job's predecessors came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Before {
+    Succeeded,
+    /// One failed without being allowed to.
+    Failed,
+    /// A needed job was skipped (so, as on GitLab, only `always` jobs run).
+    Skipped,
+}
+
+/// `None` while some predecessor of `job` is not complete.
+fn predecessors_outcome(jobs: &[JobState], job: &JobState) -> Option<Before> {
+    let mut failed = false;
+    let mut skipped = false;
+    match &job.needs {
+        Some(needs) => {
+            for needed in jobs.iter().filter(|other| needs.contains(&other.name)) {
+                if !needed.status.is_finished() {
+                    return None;
+                }
+                failed |= counts_as_failure(needed);
+                skipped |= needed.status == JobStatus::Skipped;
+            }
+        }
+        None => {
+            for earlier in jobs.iter().filter(|other| other.stage_index < job.stage_index) {
+                if !settled(earlier) {
+                    return None;
+                }
+                failed |= counts_as_failure(earlier);
+            }
+        }
+    }
+    Some(if failed {
+        Before::Failed
+    } else if skipped {
+        Before::Skipped
+    } else {
+        Before::Succeeded
+    })
+}
+
+/// Finished, or a manual job that may fail and so holds nothing up.
+fn settled(job: &JobState) -> bool {
+    job.status.is_finished() || (job.status == JobStatus::Manual && job.allow_failure)
+}
+
 /// Cancels a whole pipeline: waiting jobs end `canceled` at once, running ones
 /// are asked to stop and end `canceled` when their agent confirms.
 pub fn cancel(jobs: &[JobState]) -> Vec<Effect> {
     jobs.iter()
         .filter_map(|job| match job.status {
-            JobStatus::Created | JobStatus::Pending | JobStatus::Manual => {
-                Some(Effect::CancelWaiting(job.id))
-            }
+            JobStatus::Created
+            | JobStatus::Pending
+            | JobStatus::Manual
+            | JobStatus::Scheduled
+            | JobStatus::WaitingForResource => Some(Effect::CancelWaiting(job.id)),
             JobStatus::Running => Some(Effect::CancelRunning(job.id)),
             JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped => {
                 None
@@ -107,7 +166,9 @@ fn counts_as_failure(job: &JobState) -> bool {
         | JobStatus::Running
         | JobStatus::Success
         | JobStatus::Skipped
-        | JobStatus::Manual => false,
+        | JobStatus::Manual
+        | JobStatus::Scheduled
+        | JobStatus::WaitingForResource => false,
     }
 }
 
@@ -115,7 +176,7 @@ fn pipeline_status(jobs: &[JobState], current: PipelineStatus) -> PipelineStatus
     if current.is_finished() {
         return current;
     }
-    if jobs.iter().all(|job| job.status.is_finished()) {
+    if jobs.iter().all(settled) {
         if jobs.iter().any(|job| job.status == JobStatus::Canceled) {
             PipelineStatus::Canceled
         } else if jobs.iter().any(counts_as_failure) {
@@ -123,13 +184,24 @@ fn pipeline_status(jobs: &[JobState], current: PipelineStatus) -> PipelineStatus
         } else {
             PipelineStatus::Success
         }
-    } else if jobs
-        .iter()
-        .any(|job| job.status == JobStatus::Running || job.status.is_finished())
-    {
-        PipelineStatus::Running
+    } else if jobs.iter().any(|job| {
+        matches!(
+            job.status,
+            JobStatus::Pending | JobStatus::Running | JobStatus::Scheduled | JobStatus::WaitingForResource
+        )
+    }) {
+        if jobs
+            .iter()
+            .any(|job| job.status == JobStatus::Running || job.status.is_finished())
+        {
+            PipelineStatus::Running
+        } else {
+            PipelineStatus::Pending
+        }
     } else {
-        PipelineStatus::Pending
+        // Nothing can move until a person plays a manual job that holds the
+        // rest up (GitLab shows such a pipeline as blocked / manual).
+        PipelineStatus::Manual
     }
 }
 

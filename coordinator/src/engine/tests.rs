@@ -3,6 +3,8 @@ use super::*;
 fn job(id: u64, stage_index: usize, status: JobStatus) -> JobState {
     JobState {
         id: JobId(id),
+        name: format!("job{id}"),
+        needs: None,
         stage_index,
         status,
         allow_failure: false,
@@ -140,4 +142,79 @@ fn cancel_stops_waiting_and_running_jobs_only() {
 fn a_finished_pipeline_keeps_its_status() {
     let jobs = [job(1, 1, JobStatus::Success)];
     assert!(advance(&jobs, PipelineStatus::Canceled).is_empty());
+}
+
+fn with_needs(mut job: JobState, needs: &[u64]) -> JobState {
+    job.needs = Some(needs.iter().map(|id| format!("job{id}")).collect());
+    job
+}
+
+#[test]
+fn needs_start_a_job_before_its_stage_and_ignore_unrelated_failures() {
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        job(2, 1, JobStatus::Running),
+        with_needs(job(3, 2, JobStatus::Created), &[1]),
+        job(4, 2, JobStatus::Created),
+        with_needs(job(5, 3, JobStatus::Created), &[]),
+    ];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert_eq!(pending(&effects), vec![3, 5], "job 4 waits for its stage");
+
+    let jobs = [
+        job(1, 1, JobStatus::Failed),
+        job(2, 1, JobStatus::Success),
+        with_needs(job(3, 2, JobStatus::Created), &[2]),
+    ];
+    assert_eq!(pending(&advance(&jobs, PipelineStatus::Running)), vec![3]);
+}
+
+#[test]
+fn needs_chains_resolve_in_one_step_whatever_the_file_order() {
+    let jobs = [
+        with_needs(job(1, 1, JobStatus::Created), &[2]),
+        with_needs(job(2, 1, JobStatus::Created), &[3]),
+        job(3, 1, JobStatus::Failed),
+    ];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert_eq!(skipped(&effects), vec![2, 1]);
+}
+
+#[test]
+fn optional_manual_jobs_wait_without_holding_up_the_pipeline() {
+    let mut manual = job(2, 2, JobStatus::Created);
+    manual.when = When::Manual;
+    manual.allow_failure = true;
+    let jobs = [job(1, 1, JobStatus::Success), manual.clone(), job(3, 3, JobStatus::Created)];
+    let effects = advance(&jobs, PipelineStatus::Running);
+    assert!(effects.contains(&Effect::MakeManual(JobId(2))));
+    assert_eq!(pending(&effects), vec![3], "a manual job that may fail blocks nothing");
+
+    manual.status = JobStatus::Manual;
+    let jobs = [job(1, 1, JobStatus::Success), manual, job(3, 3, JobStatus::Success)];
+    assert_eq!(
+        advance(&jobs, PipelineStatus::Running),
+        vec![Effect::SetPipelineStatus(PipelineStatus::Success)]
+    );
+}
+
+#[test]
+fn a_blocking_manual_job_holds_later_stages_and_blocks_the_pipeline() {
+    let mut manual = job(2, 2, JobStatus::Manual);
+    manual.when = When::Manual;
+    let jobs = [job(1, 1, JobStatus::Success), manual, job(3, 3, JobStatus::Created)];
+    assert_eq!(
+        advance(&jobs, PipelineStatus::Running),
+        vec![Effect::SetPipelineStatus(PipelineStatus::Manual)]
+    );
+}
+
+#[test]
+fn delayed_jobs_are_scheduled_and_skipped_after_a_failure() {
+    let mut delayed = job(2, 2, JobStatus::Created);
+    delayed.when = When::Delayed;
+    let jobs = [job(1, 1, JobStatus::Success), delayed.clone()];
+    assert!(advance(&jobs, PipelineStatus::Running).contains(&Effect::Schedule(JobId(2))));
+    let jobs = [job(1, 1, JobStatus::Failed), delayed];
+    assert_eq!(skipped(&advance(&jobs, PipelineStatus::Running)), vec![2]);
 }

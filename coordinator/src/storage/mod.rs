@@ -6,11 +6,13 @@
 //! ([`crate::engine::advance`]) inside the same transaction, so a crash never
 //! leaves a pipeline half-advanced.
 
+mod lifecycle;
 mod rows;
 mod sqlite;
 
 pub use rows::{AgentRow, JobRow, PipelineRow};
-pub use sqlite::{AppendResult, FinishResult, NewAgent, Store};
+pub use lifecycle::{retry_reason, FinishResult};
+pub use sqlite::{AppendResult, NewAgent, Store};
 
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,10 @@ pub struct JobRow {
     pub log_sealed: bool,
     pub artifact_size: Option<i64>,
     pub artifact_sha256: Option<String>,
+    /// Assignments so far (1 for a job's first run; more after retries).
+    pub attempt: i64,
+    pub coverage: Option<f64>,
+    pub scheduled_at: Option<String>,
 }
 
 impl JobRow {
@@ -104,6 +108,9 @@ impl JobRow {
             exit_code: self.exit_code.map(|code| code as i32),
             failure_reason: self.failure_reason.clone(),
             pending_reason,
+            attempt: self.attempt.max(0) as u32,
+            coverage: self.coverage,
+            scheduled_at: self.scheduled_at.clone(),
         }
     }
 }

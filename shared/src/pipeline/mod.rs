@@ -35,7 +35,10 @@ impl Pipeline {
 }
 
 /// One job, with `default:` / top-level values already applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Fields after `timeout_seconds` came with the rest of GitLab's job keywords;
+/// they default so that stored definitions of older pipelines still load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobDef {
     pub name: String,
     pub stage: String,
@@ -52,15 +55,84 @@ pub struct JobDef {
     pub services: Vec<ServiceRef>,
     /// `timeout:` in seconds, if the job sets one.
     pub timeout_seconds: Option<u64>,
+    /// `needs:`: `None` without the keyword (stage order applies); `Some([])`
+    /// for `needs: []` (starts at once). Names are of planned jobs (a
+    /// `parallel` job's name is expanded to all its instances).
+    #[serde(default)]
+    pub needs: Option<Vec<Need>>,
+    /// `dependencies:`: whose artifacts the job downloads; `None` = GitLab's
+    /// default (all earlier stages, or the `needs` with `artifacts: true`).
+    #[serde(default)]
+    pub dependencies: Option<Vec<String>>,
+    /// `retry:`; `max: 0` without the keyword.
+    #[serde(default)]
+    pub retry: Retry,
+    /// `allow_failure: {exit_codes: [...]}`: a failure with one of these
+    /// codes is allowed (`allow_failure` itself is then false).
+    #[serde(default)]
+    pub allow_failure_exit_codes: Vec<i32>,
+    /// `start_in:` of a `when: delayed` job, in seconds.
+    #[serde(default)]
+    pub start_in_seconds: Option<u64>,
+    /// `interruptible:`.
+    #[serde(default)]
+    pub interruptible: bool,
+    /// `resource_group:` (expanded).
+    #[serde(default)]
+    pub resource_group: Option<String>,
+    /// `environment:` (name and url expanded).
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// `coverage:` regex (without the slashes), matched on the log.
+    #[serde(default)]
+    pub coverage: Option<String>,
+    /// `parallel:` instance: (`CI_NODE_INDEX`, `CI_NODE_TOTAL`), 1-based.
+    #[serde(default)]
+    pub node: Option<(u32, u32)>,
+}
+
+/// One entry of `needs:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    pub job: String,
+    /// Download the needed job's artifacts (GitLab's default: true).
+    pub artifacts: bool,
+    /// `optional: true`: no error when the job is not in the pipeline.
+    pub optional: bool,
+}
+
+/// `retry:` as GitLab means it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Retries after the first attempt, 0 to 2.
+    pub max: u32,
+    /// GitLab failure reasons that allow a retry (`always` when empty).
+    pub when: Vec<String>,
+    /// Exit codes that allow a retry (any when empty).
+    pub exit_codes: Vec<i32>,
+}
+
+/// `environment:` of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    /// `start` (default), `prepare`, `stop`, `verify`, `access`.
+    pub action: String,
 }
 
 /// When a job runs, relative to the result of the earlier stages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
+    #[default]
     OnSuccess,
     OnFailure,
     Always,
+    /// Waits for `osprey job play`; `allow_failure` defaults to true.
+    Manual,
+    /// Runs `start_in_seconds` after it would have run `on_success`.
+    Delayed,
 }
 
 impl When {
@@ -69,6 +141,8 @@ impl When {
             When::OnSuccess => "on_success",
             When::OnFailure => "on_failure",
             When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed => "delayed",
         }
     }
 
@@ -77,6 +151,8 @@ impl When {
             "on_success" => Some(When::OnSuccess),
             "on_failure" => Some(When::OnFailure),
             "always" => Some(When::Always),
+            "manual" => Some(When::Manual),
+            "delayed" => Some(When::Delayed),
             _ => None,
         }
     }

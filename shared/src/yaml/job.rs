@@ -122,6 +122,7 @@ pub(crate) fn job(
         image: None,
         services: Vec::new(),
         timeout_seconds: None,
+        ..JobDef::default()
     };
     let mut has_script = false;
     let mut stage_node = None;
