@@ -57,15 +57,47 @@ pub fn channel(url: &str, tls_ca: Option<&Path>) -> Result<Channel, ConnectError
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    if let Some(path) = tls_ca {
-        let pem = std::fs::read(path).map_err(|source| ConnectError::Ca {
-            path: path.to_owned(),
-            source,
-        })?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    let tls = match trust(url, tls_ca) {
+        Trust::Plain => None,
+        Trust::PublicRoots => Some(ClientTlsConfig::new().with_webpki_roots()),
+        Trust::Ca(path) => {
+            let pem = std::fs::read(path).map_err(|source| ConnectError::Ca {
+                path: path.to_owned(),
+                source,
+            })?;
+            Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+        }
+    };
+    if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls).map_err(ConnectError::Tls)?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// Which certificates the agent trusts for a coordinator url.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust<'a> {
+    /// `http://`: no TLS, so no CA is read even when one is configured.
+    Plain,
+    /// `https://` without `tls_ca`: the public web PKI (Mozilla's roots,
+    /// compiled in via `webpki-roots`, so no system store is needed).
+    PublicRoots,
+    /// `https://` with `tls_ca`: only the CA(s) in that PEM file, so a
+    /// private CA cannot be bypassed by a publicly signed certificate.
+    Ca(&'a Path),
+}
+
+/// Decides the trust for `url`; the scheme is compared case-insensitively
+/// like every URI scheme.
+pub fn trust<'a>(url: &str, tls_ca: Option<&'a Path>) -> Trust<'a> {
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    match (https, tls_ca) {
+        (false, _) => Trust::Plain,
+        (true, None) => Trust::PublicRoots,
+        (true, Some(path)) => Trust::Ca(path),
+    }
 }
 
 /// Adds `authorization: Bearer <agent token>` to every call.
@@ -352,5 +384,36 @@ impl CoordinatorApi for GrpcApi {
                 None => Err(CallError::Transient("download without header".into())),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_trusts_the_ca_when_given_and_the_public_roots_otherwise() {
+        let ca = Path::new("/etc/osprey/ca.pem");
+        assert_eq!(trust("https://ci.example.com", Some(ca)), Trust::Ca(ca));
+        assert_eq!(trust("HTTPS://ci.example.com", None), Trust::PublicRoots);
+        assert_eq!(trust("http://ci.example.com", Some(ca)), Trust::Plain);
+        assert_eq!(trust("http://ci.example.com", None), Trust::Plain);
+    }
+
+    #[tokio::test]
+    async fn an_http_url_does_not_read_the_ca_file() {
+        let missing = Path::new("/nonexistent/osprey-ca.pem");
+        assert!(channel("http://127.0.0.1:1", Some(missing)).is_ok());
+        assert!(matches!(
+            channel("https://127.0.0.1:1", Some(missing)),
+            Err(ConnectError::Ca { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn https_without_a_ca_builds_a_tls_channel() {
+        // Before the public roots were compiled in, this was a plain-text
+        // channel to an https url, which no TLS server answers.
+        assert!(channel("https://ci.example.com:8710", None).is_ok());
     }
 }

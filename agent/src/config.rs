@@ -65,7 +65,8 @@ pub struct AgentArgs {
     /// Holds credentials.json, builds/, spool/ and running/.
     #[arg(long, env = "OSPREY_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
-    /// PEM file of the CA that signed the coordinator's certificate.
+    /// PEM file of the CA that signed the coordinator's certificate (https
+    /// only; without it the built-in public roots are trusted).
     #[arg(long, env = "OSPREY_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Default image of the Docker executor.
@@ -235,6 +236,12 @@ impl AgentArgs {
             key: "docker",
             message: err.to_string(),
         })?;
+        let tls_ca = self.tls_ca.clone().or(file.tls_ca);
+        if let Some(path) = tls_ca.as_deref().filter(|_| url.starts_with("http://")) {
+            // Not an error: one file can serve agents on both schemes. The
+            // file is not read (see `client::trust`), so it need not exist.
+            tracing::warn!(tls_ca = %path.display(), %url, "tls_ca is ignored with an http:// url");
+        }
         let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map_or(default, Duration::from_secs)
         };
@@ -250,7 +257,7 @@ impl AgentArgs {
                 .unwrap_or(ExecutorKind::Shell),
             concurrency,
             work_dir,
-            tls_ca: self.tls_ca.clone().or(file.tls_ca),
+            tls_ca,
             docker,
             job_timeout: secs(
                 self.job_timeout_secs,

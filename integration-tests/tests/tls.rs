@@ -1,6 +1,8 @@
 //! TLS with rustls: a coordinator given `--tls-cert`/`--tls-key` serves gRPC
 //! only over TLS; a client that trusts the CA registers, one that does not is
-//! refused, and a real agent given `--tls-ca` opens its session.
+//! refused, and a real agent given `--tls-ca` opens its session. An agent
+//! without `--tls-ca` trusts the public web PKI, which did not sign this
+//! coordinator's certificate.
 
 use osprey_integration_tests::bins::binary;
 use osprey_proto::v1::agent_service_client::AgentServiceClient;
@@ -130,38 +132,54 @@ async fn agents_connect_over_tls_only_when_they_trust_the_coordinator() {
     );
 
     // The real agent, given the CA, opens its session.
-    let agent_log = dir.path().join("agent.stderr");
-    let _agent = Guard(
-        Command::new(binary("osprey-agent"))
-            .arg("run")
-            .args([
-                "--url",
-                &url,
-                "--registration-token",
-                TOKEN,
-                "--name",
-                "tls-agent",
-            ])
-            .args(["--executor", "shell", "--concurrency", "1"])
-            .arg("--work-dir")
-            .arg(dir.path().join("agent"))
-            .arg("--tls-ca")
-            .arg(dir.path().join("ca.pem"))
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .expect("start the agent"),
+    let agent_log = dir.path().join("tls-agent.stderr");
+    let _agent = start_agent(
+        &url,
+        dir.path(),
+        "tls-agent",
+        Some(&dir.path().join("ca.pem")),
     );
+    wait_for_log(&agent_log, "session open", "open a TLS session").await;
+
+    // Without `--tls-ca` it speaks TLS (not plain text) and checks the
+    // certificate against the public roots, which refuse the private CA.
+    let public_log = dir.path().join("public-agent.stderr");
+    let _public = start_agent(&url, dir.path(), "public-agent", None);
+    wait_for_log(&public_log, "UnknownIssuer", "reject the private CA").await;
+    let log = std::fs::read_to_string(&public_log).unwrap();
+    assert!(!log.contains("session open"), "{log}");
+}
+
+/// Starts `osprey-agent run` logging to `DIR/NAME.stderr`.
+fn start_agent(url: &str, dir: &Path, name: &str, tls_ca: Option<&Path>) -> Guard {
+    let mut command = Command::new(binary("osprey-agent"));
+    command
+        .arg("run")
+        .args(["--url", url, "--registration-token", TOKEN, "--name", name])
+        .args(["--executor", "shell", "--concurrency", "1"])
+        .arg("--work-dir")
+        .arg(dir.join(name))
+        .env("NO_COLOR", "1")
+        .env_remove("OSPREY_TLS_CA")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap());
+    if let Some(ca) = tls_ca {
+        command.arg("--tls-ca").arg(ca);
+    }
+    Guard(command.spawn().expect("start the agent"))
+}
+
+/// Waits until the log at `path` contains `needle`, for at most 30 s.
+async fn wait_for_log(path: &Path, needle: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
-        if log.contains("session open") {
-            break;
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the agent did not open a TLS session in 30 s; its log:\n{log}"
+            "the agent did not {what} in 30 s (no {needle:?}); its log:\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
