@@ -349,6 +349,63 @@ async fn job_without_image_or_with_a_disallowed_one_fails() {
 }
 
 #[tokio::test]
+async fn service_images_are_checked_against_allowed_services_before_any_pull() {
+    let docker = engine().await;
+    // The refused image is not on this engine: were it checked after the
+    // pull, the reason would be a failed pull, not the refusal.
+    let refused = "registry.invalid/evil/miner:latest";
+    let mut test = job(&["echo should not run"]);
+    test.job.services = vec![
+        ServiceRef {
+            name: BUSYBOX.to_owned(),
+            alias: Some("fine".to_owned()),
+            command: Some(vec!["sleep".to_owned(), "30".to_owned()]),
+            entrypoint: None,
+            variables: Vec::new(),
+        },
+        ServiceRef {
+            name: refused.to_owned(),
+            alias: None,
+            command: None,
+            entrypoint: None,
+            variables: Vec::new(),
+        },
+    ];
+    let restricted = executor_with(|c| {
+        c.pull_policy = PullPolicy::Always;
+        c.allowed_services = vec!["osprey-test/*".to_owned()];
+    });
+
+    let (outcome, log) = run(&restricted, &test.job).await;
+
+    match &outcome {
+        Outcome::Failed {
+            exit_code: None,
+            reason,
+        } => assert_eq!(
+            reason,
+            &format!(
+                "service image {refused} is not allowed: it matches none of the agent's allowed_services (osprey-test/*)"
+            )
+        ),
+        other => panic!("expected a refused service, got {other:?}; log:\n{log}"),
+    }
+    assert!(!log.contains("should not run\n"), "log:\n{log}");
+    assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
+
+    // allowed_images does not cover services, and an empty list allows any.
+    let mut allowed = job(&["echo ran"]);
+    allowed.job.services = vec![test.job.services[0].clone()];
+    let images_only = executor_with(|c| c.allowed_images = vec!["osprey-test/*".to_owned()]);
+    let (outcome, log) = run(&images_only, &allowed.job).await;
+    assert_eq!(outcome, Outcome::Success, "log:\n{log}");
+    let matching = executor_with(|c| c.allowed_services = vec!["osprey-test/**".to_owned()]);
+    let (outcome, log) = run(&matching, &allowed.job).await;
+    assert_eq!(outcome, Outcome::Success, "log:\n{log}");
+    assert!(log.contains("ran\n"), "log:\n{log}");
+}
+
+#[tokio::test]
 async fn timeout_stops_and_removes_everything() {
     let docker = engine().await;
     let executor = executor(busybox_config());

@@ -18,6 +18,9 @@ pub struct DockerConfig {
     pub pull_policy: PullPolicy,
     /// Globs the job image must match (`*` stops at `/`, `**` does not); empty allows any.
     pub allowed_images: Vec<String>,
+    /// Globs every service image must match, as `allowed_images` (GitLab
+    /// Runner's name); empty allows any.
+    pub allowed_services: Vec<String>,
     /// Run job and service containers privileged (needed for docker-in-docker).
     pub privileged: bool,
     /// Extra mounts of every job container: `host:container[:ro|rw]`, or a bare
@@ -46,6 +49,7 @@ impl Default for DockerConfig {
             default_image: None,
             pull_policy: PullPolicy::default(),
             allowed_images: Vec::new(),
+            allowed_services: Vec::new(),
             privileged: false,
             volumes: Vec::new(),
             memory: None,
@@ -115,6 +119,8 @@ pub enum ConfigError {
     Volume(String),
     #[error("docker allowed_images {0:?}: {1}")]
     AllowedImage(String, String),
+    #[error("docker allowed_services {0:?}: {1}")]
+    AllowedService(String, String),
 }
 
 impl DockerConfig {
@@ -126,6 +132,7 @@ impl DockerConfig {
             parse_volume(volume)?;
         }
         self.allowed_images_matcher()?;
+        self.allowed_services_matcher()?;
         Ok(())
     }
 
@@ -152,23 +159,14 @@ impl DockerConfig {
         }
     }
 
-    /// `None` when every image is allowed.
+    /// `None` when every job image is allowed.
     pub(crate) fn allowed_images_matcher(&self) -> Result<Option<GlobSet>, ConfigError> {
-        if self.allowed_images.is_empty() {
-            return Ok(None);
-        }
-        let mut builder = GlobSetBuilder::new();
-        for pattern in &self.allowed_images {
-            let glob = globset::GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| ConfigError::AllowedImage(pattern.clone(), e.to_string()))?;
-            builder.add(glob);
-        }
-        builder
-            .build()
-            .map(Some)
-            .map_err(|e| ConfigError::AllowedImage(self.allowed_images.join(","), e.to_string()))
+        image_globs(&self.allowed_images, ConfigError::AllowedImage)
+    }
+
+    /// `None` when every service image is allowed.
+    pub(crate) fn allowed_services_matcher(&self) -> Result<Option<GlobSet>, ConfigError> {
+        image_globs(&self.allowed_services, ConfigError::AllowedService)
     }
 
     pub(crate) fn pull_timeout(&self) -> Duration {
@@ -187,6 +185,30 @@ pub(crate) enum VolumeSpec {
     Bind(String),
     /// An anonymous volume at this container path.
     Anonymous(String),
+}
+
+/// The globs of `allowed_images` or `allowed_services`; `None` when empty
+/// (anything allowed). `*` does not cross `/`, so `library/*` cannot match
+/// `evil.example.com/library/x`; `**` does.
+fn image_globs(
+    patterns: &[String],
+    error: fn(String, String) -> ConfigError,
+) -> Result<Option<GlobSet>, ConfigError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| error(pattern.clone(), e.to_string()))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| error(patterns.join(","), e.to_string()))
 }
 
 pub(crate) fn parse_volume(text: &str) -> Result<VolumeSpec, ConfigError> {
@@ -295,5 +317,28 @@ mod tests {
         assert!(matcher.is_match("alpine:3.19"));
         assert!(!matcher.is_match("evil/alpine:3.19"));
         assert!(!matcher.is_match("osprey-test/a/b"));
+    }
+
+    #[test]
+    fn allowed_services_are_globs_of_their_own() {
+        let config: DockerConfig =
+            toml::from_str("allowed_images = [\"alpine:*\"]\nallowed_services = [\"postgres:*\", \"registry.example.com/**\"]")
+                .expect("valid table");
+        let services = config.allowed_services_matcher().unwrap().unwrap();
+        assert!(services.is_match("postgres:16"));
+        assert!(services.is_match("registry.example.com/ci/redis:7"));
+        assert!(!services.is_match("alpine:3.19"));
+        assert!(matches!(
+            DockerConfig::default().allowed_services_matcher(),
+            Ok(None)
+        ));
+        let bad = DockerConfig {
+            allowed_services: vec!["[".into()],
+            ..DockerConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::AllowedService(pattern, _)) if pattern == "["
+        ));
     }
 }

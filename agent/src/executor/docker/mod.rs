@@ -4,7 +4,8 @@
 //!
 //! One run of a job:
 //! 1. the image is the job's `image:` or the agent's `default_image`
-//!    (`--docker-image`), checked against `allowed_images`, and made present
+//!    (`--docker-image`), checked against `allowed_images`, every service
+//!    image against `allowed_services` (all before any pull), and made present
 //!    under the pull policy (pulls bounded by `pull_timeout_secs`);
 //! 2. a bridge network `osprey-job-<job_id>-<random>` is created (unless
 //!    `network_mode` names one), and the services start on it with their
@@ -69,6 +70,7 @@ pub enum DockerError {
 pub struct DockerExecutor {
     config: DockerConfig,
     allowed_images: Option<GlobSet>,
+    allowed_services: Option<GlobSet>,
     agent_name: String,
     /// Connected but not yet version-negotiated client.
     unversioned: Docker,
@@ -84,11 +86,13 @@ impl DockerExecutor {
     pub fn new(config: DockerConfig) -> Result<Self, DockerError> {
         config.validate()?;
         let allowed_images = config.allowed_images_matcher()?;
+        let allowed_services = config.allowed_services_matcher()?;
         let unversioned =
             Docker::connect_with_local_defaults().map_err(DockerError::Unreachable)?;
         Ok(Self {
             config,
             allowed_images,
+            allowed_services,
             agent_name: "osprey-agent".to_owned(),
             unversioned,
             docker: OnceCell::new(),
@@ -185,6 +189,9 @@ impl DockerExecutor {
             Ok(image) => image,
             Err(reason) => return failed(reason),
         };
+        if let Err(reason) = self.check_services(job) {
+            return failed(reason);
+        }
         say(output, format!("Using docker image {}\n", image.name)).await;
         let pull_timeout = self.config.pull_timeout();
         if let Err(reason) =
@@ -280,6 +287,23 @@ impl DockerExecutor {
             }
         }
         Ok(image)
+    }
+
+    /// Refuses the job when a service image matches none of
+    /// `allowed_services`; checked before anything is pulled, so a refused
+    /// image never reaches the engine.
+    fn check_services(&self, job: &PreparedJob) -> Result<(), String> {
+        let Some(allowed) = &self.allowed_services else {
+            return Ok(());
+        };
+        match job.services.iter().find(|service| !allowed.is_match(&service.name)) {
+            Some(service) => Err(format!(
+                "service image {} is not allowed: it matches none of the agent's allowed_services ({})",
+                service.name,
+                self.config.allowed_services.join(", ")
+            )),
+            None => Ok(()),
+        }
     }
 }
 
