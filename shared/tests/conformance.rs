@@ -9,7 +9,8 @@
 //! (default "push"), `changed` (list of paths; absent means unknown),
 //! `default_branch` (default "main") and a `[variables]` table of user
 //! variables. `OSPREY_BLESS=1` rewrites `expected.txt` from the actual
-//! output, for review in the diff.
+//! output, for review in the diff; `OSPREY_CASE=text` runs (and blesses)
+//! only the cases whose folder name contains `text`.
 
 use osprey_shared::pipeline::Variable;
 use osprey_shared::plan::{self, PipelineSource, PlanContext};
@@ -127,6 +128,13 @@ fn conformance_cases() {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
+    if let Some(filter) = std::env::var_os("OSPREY_CASE") {
+        let filter = filter.to_string_lossy().into_owned();
+        cases.retain(|case| {
+            case.file_name()
+                .is_some_and(|name| name.to_string_lossy().contains(&filter))
+        });
+    }
     cases.sort();
     assert!(!cases.is_empty(), "no conformance cases found");
     let bless = std::env::var_os("OSPREY_BLESS").is_some();

@@ -48,8 +48,6 @@ fn tais_rasa_bot_pipeline() {
             "000_tais_rasa_bot.yml:18:10: job test style: stage test style is not defined in stages",
             "000_tais_rasa_bot.yml:26:10: job run dataset validator: stage validate format is not defined in stages",
             "000_tais_rasa_bot.yml:43:3: job build bot: keyword only is not supported by Osprey yet",
-            "000_tais_rasa_bot.yml:45:3: job build bot: keyword environment is not supported by Osprey yet",
-            "000_tais_rasa_bot.yml:50:3: job deploy bot to homolog: keyword environment is not supported by Osprey yet",
             "000_tais_rasa_bot.yml:53:3: job deploy bot to homolog: keyword only is not supported by Osprey yet",
         ]
     );

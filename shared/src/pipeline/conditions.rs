@@ -70,6 +70,9 @@ pub struct Rule {
     pub when: Option<RuleWhen>,
     #[serde(default)]
     pub allow_failure: Option<bool>,
+    /// `start_in:` (seconds) of a rule with `when: delayed`.
+    #[serde(default)]
+    pub start_in_seconds: Option<u64>,
     /// `variables:` set when this rule matches, over the job's own.
     #[serde(default)]
     pub variables: Vec<Variable>,

@@ -7,13 +7,16 @@
 //! shows its result. It does not run anything: `when` and `allow_failure`
 //! are decided here, their effect is the engine's business.
 
+mod environment;
+mod links;
 mod render;
+mod slug;
 
 pub use render::{render, MASK};
 
 use crate::pipeline::{
     JobConditions, JobDef, JobFilter, Pipeline, PipelineDefinition, RefPolicy, Rule, RuleWhen,
-    Variable,
+    Variable, When,
 };
 use crate::variables::{resolve, Expression, Pattern, RawVariable};
 use crate::yaml::{IncludeLoader, LoadError};
@@ -177,6 +180,7 @@ pub fn plan(definition: &PipelineDefinition, ctx: &PlanContext) -> Result<Plan, 
             jobs.push(planned);
         }
     }
+    links::check(&mut jobs, &mut errors);
     let outcome = if jobs.is_empty() {
         Plan::NotCreated {
             reason: "no job matches this ref: the rules configuration prevented any jobs \
@@ -272,7 +276,10 @@ impl Planner<'_, '_> {
                 let rule = self.first_match(rules, &lookup, errors, Some(&job.name))?;
                 match rule.when {
                     Some(RuleWhen::Never) => return None,
-                    Some(RuleWhen::Run(when)) => planned.when = when,
+                    Some(RuleWhen::Run(when)) => {
+                        planned.when = when;
+                        planned.start_in_seconds = rule.start_in_seconds;
+                    }
                     None => {}
                 }
                 if let Some(allowed) = rule.allow_failure {
@@ -305,6 +312,9 @@ impl Planner<'_, '_> {
                 }
             }
         }
+        if planned.when != When::Delayed {
+            planned.start_in_seconds = None;
+        }
         yaml.extend(raw(&self.ctx.variables, &[]));
         // Resolve against the predefined ones, but hand the job only its own.
         let mut all = raw(&self.ctx.predefined, &[]);
@@ -313,11 +323,13 @@ impl Planner<'_, '_> {
             Ok(resolved) => {
                 let own: std::collections::HashSet<&str> =
                     yaml.iter().map(|v| v.key.as_str()).collect();
+                let full: Lookup = resolved.iter().cloned().collect();
                 planned.variables = resolved
                     .into_iter()
                     .filter(|(key, _)| own.contains(key.as_str()))
                     .map(|(key, value)| Variable { key, value })
                     .collect();
+                environment::apply(&mut planned, &full, errors);
             }
             Err(error) => errors.push(PlanError {
                 job: Some(job.name.clone()),

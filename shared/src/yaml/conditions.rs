@@ -68,8 +68,9 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
                 "when",
                 "allow_failure",
                 "variables",
+                "start_in",
             ],
-            &["needs", "start_in", "interruptible"],
+            &["needs", "interruptible"],
         ),
         RulesScope::Workflow => (
             &["if", "changes", "exists", "when", "variables"],
@@ -77,6 +78,7 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
         ),
     };
     let mut rule = Rule::default();
+    let mut start_in = None;
     for (key, value) in entries {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
@@ -116,8 +118,29 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
                     rule.allow_failure = values::boolean(report, cx, value, "rules:allow_failure");
                 }
             }
+            "start_in" => {
+                start_in = Some((
+                    key.location,
+                    super::run::start_in(report, cx, value, "rules:start_in"),
+                ));
+            }
             _ => rule.variables = values::variables(report, cx, value, VariablesScope::Job),
         }
+    }
+    // As for a job: `start_in` goes with `when: delayed` and only with it.
+    match (rule.when, start_in) {
+        (Some(RuleWhen::Run(When::Delayed)), Some((_, seconds))) => rule.start_in_seconds = seconds,
+        (Some(RuleWhen::Run(When::Delayed)), None) => cx.error(
+            report,
+            node.location,
+            "rules:when: delayed needs rules:start_in",
+        ),
+        (_, Some((at, _))) => cx.error(
+            report,
+            at,
+            "rules:start_in may only be used with rules:when: delayed",
+        ),
+        (_, None) => {}
     }
     Some(rule)
 }
@@ -207,16 +230,14 @@ fn rule_when(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -
         (other, RulesScope::Job) => When::parse(other).map(RuleWhen::Run),
     };
     if parsed.is_none() {
-        let message = match (text.as_str(), scope) {
-            ("manual" | "delayed", RulesScope::Job) => {
-                format!("rules:when: {text} is not supported by Osprey yet")
-            }
-            (_, RulesScope::Workflow) => {
+        let message = match scope {
+            RulesScope::Workflow => {
                 format!("workflow:rules:when must be always or never, found {text}")
             }
-            _ => {
-                format!("rules:when must be on_success, on_failure, always or never, found {text}")
-            }
+            RulesScope::Job => format!(
+                "rules:when must be on_success, on_failure, always, manual, delayed or never, \
+                 found {text}"
+            ),
         };
         cx.error(report, node.location, message);
     }

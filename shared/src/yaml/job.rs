@@ -2,16 +2,17 @@
 //! `default:` section itself (it shares the job keywords' shapes).
 
 use super::conditions::{self, InheritDefault, RulesScope};
+use super::graph::{self, JobLinks};
 use super::keywords::{
     classify, did_you_mean, suggest, Classified, ARTIFACTS_UNSUPPORTED, DEFAULT_SUPPORTED,
     DEFAULT_UNSUPPORTED, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED, JOB_UNSUPPORTED,
 };
 use super::tree::{Node, ScalarKind};
 use super::values::{self, Context, VariablesScope};
-use super::Report;
+use super::{run, Report};
 use crate::pipeline::{
-    Artifacts, ImageRef, InheritVariables, JobConditions, JobDef, JobFilter, ServiceRef, When,
-    DEFAULT_JOB_STAGE,
+    Artifacts, ImageRef, InheritVariables, JobConditions, JobDef, JobFilter, Retry, ServiceRef,
+    When, DEFAULT_JOB_STAGE,
 };
 
 /// Values from `default:` (or the deprecated top-level forms) that a job
@@ -25,6 +26,8 @@ pub(crate) struct Defaults {
     pub services: Option<Vec<ServiceRef>>,
     pub tags: Option<Vec<String>>,
     pub timeout_seconds: Option<u64>,
+    pub retry: Option<Retry>,
+    pub interruptible: Option<bool>,
 }
 
 impl Defaults {
@@ -38,6 +41,10 @@ impl Defaults {
             "services" => self.services = Some(values::services(report, cx, value)),
             "tags" => self.tags = values::string_list(report, cx, value, key),
             "timeout" => self.timeout_seconds = values::timeout(report, cx, value),
+            "retry" => self.retry = run::retry(report, cx, value),
+            "interruptible" => {
+                self.interruptible = values::boolean(report, cx, value, "interruptible");
+            }
             _ => return false,
         }
         true
@@ -97,6 +104,8 @@ pub(crate) fn default_section(
 /// exists for a ref. `name_node` is its key (errors about the job as a
 /// whole point there); `stages` is the full list including `.pre`/`.post`,
 /// or `None` when `stages:` itself is invalid (then stages are not checked).
+/// The job's `needs`, `dependencies` and `parallel` come back as written, for
+/// [`super::link::link`] to resolve over the whole file.
 pub(crate) fn job(
     report: &mut Report,
     name_node: &Node,
@@ -104,7 +113,7 @@ pub(crate) fn job(
     body: &[(Node, Node)],
     defaults: &Defaults,
     stages: Option<&[String]>,
-) -> (JobDef, JobConditions) {
+) -> (JobDef, JobConditions, JobLinks) {
     let prefix = format!("job {name}: ");
     let cx = Context { prefix: &prefix };
     let mut own = Defaults::default();
@@ -132,6 +141,10 @@ pub(crate) fn job(
     let mut inherit_default = InheritDefault::All;
     let mut inherit_variables = InheritVariables::All;
     let mut raw_variables = Vec::new();
+    let mut links = JobLinks::default();
+    let mut allow_failure_set = false;
+    let mut when_node = None;
+    let mut start_in = None;
     for (key, value) in body {
         let Some(keyword) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
@@ -175,12 +188,28 @@ pub(crate) fn job(
                     stage_node = Some(value);
                 }
             }
-            "allow_failure" => allow_failure(report, cx, value, &mut job),
+            "allow_failure" => {
+                allow_failure_set = true;
+                if let Some((allowed, codes)) = run::allow_failure(report, cx, value) {
+                    job.allow_failure = allowed;
+                    job.allow_failure_exit_codes = codes;
+                }
+            }
             "when" => {
-                if let Some(when) = when(report, cx, value) {
+                when_node = Some(value);
+                if let Some(when) = run::when(report, cx, value) {
                     job.when = when;
                 }
             }
+            "start_in" => start_in = Some((key, run::start_in(report, cx, value, "start_in"))),
+            "resource_group" => job.resource_group = run::resource_group(report, cx, value),
+            "environment" => job.environment = run::environment(report, cx, value),
+            "coverage" => job.coverage = run::coverage(report, cx, value),
+            "needs" => links.needs = Some((key.location, graph::needs(report, cx, value))),
+            "dependencies" => {
+                links.dependencies = Some((key.location, graph::dependencies(report, cx, value)));
+            }
+            "parallel" => links.parallel = graph::parallel(report, cx, value),
             "variables" => {
                 (job.variables, raw_variables) =
                     values::variables_and_raw(report, cx, value, VariablesScope::Job);
@@ -228,6 +257,25 @@ pub(crate) fn job(
             name_node.location,
             format!("script is required{hint}"),
         );
+    }
+    // GitLab: manual jobs may fail unless they say otherwise (a manual job
+    // set by `rules:when` is not, see the planner).
+    if job.when == When::Manual && !allow_failure_set {
+        job.allow_failure = true;
+    }
+    match (job.when, start_in) {
+        (When::Delayed, Some((_, seconds))) => job.start_in_seconds = seconds,
+        (When::Delayed, None) => cx.error(
+            report,
+            when_node.map_or(name_node.location, |n| n.location),
+            "when: delayed needs start_in",
+        ),
+        (_, Some((key, _))) => cx.error(
+            report,
+            key.location,
+            "start_in may only be used with when: delayed",
+        ),
+        (_, None) => {}
     }
     let stages = stages.unwrap_or_default();
     if !stages.is_empty() && !stages.contains(&job.stage) {
@@ -293,63 +341,23 @@ pub(crate) fn job(
     job.timeout_seconds = own
         .timeout_seconds
         .or(defaults.timeout_seconds.filter(|_| inherited("timeout")));
+    job.retry = own
+        .retry
+        .or_else(|| defaults.retry.clone().filter(|_| inherited("retry")))
+        .unwrap_or_default();
+    job.interruptible = own
+        .interruptible
+        .or(defaults
+            .interruptible
+            .filter(|_| inherited("interruptible")))
+        .unwrap_or(false);
     let conditions = JobConditions {
         name: name.to_owned(),
         filter,
         inherit_variables,
         raw_variables,
     };
-    (job, conditions)
-}
-
-fn allow_failure(report: &mut Report, cx: Context, value: &Node, job: &mut JobDef) {
-    if let Some(entries) = value.as_mapping() {
-        for (key, _) in entries {
-            let text = key.as_scalar().map_or("", |s| s.text.as_str());
-            let message = if text == "exit_codes" {
-                "allow_failure:exit_codes is not supported by Osprey yet".to_owned()
-            } else {
-                format!("allow_failure: unknown key {text}")
-            };
-            cx.error(report, key.location, message);
-        }
-        return;
-    }
-    if let Some(allowed) = values::boolean(report, cx, value, "allow_failure") {
-        job.allow_failure = allowed;
-    }
-}
-
-fn when(report: &mut Report, cx: Context, value: &Node) -> Option<When> {
-    let text = values::string(report, cx, value, "when")?;
-    if let Some(when) = When::parse(&text) {
-        return Some(when);
-    }
-    if matches!(text.as_str(), "manual" | "delayed" | "never") {
-        cx.error(
-            report,
-            value.location,
-            format!("when: {text} is not supported by Osprey yet"),
-        );
-    } else {
-        let known = [
-            "on_success",
-            "on_failure",
-            "always",
-            "manual",
-            "delayed",
-            "never",
-        ];
-        cx.error(
-            report,
-            value.location,
-            format!(
-                "when must be on_success, on_failure or always, found {text}{}",
-                did_you_mean(suggest(&text, known))
-            ),
-        );
-    }
-    None
+    (job, conditions, links)
 }
 
 fn artifacts(report: &mut Report, cx: Context, value: &Node) -> Artifacts {

@@ -42,30 +42,30 @@ pub(crate) const JOB_SUPPORTED: &[&str] = &[
     "except",
     "extends",
     "inherit",
+    "start_in",
+    "retry",
+    "needs",
+    "dependencies",
+    "parallel",
+    "interruptible",
+    "resource_group",
+    "environment",
+    "coverage",
 ];
 
 /// Job keywords GitLab has and Osprey does not implement yet.
 pub(crate) const JOB_UNSUPPORTED: &[&str] = &[
     "cache",
-    "coverage",
     "dast_configuration",
-    "dependencies",
-    "environment",
     "hooks",
     "id_tokens",
     "identity",
-    "interruptible",
     "manual_confirmation",
-    "needs",
     "pages",
-    "parallel",
     "publish",
     "release",
-    "resource_group",
-    "retry",
     "run",
     "secrets",
-    "start_in",
     "trigger",
     "type",
 ];
@@ -78,6 +78,8 @@ pub(crate) const DEFAULT_SUPPORTED: &[&str] = &[
     "services",
     "tags",
     "timeout",
+    "interruptible",
+    "retry",
 ];
 
 /// Every `default:` keyword GitLab has (the names `inherit:default` takes).
@@ -97,14 +99,7 @@ pub(crate) const DEFAULT_KEYWORDS_ALL: &[&str] = &[
 ];
 
 /// `default:` keywords GitLab has and Osprey does not implement yet.
-pub(crate) const DEFAULT_UNSUPPORTED: &[&str] = &[
-    "artifacts",
-    "cache",
-    "hooks",
-    "id_tokens",
-    "interruptible",
-    "retry",
-];
+pub(crate) const DEFAULT_UNSUPPORTED: &[&str] = &["artifacts", "cache", "hooks", "id_tokens"];
 
 /// `artifacts:` keys: `paths` is implemented, these are not yet.
 pub(crate) const ARTIFACTS_UNSUPPORTED: &[&str] = &[

@@ -15,10 +15,13 @@
 mod conditions;
 mod duration;
 mod extends;
+mod graph;
 mod include;
 mod job;
 mod keywords;
+mod link;
 mod reference;
+mod run;
 mod scalar;
 mod tree;
 mod values;
@@ -31,6 +34,7 @@ use crate::pipeline::{Pipeline, PipelineDefinition, DEFAULT_STAGES};
 pub use include::{IncludeLoader, LoadError, NoFiles};
 use job::Defaults;
 use keywords::{suggest, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED};
+pub(crate) use run::check_environment_name;
 use std::fmt;
 use tree::{Location, Node};
 use values::{Context, VariablesScope};
@@ -258,6 +262,8 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<PipelineDefiniti
 
     let mut jobs = Vec::new();
     let mut job_conditions = Vec::new();
+    let mut job_links = Vec::new();
+    let mut job_locations = Vec::new();
     let mut visible = 0usize;
     for (key, value) in entries.iter() {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
@@ -289,13 +295,24 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<PipelineDefiniti
             Some(body) => {
                 visible += 1;
                 let known = stages_valid.then_some(stages.as_slice());
-                let (job, conditions) = job::job(report, key, name, body, &defaults, known);
+                let (job, conditions, links) = job::job(report, key, name, body, &defaults, known);
                 jobs.push(job);
                 job_conditions.push(conditions);
+                job_links.push(links);
+                job_locations.push(key.location);
             }
             None => not_a_job(report, key, name, value),
         }
     }
+    let known = stages_valid.then_some(stages.as_slice());
+    let (jobs, job_conditions) = link::link(
+        report,
+        jobs,
+        job_conditions,
+        job_links,
+        &job_locations,
+        known,
+    );
     if visible == 0 {
         report.error(
             root.location,

@@ -308,7 +308,7 @@ fn unknown_keyword_with_suggestion_located_on_the_key() {
 #[test]
 fn unsupported_keywords_are_named_never_ignored() {
     let e = errors(
-        "build:\n  script: make\n  only: [main]\n  rules:\n    - when: always\n  needs: []\n",
+        "build:\n  script: make\n  only: [main]\n  rules:\n    - when: always\n  trigger: x\n",
     );
     assert_eq!(
         e,
@@ -316,7 +316,7 @@ fn unsupported_keywords_are_named_never_ignored() {
             "3:3: job build: keyword only is not supported by Osprey yet",
             "4:3: job build: rules may not be used with only or except",
             "4:3: job build: keyword rules is not supported by Osprey yet",
-            "6:3: job build: keyword needs is not supported by Osprey yet",
+            "6:3: job build: keyword trigger is not supported by Osprey yet",
         ]
     );
     let e = errors("workflow:\n  rules: []\ninclude: a.yml\nj:\n  script: x\n");
@@ -341,14 +341,14 @@ fn the_special_pages_job_is_refused() {
 #[test]
 fn unsupported_values_and_subkeys() {
     let e = errors(
-        "j:\n  script: x\n  when: manual\n  artifacts:\n    paths: [a]\n    expire_in: 1 week\n  allow_failure:\n    exit_codes: 137\n",
+        "j:\n  script: x\n  when: never\n  artifacts:\n    paths: [a]\n    expire_in: 1 week\n  allow_failure:\n    exit_code: 137\n",
     );
     assert_eq!(
         e,
         [
-            "3:9: job j: when: manual is not supported by Osprey yet",
+            "3:9: job j: when: never is only valid in rules (and workflow:rules)",
             "6:5: job j: artifacts:expire_in is not supported by Osprey yet",
-            "8:5: job j: allow_failure:exit_codes is not supported by Osprey yet",
+            "8:5: job j: allow_failure: unknown key exit_code (did you mean exit_codes?)",
         ]
     );
 }
@@ -507,7 +507,7 @@ fn reference_tags_are_resolved_and_other_tags_refused() {
 
 #[test]
 fn all_errors_are_reported_sorted_by_line() {
-    let e = errors("z:\n  scirpt: a\na:\n  script: b\n  retry: 2\nstages: 3\n");
+    let e = errors("z:\n  scirpt: a\na:\n  script: b\n  secrets: 2\nstages: 3\n");
     let lines: Vec<usize> = e
         .iter()
         .map(|m| {
@@ -523,7 +523,7 @@ fn all_errors_are_reported_sorted_by_line() {
         [
             "1:1: job z: script is required",
             "2:3: job z: unknown keyword scirpt (did you mean script?)",
-            "5:3: job a: keyword retry is not supported by Osprey yet",
+            "5:3: job a: keyword secrets is not supported by Osprey yet",
             "6:9: stages must be a list of strings, found integer",
         ]
     );
