@@ -19,6 +19,8 @@ pub struct ResolvedCommit {
     pub pipeline_file: String,
     /// The repository to read more from (the path itself, or its mirror).
     pub git_dir: PathBuf,
+    /// The commit's full message.
+    pub message: String,
 }
 
 /// Resolves `git_ref` in `repo` (local path or URL) and reads the pipeline file.
@@ -58,11 +60,15 @@ pub async fn resolve(repo: &str, git_ref: &str, mirrors: &Path) -> CoreResult<Re
                 "{PIPELINE_FILE} not found at commit {sha} of {repo}"
             ))
         })?;
+    let message = git(&git_dir, &["show", "-s", "--format=%B", &sha])
+        .await
+        .unwrap_or_default();
     Ok(ResolvedCommit {
         sha,
         ref_is_tag,
         pipeline_file,
         git_dir,
+        message,
     })
 }
 

@@ -25,16 +25,24 @@ fn user_variables(variables: &[Variable]) -> impl Iterator<Item = v1::Variable> 
 /// `dependencies:` when given; else the `needs:` with `artifacts: true`; else
 /// every job of the earlier stages. Only jobs that succeeded and stored an
 /// archive count.
-pub fn artifact_sources<'a>(job: &JobRow, def: &JobDef, pipeline_jobs: &'a [JobRow]) -> Vec<&'a JobRow> {
+pub fn artifact_sources<'a>(
+    job: &JobRow,
+    def: &JobDef,
+    pipeline_jobs: &'a [JobRow],
+) -> Vec<&'a JobRow> {
     let wanted = |other: &JobRow| match (&def.dependencies, &def.needs) {
         (Some(names), _) => names.contains(&other.name),
-        (None, Some(needs)) => needs.iter().any(|need| need.artifacts && need.job == other.name),
+        (None, Some(needs)) => needs
+            .iter()
+            .any(|need| need.artifacts && need.job == other.name),
         (None, None) => other.stage_index < job.stage_index,
     };
     pipeline_jobs
         .iter()
         .filter(|other| other.id != job.id && wanted(other))
-        .filter(|other| other.status() == osprey_shared::JobStatus::Success && other.artifact_size.is_some())
+        .filter(|other| {
+            other.status() == osprey_shared::JobStatus::Success && other.artifact_size.is_some()
+        })
         .collect()
 }
 
@@ -69,6 +77,38 @@ pub fn job_spec(
         variables.push(variable("CI_COMMIT_TAG", pipeline.git_ref.clone()));
     } else {
         variables.push(variable("CI_COMMIT_BRANCH", pipeline.git_ref.clone()));
+    }
+    let server = server_url.trim_end_matches('/');
+    let message = pipeline.commit_message.clone().unwrap_or_default();
+    let title = message.lines().next().unwrap_or_default().to_owned();
+    variables.extend([
+        variable(
+            "CI_COMMIT_REF_SLUG",
+            osprey_shared::variables::ref_slug(&pipeline.git_ref),
+        ),
+        // `0000…` as GitLab gives for a ref's first pipeline.
+        variable(
+            "CI_COMMIT_BEFORE_SHA",
+            pipeline
+                .before_sha
+                .clone()
+                .unwrap_or_else(|| "0".repeat(40)),
+        ),
+        variable("CI_COMMIT_MESSAGE", message),
+        variable("CI_COMMIT_TITLE", title),
+        // Pipelines created through the API stand for a push of the ref.
+        variable("CI_PIPELINE_SOURCE", "push"),
+        variable("CI_PIPELINE_IID", pipeline.id.to_string()),
+        variable(
+            "CI_PIPELINE_URL",
+            format!("{server}/api/v1/pipelines/{}", pipeline.id),
+        ),
+        variable("CI_JOB_URL", format!("{server}/api/v1/jobs/{}", job.id)),
+        variable("CI_PROJECT_PATH", pipeline.repo.clone()),
+        variable("CI_PROJECT_URL", pipeline.repo.clone()),
+    ]);
+    if let Some(branch) = &pipeline.default_branch {
+        variables.push(variable("CI_DEFAULT_BRANCH", branch.clone()));
     }
     if let Some((index, total)) = job_def.node {
         variables.push(variable("CI_NODE_INDEX", index.to_string()));

@@ -150,7 +150,12 @@ impl Core {
             .find_iter(&log)
             .last()
             .and_then(|matched| number.find(matched.as_bytes()))
-            .and_then(|number| std::str::from_utf8(number.as_bytes()).ok()?.parse::<f64>().ok());
+            .and_then(|number| {
+                std::str::from_utf8(number.as_bytes())
+                    .ok()?
+                    .parse::<f64>()
+                    .ok()
+            });
         if let Some(coverage) = found {
             self.store().set_coverage(job.id(), coverage).await?;
         }

@@ -5,7 +5,7 @@ use super::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::repo;
 use crate::repo::{GitTree, ResolvedCommit};
-use crate::storage::JobRow;
+use crate::storage::{CommitDetails, JobRow};
 use bytes::Bytes;
 use futures::Stream;
 use osprey_proto::v1::{self, coordinator_message::Kind};
@@ -33,18 +33,32 @@ impl Core {
         let mirrors = self.settings().data_dir.join("mirrors");
         let commit = repo::resolve(repo, git_ref, &mirrors).await?;
         let before = self.store().last_sha(repo, git_ref).await?;
-        let planned = {
+        let (planned, default_branch) = {
             let commit = commit.clone();
             let git_ref = git_ref.to_owned();
+            let before = before.clone();
             // Planning reads included files with blocking git calls.
             tokio::task::spawn_blocking(move || plan_pipeline(&commit, &git_ref, before, variables))
                 .await
                 .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
         };
-        self.auto_cancel_redundant(repo, git_ref, &commit.sha).await?;
+        self.auto_cancel_redundant(repo, git_ref, &commit.sha)
+            .await?;
+        let details = CommitDetails {
+            before_sha: before,
+            message: Some(commit.message.clone()),
+            default_branch,
+        };
         let (id, pending) = self
             .store()
-            .create_pipeline(repo, git_ref, commit.ref_is_tag, &commit.sha, &planned)
+            .create_pipeline_with(
+                repo,
+                git_ref,
+                commit.ref_is_tag,
+                &commit.sha,
+                &planned,
+                &details,
+            )
             .await?;
         tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
         self.enqueue(&pending).await?;
@@ -218,7 +232,7 @@ fn plan_pipeline(
     git_ref: &str,
     before: Option<String>,
     variables: Vec<Variable>,
-) -> CoreResult<Pipeline> {
+) -> CoreResult<(Pipeline, Option<String>)> {
     let tree = GitTree {
         git_dir: commit.git_dir.clone(),
         sha: commit.sha.clone(),
@@ -248,7 +262,7 @@ fn plan_pipeline(
         variables,
     };
     match plan(&definition, &context) {
-        Ok(Plan::Created { pipeline }) => Ok(pipeline),
+        Ok(Plan::Created { pipeline }) => Ok((pipeline, default_branch)),
         Ok(Plan::NotCreated { reason }) => Err(CoreError::PipelineRefused {
             reason,
             errors: Vec::new(),

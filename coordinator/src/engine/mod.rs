@@ -70,9 +70,16 @@ pub fn advance(jobs: &[JobState], current: PipelineStatus) -> Vec<Effect> {
                 (When::OnSuccess, Before::Succeeded)
                 | (When::OnFailure, Before::Failed)
                 | (When::Always, _) => (JobStatus::Pending, Effect::MakePending(job.id)),
-                (When::Manual, Before::Succeeded) => (JobStatus::Manual, Effect::MakeManual(job.id)),
-                (When::Delayed, Before::Succeeded) => (JobStatus::Scheduled, Effect::Schedule(job.id)),
-                (When::OnSuccess | When::Manual | When::Delayed, Before::Failed | Before::Skipped)
+                (When::Manual, Before::Succeeded) => {
+                    (JobStatus::Manual, Effect::MakeManual(job.id))
+                }
+                (When::Delayed, Before::Succeeded) => {
+                    (JobStatus::Scheduled, Effect::Schedule(job.id))
+                }
+                (
+                    When::OnSuccess | When::Manual | When::Delayed,
+                    Before::Failed | Before::Skipped,
+                )
                 | (When::OnFailure, Before::Succeeded | Before::Skipped) => {
                     (JobStatus::Skipped, Effect::Skip(job.id))
                 }
@@ -118,7 +125,10 @@ fn predecessors_outcome(jobs: &[JobState], job: &JobState) -> Option<Before> {
             }
         }
         None => {
-            for earlier in jobs.iter().filter(|other| other.stage_index < job.stage_index) {
+            for earlier in jobs
+                .iter()
+                .filter(|other| other.stage_index < job.stage_index)
+            {
                 if !settled(earlier) {
                     return None;
                 }
@@ -187,7 +197,10 @@ fn pipeline_status(jobs: &[JobState], current: PipelineStatus) -> PipelineStatus
     } else if jobs.iter().any(|job| {
         matches!(
             job.status,
-            JobStatus::Pending | JobStatus::Running | JobStatus::Scheduled | JobStatus::WaitingForResource
+            JobStatus::Pending
+                | JobStatus::Running
+                | JobStatus::Scheduled
+                | JobStatus::WaitingForResource
         )
     }) {
         if jobs

@@ -185,13 +185,25 @@ fn optional_manual_jobs_wait_without_holding_up_the_pipeline() {
     let mut manual = job(2, 2, JobStatus::Created);
     manual.when = When::Manual;
     manual.allow_failure = true;
-    let jobs = [job(1, 1, JobStatus::Success), manual.clone(), job(3, 3, JobStatus::Created)];
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        manual.clone(),
+        job(3, 3, JobStatus::Created),
+    ];
     let effects = advance(&jobs, PipelineStatus::Running);
     assert!(effects.contains(&Effect::MakeManual(JobId(2))));
-    assert_eq!(pending(&effects), vec![3], "a manual job that may fail blocks nothing");
+    assert_eq!(
+        pending(&effects),
+        vec![3],
+        "a manual job that may fail blocks nothing"
+    );
 
     manual.status = JobStatus::Manual;
-    let jobs = [job(1, 1, JobStatus::Success), manual, job(3, 3, JobStatus::Success)];
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        manual,
+        job(3, 3, JobStatus::Success),
+    ];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
         vec![Effect::SetPipelineStatus(PipelineStatus::Success)]
@@ -202,7 +214,11 @@ fn optional_manual_jobs_wait_without_holding_up_the_pipeline() {
 fn a_blocking_manual_job_holds_later_stages_and_blocks_the_pipeline() {
     let mut manual = job(2, 2, JobStatus::Manual);
     manual.when = When::Manual;
-    let jobs = [job(1, 1, JobStatus::Success), manual, job(3, 3, JobStatus::Created)];
+    let jobs = [
+        job(1, 1, JobStatus::Success),
+        manual,
+        job(3, 3, JobStatus::Created),
+    ];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
         vec![Effect::SetPipelineStatus(PipelineStatus::Manual)]

@@ -54,7 +54,8 @@ fn retries(job: &JobDef, attempt: i64, reason: &str, exit_code: Option<i32>) -> 
                 || when == reason
                 || (when == "stuck_or_timeout_failure" && reason == "job_execution_timeout")
         });
-    let code_ok = retry.exit_codes.is_empty() || exit_code.is_some_and(|code| retry.exit_codes.contains(&code));
+    let code_ok = retry.exit_codes.is_empty()
+        || exit_code.is_some_and(|code| retry.exit_codes.contains(&code));
     when_ok && code_ok
 }
 
@@ -63,7 +64,8 @@ async fn definition_of(tx: &mut Tx<'_>, job: JobId) -> CoreResult<JobDef> {
         .bind(job.0 as i64)
         .fetch_one(&mut **tx)
         .await?;
-    serde_json::from_str(&text).map_err(|error| CoreError::Internal(format!("decoding job {job}: {error}")))
+    serde_json::from_str(&text)
+        .map_err(|error| CoreError::Internal(format!("decoding job {job}: {error}")))
 }
 
 impl Store {
@@ -144,7 +146,12 @@ impl Store {
     /// A lease expired: fence the attempt (bump the epoch) and end it —
     /// `canceled` if a cancel was under way, else `failed` with `agent lost`
     /// (which `retry:` may cover, as GitLab's `runner_system_failure`).
-    pub async fn expire_lease(&self, job: JobId, attempt_id: &str, lease_epoch: u64) -> CoreResult<FinishResult> {
+    pub async fn expire_lease(
+        &self,
+        job: JobId,
+        attempt_id: &str,
+        lease_epoch: u64,
+    ) -> CoreResult<FinishResult> {
         let (_guard, mut tx) = self.write().await?;
         let row: Option<bool> = sqlx::query_scalar(
             "SELECT cancel_requested FROM jobs WHERE id = ? AND attempt_id = ? \
@@ -163,7 +170,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let result = if cancel_requested {
-            end_attempt(&mut tx, job, JobStatus::Canceled, None, Some("canceled (agent did not confirm)")).await?
+            end_attempt(
+                &mut tx,
+                job,
+                JobStatus::Canceled,
+                None,
+                Some("canceled (agent did not confirm)"),
+            )
+            .await?
         } else {
             end_attempt(&mut tx, job, JobStatus::Failed, None, Some("agent lost")).await?
         };
@@ -205,10 +219,12 @@ impl Store {
         let mut rows = Vec::new();
         for job in running {
             rows.push(
-                sqlx::query_as::<_, JobRow>(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-                    .bind(job.0 as i64)
-                    .fetch_one(&mut *tx)
-                    .await?,
+                sqlx::query_as::<_, JobRow>(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+                ))
+                .bind(job.0 as i64)
+                .fetch_one(&mut *tx)
+                .await?,
             );
         }
         tx.commit().await?;
@@ -305,7 +321,9 @@ async fn end_attempt(
         .fetch_one(&mut **tx)
         .await?;
     let mut newly_pending = Vec::new();
-    let stored = if status == JobStatus::Failed && retries(&definition, attempt, reason.unwrap_or(""), exit_code) {
+    let stored = if status == JobStatus::Failed
+        && retries(&definition, attempt, reason.unwrap_or(""), exit_code)
+    {
         tracing::info!(job_id = %job, attempt, reason, "job failed; retrying");
         sqlx::query(
             "UPDATE jobs SET status = 'pending', cancel_requested = 0, exit_code = ?, failure_reason = ? WHERE id = ?",
@@ -396,7 +414,10 @@ async fn release_resource_groups(tx: &mut Tx<'_>) -> CoreResult<Vec<JobId>> {
     Ok(free.into_iter().map(|id| JobId(id as u64)).collect())
 }
 
-pub(super) async fn job_states_in(tx: &mut Tx<'_>, pipeline: PipelineId) -> CoreResult<Vec<JobState>> {
+pub(super) async fn job_states_in(
+    tx: &mut Tx<'_>,
+    pipeline: PipelineId,
+) -> CoreResult<Vec<JobState>> {
     let rows: Vec<(i64, String, i64, String, bool, String, String, Option<i64>)> = sqlx::query_as(
         "SELECT id, name, stage_index, status, allow_failure, when_, definition, exit_code FROM jobs \
          WHERE pipeline_id = ? ORDER BY stage_index, position",
@@ -410,7 +431,8 @@ pub(super) async fn job_states_in(tx: &mut Tx<'_>, pipeline: PipelineId) -> Core
             .map_err(|error| CoreError::Internal(format!("decoding job {id}: {error}")))?;
         let status: JobStatus = status.parse().unwrap_or(JobStatus::Failed);
         let allowed_code = status == JobStatus::Failed
-            && exit_code.is_some_and(|code| definition.allow_failure_exit_codes.contains(&(code as i32)));
+            && exit_code
+                .is_some_and(|code| definition.allow_failure_exit_codes.contains(&(code as i32)));
         states.push(JobState {
             id: JobId(id as u64),
             name,

@@ -10,9 +10,9 @@ mod lifecycle;
 mod rows;
 mod sqlite;
 
-pub use rows::{AgentRow, JobRow, PipelineRow};
 pub use lifecycle::{retry_reason, FinishResult};
-pub use sqlite::{AppendResult, NewAgent, Store};
+pub use rows::{AgentRow, JobRow, PipelineRow};
+pub use sqlite::{AppendResult, CommitDetails, NewAgent, Store};
 
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,9 @@ pub struct PipelineRow {
     pub sha: String,
     pub status: String,
     pub definition: String,
+    pub before_sha: Option<String>,
+    pub commit_message: Option<String>,
+    pub default_branch: Option<String>,
 }
 
 impl PipelineRow {

@@ -24,6 +24,17 @@ pub struct Store {
     pub(super) write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// What jobs learn of a pipeline's commit beyond its sha.
+#[derive(Debug, Clone, Default)]
+pub struct CommitDetails {
+    /// The ref's commit at its previous pipeline (`CI_COMMIT_BEFORE_SHA`).
+    pub before_sha: Option<String>,
+    /// The full commit message (`CI_COMMIT_MESSAGE`).
+    pub message: Option<String>,
+    /// The repository's default branch (`CI_DEFAULT_BRANCH`).
+    pub default_branch: Option<String>,
+}
+
 /// A new agent to record.
 pub struct NewAgent<'a> {
     pub id: &'a str,
@@ -149,12 +160,34 @@ impl Store {
         sha: &str,
         pipeline: &Pipeline,
     ) -> CoreResult<(PipelineId, Vec<JobId>)> {
+        self.create_pipeline_with(
+            repo,
+            git_ref,
+            ref_is_tag,
+            sha,
+            pipeline,
+            &CommitDetails::default(),
+        )
+        .await
+    }
+
+    /// [`Store::create_pipeline`] with what jobs learn of the commit.
+    pub async fn create_pipeline_with(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        ref_is_tag: bool,
+        sha: &str,
+        pipeline: &Pipeline,
+        details: &CommitDetails,
+    ) -> CoreResult<(PipelineId, Vec<JobId>)> {
         let definition = serde_json::to_string(pipeline)
             .map_err(|error| CoreError::Internal(format!("encoding pipeline: {error}")))?;
         let (_guard, mut tx) = self.write().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at) \
-             VALUES (?, ?, ?, ?, 'created', ?, ?) RETURNING id",
+            "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at, \
+             before_sha, commit_message, default_branch) \
+             VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(repo)
         .bind(git_ref)
@@ -162,6 +195,9 @@ impl Store {
         .bind(sha)
         .bind(definition)
         .bind(now())
+        .bind(&details.before_sha)
+        .bind(&details.message)
+        .bind(&details.default_branch)
         .fetch_one(&mut *tx)
         .await?;
         for (position, job) in pipeline.jobs.iter().enumerate() {
@@ -209,7 +245,8 @@ impl Store {
 
     pub async fn pipeline(&self, id: PipelineId) -> CoreResult<Option<PipelineRow>> {
         Ok(sqlx::query_as::<_, PipelineRow>(
-            "SELECT id, repo, git_ref, ref_is_tag, sha, status, definition FROM pipelines WHERE id = ?",
+            "SELECT id, repo, git_ref, ref_is_tag, sha, status, definition, before_sha, commit_message, \
+             default_branch FROM pipelines WHERE id = ?",
         )
         .bind(id.0 as i64)
         .fetch_optional(&self.pool)
@@ -255,7 +292,12 @@ impl Store {
 
     /// Older unfinished pipelines of the same ref at another commit: the
     /// candidates for auto-cancel when a new pipeline starts.
-    pub async fn redundant_pipelines(&self, repo: &str, git_ref: &str, sha: &str) -> CoreResult<Vec<PipelineId>> {
+    pub async fn redundant_pipelines(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        sha: &str,
+    ) -> CoreResult<Vec<PipelineId>> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM pipelines WHERE repo = ? AND git_ref = ? AND sha != ? \
              AND status NOT IN ('success', 'failed', 'canceled') ORDER BY id",
@@ -364,4 +406,3 @@ impl Store {
         Ok(())
     }
 }
-

@@ -178,21 +178,47 @@ async fn a_retried_failure_becomes_a_new_attempt_with_its_own_log() {
         .await
         .unwrap();
     let job = pending[0];
-    assert!(store.assign_job(job, "agent", "agent-1", "a1", 1, "hash").await.unwrap());
-    store.append_log(job, 0, b"first try\n", 1 << 20).await.unwrap();
+    assert!(store
+        .assign_job(job, "agent", "agent-1", "a1", 1, "hash")
+        .await
+        .unwrap());
+    store
+        .append_log(job, 0, b"first try\n", 1 << 20)
+        .await
+        .unwrap();
     let result = store
-        .finish_job(job, "a1", 1, JobStatus::Failed, Some(1), Some("script failure"))
+        .finish_job(
+            job,
+            "a1",
+            1,
+            JobStatus::Failed,
+            Some(1),
+            Some("script failure"),
+        )
         .await
         .unwrap();
     assert_eq!(result.stored, Some(JobStatus::Pending));
     assert_eq!(result.newly_pending, vec![job]);
 
-    assert!(store.assign_job(job, "agent", "agent-1", "a2", 2, "hash").await.unwrap());
+    assert!(store
+        .assign_job(job, "agent", "agent-1", "a2", 2, "hash")
+        .await
+        .unwrap());
     let row = store.job(job).await.unwrap().unwrap();
     assert_eq!(row.attempt, 2);
-    assert!(store.read_log(job, 0, 1 << 20).await.unwrap().is_empty(), "a fresh log");
+    assert!(
+        store.read_log(job, 0, 1 << 20).await.unwrap().is_empty(),
+        "a fresh log"
+    );
     let result = store
-        .finish_job(job, "a2", 2, JobStatus::Failed, Some(1), Some("script failure"))
+        .finish_job(
+            job,
+            "a2",
+            2,
+            JobStatus::Failed,
+            Some(1),
+            Some("script failure"),
+        )
         .await
         .unwrap();
     assert_eq!(result.stored, Some(JobStatus::Failed), "max 1 retry");
@@ -213,14 +239,23 @@ async fn one_job_of_a_resource_group_runs_at_a_time_across_pipelines() {
         .unwrap();
     assert_eq!(first.len(), 1);
     assert!(second.is_empty(), "the second waits for the resource");
-    let waiting = store.jobs_with_status(JobStatus::WaitingForResource).await.unwrap();
+    let waiting = store
+        .jobs_with_status(JobStatus::WaitingForResource)
+        .await
+        .unwrap();
     assert_eq!(waiting.len(), 1);
-    assert!(store.assign_job(first[0], "agent", "agent-1", "a1", 1, "hash").await.unwrap());
+    assert!(store
+        .assign_job(first[0], "agent", "agent-1", "a1", 1, "hash")
+        .await
+        .unwrap());
     let result = store
         .finish_job(first[0], "a1", 1, JobStatus::Success, None, None)
         .await
         .unwrap();
-    assert!(result.newly_pending.contains(&waiting[0].id()), "{result:?}");
+    assert!(
+        result.newly_pending.contains(&waiting[0].id()),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -232,9 +267,19 @@ async fn an_exit_code_in_allow_failure_exit_codes_lets_the_pipeline_go_on() {
         .create_pipeline("/repo", "master", false, "abc", &definition)
         .await
         .unwrap();
-    assert!(store.assign_job(pending[0], "agent", "agent-1", "a1", 1, "hash").await.unwrap());
+    assert!(store
+        .assign_job(pending[0], "agent", "agent-1", "a1", 1, "hash")
+        .await
+        .unwrap());
     let result = store
-        .finish_job(pending[0], "a1", 1, JobStatus::Failed, Some(137), Some("script failure"))
+        .finish_job(
+            pending[0],
+            "a1",
+            1,
+            JobStatus::Failed,
+            Some(137),
+            Some("script failure"),
+        )
         .await
         .unwrap();
     assert_eq!(result.newly_pending.len(), 1, "the next stage starts");

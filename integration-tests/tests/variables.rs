@@ -1,0 +1,58 @@
+//! The predefined variables a job sees, as GitLab defines them.
+
+use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
+use std::time::Duration;
+
+const PRINT: &str = r#"
+show:
+  script:
+    - echo "slug=$CI_COMMIT_REF_SLUG title=$CI_COMMIT_TITLE source=$CI_PIPELINE_SOURCE"
+    - echo "before=$CI_COMMIT_BEFORE_SHA default=$CI_DEFAULT_BRANCH"
+    - echo "url=$CI_JOB_URL node=${CI_NODE_INDEX:-none}"
+"#;
+
+async fn log_of(cluster: &TestCluster, repo: &TestRepo, git_ref: &str) -> String {
+    let created = cluster
+        .api
+        .create_pipeline(&repo.url(), git_ref)
+        .await
+        .unwrap();
+    let done = cluster
+        .api
+        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
+        .await;
+    let job = done.job("show");
+    let log = cluster.api.job_log(job.id).await.unwrap();
+    String::from_utf8_lossy(&log).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_see_commit_and_pipeline_variables() {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let repo = TestRepo::new();
+    repo.write(".gitlab-ci.yml", PRINT);
+    let first = repo.commit("Add the pipeline\n\nWith a body.");
+    repo.git(&["checkout", "-q", "-b", "Feature/Login_Page"]);
+
+    let log = log_of(&cluster, &repo, "Feature/Login_Page").await;
+    assert!(
+        log.contains("slug=feature-login-page title=Add the pipeline source=push"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("before={} default=", "0".repeat(40))),
+        "{log}"
+    );
+    assert!(
+        log.contains("default=Feature/Login_Page"),
+        "HEAD's branch is the default: {log}"
+    );
+    assert!(log.contains("node=none"), "{log}");
+
+    repo.write("README", "more");
+    repo.commit("Second commit");
+    let log = log_of(&cluster, &repo, "Feature/Login_Page").await;
+    assert!(log.contains(&format!("before={first}")), "{log}");
+    assert!(log.contains("title=Second commit"), "{log}");
+    assert!(log.contains("/api/v1/jobs/"), "{log}");
+}
