@@ -426,7 +426,17 @@ pub(super) async fn job_states_in(
     .fetch_all(&mut **tx)
     .await?;
     let mut states = Vec::with_capacity(rows.len());
-    for (id, name, stage_index, status, allow_failure, when, definition, exit_code) in rows {
+    for StateRow {
+        id,
+        name,
+        stage_index,
+        status,
+        allow_failure,
+        when_: when,
+        definition,
+        exit_code,
+    } in rows
+    {
         let definition: JobDef = serde_json::from_str(&definition)
             .map_err(|error| CoreError::Internal(format!("decoding job {id}: {error}")))?;
         let status: JobStatus = status.parse().unwrap_or(JobStatus::Failed);
