@@ -11,6 +11,12 @@
 /// name, 17 characters of it, `-` and a 6-character suffix from the name's
 /// SHA-256 (so that `review/a` and `review-a` get different slugs).
 pub(crate) fn environment_slug(name: &str) -> String {
+    slug_with_suffix(name, || base36_tail(&sha256(name.as_bytes())))
+}
+
+/// [`environment_slug`] with the suffix given, so tests can use GitLab's
+/// own table (which stubs the hash).
+fn slug_with_suffix(name: &str, suffix: impl FnOnce() -> String) -> String {
     let lowered = name.to_lowercase();
     let mut slug: String = lowered
         .chars()
@@ -37,19 +43,19 @@ pub(crate) fn environment_slug(name: &str) -> String {
         if !short.ends_with('-') {
             short.push('-');
         }
-        short.push_str(&suffix(name));
+        short.push_str(&suffix());
         short
     } else {
         squeezed.trim_end_matches('-').to_owned()
     }
 }
 
-/// Ruby's `Digest::SHA2.hexdigest(name).to_i(16).to_s(36).last(6)`: the
-/// hash as a number modulo 36^6, in base 36.
-fn suffix(name: &str) -> String {
+/// Ruby's `hexdigest.to_i(16).to_s(36).last(6)`: the digest as a number
+/// modulo 36^6, in base 36.
+fn base36_tail(digest: &[u8]) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     const MODULUS: u64 = 36u64.pow(6);
-    let remainder = sha256(name.as_bytes())
+    let remainder = digest
         .iter()
         .fold(0u64, |acc, byte| (acc * 256 + u64::from(*byte)) % MODULUS);
     let mut out = [b'0'; 6];
@@ -155,6 +161,25 @@ mod tests {
             )),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
+    }
+
+    /// GitLab's spec for `Gitlab::Slug::Environment`, whose stubbed digest
+    /// `'a' * 64` gives the suffix `q517sa`.
+    #[test]
+    fn gitlab_slug_table() {
+        assert_eq!(base36_tail(&[0xaa; 32]), "q517sa");
+        let q = || "q517sa".to_owned();
+        for (name, slug) in [
+            ("staging-12345678901234567", "staging-123456789-q517sa"),
+            ("9-staging-123456789012345", "env-9-staging-123-q517sa"),
+            ("staging-1234567890123456", "staging-1234567890123456"),
+            ("staging-1234567890123456-", "staging-123456789-q517sa"),
+            ("production", "production"),
+            ("PRODUCTION", "production-q517sa"),
+            ("review/1-foo", "review-1-foo-q517sa"),
+        ] {
+            assert_eq!(slug_with_suffix(name, q), slug, "{name}");
+        }
     }
 
     #[test]

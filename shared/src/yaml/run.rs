@@ -286,6 +286,7 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
         });
     }
     let mut name = None;
+    let mut has_name = false;
     let mut url = None;
     let mut action = "start".to_owned();
     for (key, field) in node.as_mapping().unwrap_or_default() {
@@ -316,6 +317,7 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
         }
         match text {
             "name" => {
+                has_name = true;
                 name = values::string(report, cx, field, "environment:name")
                     .and_then(|n| environment_name(report, cx, field, n));
             }
@@ -339,11 +341,14 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
             }
         }
     }
-    let Some(name) = name else {
+    if !has_name {
         cx.error(report, node.location, "environment needs a name");
-        return None;
-    };
-    Some(Environment { name, url, action })
+    }
+    Some(Environment {
+        name: name?,
+        url,
+        action,
+    })
 }
 
 fn environment_name(report: &mut Report, cx: Context, node: &Node, name: String) -> Option<String> {
@@ -388,7 +393,7 @@ pub(crate) fn coverage(report: &mut Report, cx: Context, node: &Node) -> Option<
         cx.error(
             report,
             node.location,
-            format!("coverage must be a regular expression between slashes such as '/Total: \\d+%/', found {text:?}"),
+            format!("coverage must be a regular expression between slashes such as '/Total: \\d+%/', found {text}"),
         );
         return None;
     };
