@@ -414,11 +414,24 @@ async fn release_resource_groups(tx: &mut Tx<'_>) -> CoreResult<Vec<JobId>> {
     Ok(free.into_iter().map(|id| JobId(id as u64)).collect())
 }
 
+/// The columns the state machine reads of a job.
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    id: i64,
+    name: String,
+    stage_index: i64,
+    status: String,
+    allow_failure: bool,
+    when_: String,
+    definition: String,
+    exit_code: Option<i64>,
+}
+
 pub(super) async fn job_states_in(
     tx: &mut Tx<'_>,
     pipeline: PipelineId,
 ) -> CoreResult<Vec<JobState>> {
-    let rows: Vec<(i64, String, i64, String, bool, String, String, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<StateRow> = sqlx::query_as(
         "SELECT id, name, stage_index, status, allow_failure, when_, definition, exit_code FROM jobs \
          WHERE pipeline_id = ? ORDER BY stage_index, position",
     )
