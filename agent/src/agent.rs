@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let channel = client::channel(&config.url, config.tls_ca.as_deref())?;
     let client = client::authenticated(channel, &credentials)?;
     let registry = Arc::new(Registry::new(config.concurrency));
-    let executor = build_executor(&config, &registry).await?;
+    let executor = build_executor(&config, &credentials, &registry).await?;
     let ctx = Arc::new(RunnerContext {
         api: Arc::new(GrpcApi {
             client: client.clone(),
@@ -189,6 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 
 async fn build_executor(
     config: &Config,
+    credentials: &Credentials,
     registry: &Arc<Registry>,
 ) -> Result<Arc<dyn Executor>, AgentError> {
     match config.executor {
@@ -202,13 +203,14 @@ async fn build_executor(
             Ok(Arc::new(ShellExecutor::new().with_process_hook(hook)))
         }
         ExecutorKind::Docker => {
-            let executor =
-                DockerExecutor::new(config.docker.clone())?.with_agent_name(config.name.clone());
+            let executor = DockerExecutor::new(config.docker.clone())?
+                .with_agent_name(config.name.clone())
+                .with_agent_id(credentials.agent_id.clone());
             match executor.check_engine().await {
                 Ok(version) => tracing::info!(%version, "docker engine reachable"),
                 Err(err) => tracing::warn!(error = %err, "docker engine not reachable yet"),
             }
-            if let Err(err) = executor.reap_orphans(&config.name).await {
+            if let Err(err) = executor.reap_orphans().await {
                 tracing::warn!(error = %err, "cannot remove containers of an earlier agent process");
             }
             Ok(Arc::new(executor))

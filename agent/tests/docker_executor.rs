@@ -452,57 +452,137 @@ async fn cancel_stops_and_removes_everything() {
     eprintln!("a job canceled while running returned after {took:?}");
 }
 
+/// Creates a running container and a network with `labels` (plus the managed
+/// label and `job_id`), as an agent would have.
+async fn plant(docker: &Docker, job_id: JobId, labels: &[(&str, &str)]) {
+    let mut all = HashMap::from([
+        ("osprey.managed".to_owned(), "true".to_owned()),
+        ("osprey.job_id".to_owned(), job_id.to_string()),
+    ]);
+    all.extend(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let name = format!("osprey-test-orphan-{job_id}");
+    let container = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(BUSYBOX.to_owned()),
+                cmd: Some(vec!["sleep".to_owned(), "300".to_owned()]),
+                labels: Some(all.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create container");
+    docker.start_container(&container.id, None).await.unwrap();
+    docker
+        .create_network(NetworkCreateRequest {
+            name,
+            labels: Some(all),
+            ..Default::default()
+        })
+        .await
+        .expect("create network");
+    assert_eq!(leftovers(docker, job_id).await, (1, 1));
+}
+
 #[tokio::test]
 async fn reap_orphans_removes_what_a_crashed_agent_left() {
     let docker = engine().await;
-    let agent = format!("crashed-{}", rand::random::<u32>());
-    let other_agent = format!("alive-{}", rand::random::<u32>());
-    let job_id = fresh_job_id();
-    let labels = |agent: &str| {
-        HashMap::from([
-            ("osprey.managed".to_owned(), "true".to_owned()),
-            ("osprey.agent".to_owned(), agent.to_owned()),
-            ("osprey.job_id".to_owned(), job_id.to_string()),
-        ])
-    };
-    let mut created = Vec::new();
-    for owner in [&agent, &other_agent] {
-        let name = format!("osprey-test-orphan-{owner}");
-        let container = docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                ContainerCreateBody {
-                    image: Some(BUSYBOX.to_owned()),
-                    cmd: Some(vec!["sleep".to_owned(), "300".to_owned()]),
-                    labels: Some(labels(owner)),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create container");
-        docker.start_container(&container.id, None).await.unwrap();
-        docker
-            .create_network(NetworkCreateRequest {
-                name,
-                labels: Some(labels(owner)),
-                ..Default::default()
-            })
-            .await
-            .expect("create network");
-        created.push(container.id);
-    }
-    assert_eq!(leftovers(&docker, job_id).await, (2, 2));
+    // Two agents with one name on one engine: one crashed, one still runs a job.
+    let name = format!("shared-{}", rand::random::<u32>());
+    let crashed_id = format!("agent-{}", rand::random::<u32>());
+    let alive_id = format!("agent-{}", rand::random::<u32>());
+    let other_name = format!("other-{}", rand::random::<u32>());
+    let crashed_job = fresh_job_id();
+    let alive_job = fresh_job_id();
+    let legacy_job = fresh_job_id();
+    let other_legacy_job = fresh_job_id();
+    plant(
+        &docker,
+        crashed_job,
+        &[("osprey.agent", &name), ("osprey.agent_id", &crashed_id)],
+    )
+    .await;
+    plant(
+        &docker,
+        alive_job,
+        &[("osprey.agent", &name), ("osprey.agent_id", &alive_id)],
+    )
+    .await;
+    // Left by a version that did not set the id label.
+    plant(&docker, legacy_job, &[("osprey.agent", &name)]).await;
+    plant(&docker, other_legacy_job, &[("osprey.agent", &other_name)]).await;
 
-    let executor = executor(busybox_config());
-    let removed = executor.reap_orphans(&agent).await.expect("reap");
+    let restarted = executor(busybox_config())
+        .with_agent_name(&name)
+        .with_agent_id(&crashed_id);
+    let removed = restarted.reap_orphans().await.expect("reap");
 
-    assert_eq!(removed, (1, 1));
+    assert_eq!(removed, (2, 2), "its own and the name-only leftovers");
+    assert_eq!(leftovers(&docker, crashed_job).await, (0, 0));
+    assert_eq!(leftovers(&docker, legacy_job).await, (0, 0));
     assert_eq!(
-        leftovers(&docker, job_id).await,
+        leftovers(&docker, alive_job).await,
         (1, 1),
-        "the other agent's resources stay"
+        "the running job of the other agent with the same name stays"
     );
-    executor.reap_orphans(&other_agent).await.expect("reap");
+    assert_eq!(leftovers(&docker, other_legacy_job).await, (1, 1));
+
+    for (agent_name, agent_id) in [(&name, &alive_id), (&other_name, &alive_id)] {
+        let executor = executor(busybox_config())
+            .with_agent_name(agent_name)
+            .with_agent_id(agent_id);
+        executor.reap_orphans().await.expect("reap");
+    }
+    assert_eq!(leftovers(&docker, alive_job).await, (0, 0));
+    assert_eq!(leftovers(&docker, other_legacy_job).await, (0, 0));
+}
+
+#[tokio::test]
+async fn containers_carry_the_agent_id_label() {
+    let docker = engine().await;
+    let agent_id = format!("agent-{}", rand::random::<u32>());
+    let labelled = executor(busybox_config()).with_agent_id(&agent_id);
+    let test = job(&["sleep 30"]);
+    let cancel = CancellationToken::new();
+    let job_id = test.job.job_id;
+    let watch = async {
+        let filter = HashMap::from([(
+            "label",
+            vec![
+                format!("osprey.job_id={job_id}"),
+                format!("osprey.agent_id={agent_id}"),
+                "osprey.agent=osprey-docker-tests".to_owned(),
+            ],
+        )]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::default()
+                        .filters(&filter)
+                        .build(),
+                ))
+                .await
+                .expect("list containers");
+            if !found.is_empty() {
+                cancel.cancel();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no running container labelled with the agent id"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ((outcome, log), ()) =
+        tokio::join!(run_with(&labelled, &test.job, cancel.clone(), None), watch);
+    assert_eq!(outcome, Outcome::Canceled, "log:\n{log}");
     assert_eq!(leftovers(&docker, job_id).await, (0, 0));
 }
 

@@ -8,9 +8,9 @@
 //!
 //! Job ids start at 1 in every coordinator and the engine is shared by every
 //! test, so each agent gets a name unique to its test and process, and every
-//! engine query filters on it as well as on the job id. The name must be
-//! unique anyway: an agent removes, at start, whatever the engine holds under
-//! its name.
+//! engine query filters on it as well as on the job id. At start an agent
+//! removes what the engine holds under its id (and, from older versions,
+//! under its name without an id).
 
 use osprey_integration_tests::bins::binary;
 use osprey_integration_tests::wait::{describe_pipeline, wait_for};
@@ -356,6 +356,51 @@ doomed:
         })
         .await;
     assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_sharing_a_name_on_one_engine_leave_each_others_jobs_alone() {
+    require_image(BUSYBOX);
+    // Two coordinators, so the two agents of one name get their own work
+    // dirs, hence their own credentials and agent ids.
+    let first = Coordinator::start(CoordinatorOpts::default()).await;
+    let second = Coordinator::start(CoordinatorOpts::default()).await;
+    let api = first.api();
+    let name = unique_name("same-name");
+    let _running = Agent::start(&first, docker_agent(&name, BUSYBOX)).await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+stages: [test]
+long:
+  stage: test
+  script:
+    - echo started
+    - sleep 300
+"#,
+    );
+    let created = api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .expect("create the pipeline");
+    let job_id = created.job("long").id;
+    api.wait_for_log_containing(job_id, "started\n", Duration::from_secs(60))
+        .await;
+    let before = engine_resources(&name, job_id);
+
+    // The namesake reaps its orphans before it connects, so once connected
+    // it has had its chance to remove the running job's containers.
+    let _namesake = Agent::start(&second, docker_agent(&name, BUSYBOX)).await;
+
+    assert_eq!(
+        engine_resources(&name, job_id),
+        before,
+        "the namesake removed the running job's containers or network"
+    );
+    let job = api.job(job_id).await.expect("the job");
+    assert_eq!(job.status, JobStatus::Running, "{job:?}");
+
+    api.cancel(created.id).await.expect("cancel");
+    wait_engine_clean(&name, job_id, Duration::from_secs(30)).await;
 }
 
 /// A pipeline that exercises what the executor decides: exit codes,

@@ -27,8 +27,9 @@
 //! `project_dir` once the job ends.
 //!
 //! Everything created carries the labels `osprey.managed=true`,
-//! `osprey.job_id`, `osprey.agent` and `osprey.run`, so that
-//! [`DockerExecutor::reap_orphans`] removes what a crashed agent left behind.
+//! `osprey.job_id`, `osprey.agent` (name), `osprey.agent_id` (once registered)
+//! and `osprey.run`, so that [`DockerExecutor::reap_orphans`] removes what a
+//! crashed agent left behind, and only that (see [`scope`]).
 
 mod config;
 mod containers;
@@ -36,7 +37,7 @@ mod image;
 mod scope;
 
 pub use config::{ConfigError, DockerConfig, MemoryLimit, PullPolicy};
-pub use scope::{LABEL_AGENT, LABEL_JOB_ID, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
+pub use scope::{LABEL_AGENT, LABEL_AGENT_ID, LABEL_JOB_ID, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
 
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
 use bollard::Docker;
@@ -44,7 +45,7 @@ use containers::{say, ContainerPlan};
 use futures::future::BoxFuture;
 use globset::GlobSet;
 use osprey_shared::pipeline::ImageRef;
-use scope::JobScope;
+use scope::{AgentIdentity, JobScope};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +72,7 @@ pub struct DockerExecutor {
     config: DockerConfig,
     allowed_images: Option<GlobSet>,
     allowed_services: Option<GlobSet>,
-    agent_name: String,
+    agent: AgentIdentity,
     /// Connected but not yet version-negotiated client.
     unversioned: Docker,
     /// The client once it speaks the engine's API version (engine 20.10 is at
@@ -93,16 +94,26 @@ impl DockerExecutor {
             config,
             allowed_images,
             allowed_services,
-            agent_name: "osprey-agent".to_owned(),
+            agent: AgentIdentity {
+                name: "osprey-agent".to_owned(),
+                id: None,
+            },
             unversioned,
             docker: OnceCell::new(),
         })
     }
 
-    /// Names the agent in the `osprey.agent` label (default `osprey-agent`);
-    /// [`DockerExecutor::reap_orphans`] is called with the same name.
+    /// Names the agent in the `osprey.agent` label (default `osprey-agent`).
     pub fn with_agent_name(mut self, agent_name: impl Into<String>) -> Self {
-        self.agent_name = agent_name.into();
+        self.agent.name = agent_name.into();
+        self
+    }
+
+    /// The agent's registered id, set as the `osprey.agent_id` label and used
+    /// by [`DockerExecutor::reap_orphans`]; without it (`osprey-agent exec`)
+    /// resources carry the name only.
+    pub fn with_agent_id(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent.id = Some(agent_id.into());
         self
     }
 
@@ -130,17 +141,19 @@ impl DockerExecutor {
         Ok(version.version.unwrap_or_else(|| "unknown".to_owned()))
     }
 
-    /// Removes every container and network labelled with `agent_name` (jobs of
-    /// an earlier run of this agent that crashed). Call before taking jobs.
+    /// Removes every container and network of this agent's id, and those of
+    /// its name that carry no id (from versions before the id label): jobs of
+    /// an earlier process of this agent that crashed. Call before taking jobs.
     /// Returns how many containers and networks were removed.
-    pub async fn reap_orphans(&self, agent_name: &str) -> Result<(usize, usize), DockerError> {
+    pub async fn reap_orphans(&self) -> Result<(usize, usize), DockerError> {
         let docker = self.docker().await?;
-        let (containers, networks) = scope::reap(docker, agent_name)
+        let (containers, networks) = scope::reap(docker, &self.agent)
             .await
             .map_err(DockerError::Engine)?;
         if containers + networks > 0 {
             tracing::info!(
-                agent = agent_name,
+                agent = %self.agent.name,
+                agent_id = self.agent.id.as_deref().unwrap_or(""),
                 containers,
                 networks,
                 "removed docker resources left by an earlier run"
@@ -159,7 +172,7 @@ impl DockerExecutor {
             Ok(docker) => docker,
             Err(error) => return failed(error.to_string()),
         };
-        let scope = JobScope::new(job.job_id, &self.agent_name);
+        let scope = JobScope::new(job.job_id, &self.agent);
         tracing::info!(job_id = %job.job_id, run = %scope.run_id, "docker job starting");
         let outcome = tokio::select! {
             outcome = self.execute(docker, &scope, job, &output) => outcome,
