@@ -17,6 +17,17 @@ use std::collections::{HashMap, HashSet};
 /// GitLab's limit on `needs:` entries of one job (after expansion).
 const MAX_NEEDS: usize = 50;
 
+/// Osprey's limits on what `parallel` may multiply, so that a small file
+/// cannot expand into gigabytes: jobs in the file after expansion, and the
+/// script lines and variables they hold together.
+const MAX_EXPANDED_JOBS: usize = 5_000;
+const MAX_EXPANDED_WEIGHT: usize = 2_000_000;
+
+/// What one copy of a job costs, roughly: its lines and variables.
+fn weight(job: &JobDef) -> usize {
+    1 + job.before_script.len() + job.script.len() + job.after_script.len() + job.variables.len()
+}
+
 /// One job of the expanded file.
 struct Instance {
     /// Index of the job as written.
@@ -75,8 +86,34 @@ pub(crate) fn link(
     let mut expanded = Vec::with_capacity(jobs.len());
     // Base name of a parallel job → its instances' names.
     let mut parallel_names: HashMap<&str, Vec<String>> = HashMap::new();
+    let (mut count, mut total_weight) = (0usize, 0usize);
+    for (job, links) in jobs.iter().zip(&links) {
+        let copies = match &links.parallel {
+            None => 1,
+            Some(Parallel::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+            Some(Parallel::Matrix(entries)) => entries
+                .iter()
+                .map(|e| e.iter().map(|(_, v)| v.len()).product::<usize>())
+                .sum(),
+        };
+        count = count.saturating_add(copies);
+        total_weight = total_weight.saturating_add(copies.saturating_mul(weight(job)));
+    }
+    let too_big = count > MAX_EXPANDED_JOBS || total_weight > MAX_EXPANDED_WEIGHT;
+    if too_big {
+        report.error(
+            Location::START,
+            format!(
+                "parallel: the file expands to {count} jobs holding {total_weight} script lines \
+                 and variables; Osprey's limits are {MAX_EXPANDED_JOBS} jobs and \
+                 {MAX_EXPANDED_WEIGHT} lines"
+            ),
+        );
+    }
     for (index, (job, links)) in jobs.iter().zip(&links).enumerate() {
-        match &links.parallel {
+        // Past the limits, jobs stay unexpanded: the file is refused anyway.
+        let parallel = links.parallel.as_ref().filter(|_| !too_big);
+        match parallel {
             None => expanded.push(Instance {
                 source: index,
                 name: job.name.clone(),
@@ -196,6 +233,8 @@ pub(crate) fn link(
                         out.len()
                     ),
                 );
+                // Keep the graph small: the file is refused anyway.
+                out.truncate(MAX_NEEDS + 1);
             }
             out
         });
