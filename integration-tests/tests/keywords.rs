@@ -160,3 +160,78 @@ release:
     let apart = a.finished() <= b.started() || b.finished() <= a.started();
     assert!(apart, "jobs of one resource group overlapped: {a:?} {b:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_commit_cancels_redundant_pipelines_of_interruptible_jobs_only() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(4)
+        .start()
+        .await;
+    let file = |interruptible: bool| {
+        format!(
+            "slow:\n  interruptible: {interruptible}\n  script: [sleep 30]\n  coverage: '/Coverage: \\d+\\.\\d+%/'\n"
+        )
+    };
+    let repo = TestRepo::with_pipeline(&file(true));
+    let old = cluster
+        .api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .unwrap();
+    cluster
+        .api
+        .wait_for_job_status(
+            old.job("slow").id,
+            JobStatus::Running,
+            Duration::from_secs(30),
+        )
+        .await;
+    repo.write(".gitlab-ci.yml", &file(false));
+    repo.commit("not interruptible");
+    let protected = cluster
+        .api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .unwrap();
+    let old = cluster
+        .api
+        .wait_for_pipeline_finished(old.id, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        old.status,
+        PipelineStatus::Canceled,
+        "interruptible: canceled"
+    );
+
+    cluster
+        .api
+        .wait_for_job_status(
+            protected.job("slow").id,
+            JobStatus::Running,
+            Duration::from_secs(30),
+        )
+        .await;
+    repo.write(
+        ".gitlab-ci.yml",
+        "quick:\n  script: ['echo Coverage: 87.5%']\n  coverage: '/Coverage: \\d+\\.\\d+%/'\n",
+    );
+    repo.commit("quick");
+    let newest = cluster
+        .api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .unwrap();
+    let newest = cluster
+        .api
+        .wait_for_pipeline_finished(newest.id, Duration::from_secs(30))
+        .await;
+    assert_eq!(newest.job("quick").coverage, Some(87.5));
+    let protected = cluster.api.pipeline(protected.id).await.unwrap();
+    assert_eq!(
+        protected.job("slow").status,
+        JobStatus::Running,
+        "a started job that is not interruptible keeps its pipeline"
+    );
+    cluster.api.cancel(protected.id).await.unwrap();
+}
