@@ -3,8 +3,11 @@
 //!
 //! Layers, bottom up: [`tree`] turns saphyr-parser's events into a located
 //! tree (aliases, merge keys, limits); [`values`] reads the value shapes
-//! keywords share; [`job`] reads jobs and `default:`; this module reads the
-//! top level and assembles the [`Pipeline`]. [`keywords`] lists GitLab's
+//! keywords share; [`job`] reads jobs and `default:` (with [`run`] for the
+//! keywords of how a job runs and [`graph`] for `needs`, `dependencies` and
+//! `parallel`); this module reads the top level and assembles the
+//! [`Pipeline`], after [`link`] has expanded `parallel` jobs and checked the
+//! relations between jobs over the whole file. [`keywords`] lists GitLab's
 //! keywords so that an unsupported one is refused by name, never ignored.
 //!
 //! Osprey accepts a subset of GitLab's language, and every keyword it accepts
