@@ -1,5 +1,6 @@
 //! The values of a planned job that hold variables and are not variables
-//! themselves: `environment:` name and url, and `resource_group:`. They are
+//! themselves: `image:`, `services:` (name and alias), `tags:`,
+//! `environment:` name and url, and `resource_group:`. They are
 //! expanded with the job's final variables (predefined ones included), and
 //! the environment is handed to the job as GitLab does, through
 //! `CI_ENVIRONMENT_NAME`, `CI_ENVIRONMENT_SLUG`, `CI_ENVIRONMENT_URL` (when
@@ -20,6 +21,20 @@ pub(super) fn apply(
     errors: &mut Vec<PlanError>,
 ) {
     let get = |name: &str| lookup.get(name).cloned();
+    if let Some(image) = &mut job.image {
+        image.name = expand(&image.name, &get);
+    }
+    for service in &mut job.services {
+        service.name = expand(&service.name, &get);
+        service.alias = service.alias.as_deref().map(|alias| expand(alias, &get));
+    }
+    // A tag that expands to nothing is dropped rather than required.
+    job.tags = job
+        .tags
+        .iter()
+        .map(|tag| expand(tag, &get))
+        .filter(|tag| !tag.trim().is_empty())
+        .collect();
     if let Some(group) = &job.resource_group {
         let expanded = expand(group, &get);
         if expanded.trim().is_empty() {

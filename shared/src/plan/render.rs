@@ -123,6 +123,20 @@ fn details(out: &mut String, job: &JobDef) {
     if let Some(group) = &job.resource_group {
         let _ = writeln!(out, "    resource_group: {group}");
     }
+    if !job.tags.is_empty() {
+        let _ = writeln!(out, "    tags: [{}]", job.tags.join(", "));
+    }
+    if let Some(image) = &job.image {
+        let _ = writeln!(out, "    image: {}", image.name);
+    }
+    for service in &job.services {
+        let _ = writeln!(
+            out,
+            "    service: {} (alias {})",
+            service.name,
+            service.effective_alias()
+        );
+    }
     if job.interruptible {
         let _ = writeln!(out, "    interruptible");
     }
