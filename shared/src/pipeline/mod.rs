@@ -4,8 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod cache;
 pub mod conditions;
 
+pub use cache::{
+    cache_key_problem, Cache, CacheKeyFiles, CachePolicy, CacheWhen, DEFAULT_CACHE_KEY,
+};
 pub use conditions::{
     InheritVariables, JobConditions, JobFilter, PipelineDefinition, RefPolicy, Rule, RuleWhen,
 };
@@ -89,6 +93,10 @@ pub struct JobDef {
     /// `parallel:` instance: (`CI_NODE_INDEX`, `CI_NODE_TOTAL`), 1-based.
     #[serde(default)]
     pub node: Option<(u32, u32)>,
+    /// `cache:` (up to 4; empty without caches). After planning each key is
+    /// final: variables expanded, `key:files` hashed.
+    #[serde(default)]
+    pub caches: Vec<Cache>,
 }
 
 /// One entry of `needs:`.

@@ -7,11 +7,13 @@
 //! shows its result. It does not run anything: `when` and `allow_failure`
 //! are decided here, their effect is the engine's business.
 
+mod cache;
 mod environment;
 mod links;
 mod render;
 mod slug;
 
+pub use cache::files_key;
 pub use render::{render, MASK};
 
 use crate::pipeline::{
@@ -330,6 +332,7 @@ impl Planner<'_, '_> {
                     .map(|(key, value)| Variable { key, value })
                     .collect();
                 environment::apply(&mut planned, &full, errors);
+                cache::apply(&mut planned, &full, self.ctx.files, errors);
             }
             Err(error) => errors.push(PlanError {
                 job: Some(job.name.clone()),

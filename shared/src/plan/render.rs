@@ -13,7 +13,7 @@ pub const MASK: &str = "[masked]";
 /// that has jobs, each job with `when` (and `start_in`), `allow_failure`,
 /// its `parallel` instance, a line per keyword that changes how it runs
 /// (`needs`, `dependencies`, `retry`, exit codes allowed to fail,
-/// `environment`, `resource_group`, `interruptible`, `coverage`) and its
+/// `environment`, `resource_group`, `interruptible`, `coverage`, `cache`) and its
 /// variables (values of names that look like credentials masked).
 pub fn render(plan: &Plan, ctx: &PlanContext) -> String {
     let kind = if ctx.is_tag { "tag" } else { "branch" };
@@ -142,6 +142,9 @@ fn details(out: &mut String, job: &JobDef) {
     }
     if let Some(coverage) = &job.coverage {
         let _ = writeln!(out, "    coverage: /{coverage}/");
+    }
+    for cache in &job.caches {
+        let _ = writeln!(out, "    {}", super::cache::describe(cache));
     }
 }
 

@@ -1,6 +1,7 @@
 //! One job's mapping to a [`JobDef`], with `default:` applied, and the
 //! `default:` section itself (it shares the job keywords' shapes).
 
+use super::cache;
 use super::conditions::{self, InheritDefault, RulesScope};
 use super::graph::{self, JobLinks};
 use super::keywords::{
@@ -11,8 +12,8 @@ use super::tree::{Node, ScalarKind};
 use super::values::{self, Context, VariablesScope};
 use super::{run, Report};
 use crate::pipeline::{
-    Artifacts, ImageRef, InheritVariables, JobConditions, JobDef, JobFilter, Retry, ServiceRef,
-    When, DEFAULT_JOB_STAGE,
+    Artifacts, Cache, ImageRef, InheritVariables, JobConditions, JobDef, JobFilter, Retry,
+    ServiceRef, When, DEFAULT_JOB_STAGE,
 };
 
 /// Values from `default:` (or the deprecated top-level forms) that a job
@@ -28,6 +29,7 @@ pub(crate) struct Defaults {
     pub timeout_seconds: Option<u64>,
     pub retry: Option<Retry>,
     pub interruptible: Option<bool>,
+    pub caches: Option<Vec<Cache>>,
 }
 
 impl Defaults {
@@ -45,6 +47,7 @@ impl Defaults {
             "interruptible" => {
                 self.interruptible = values::boolean(report, cx, value, "interruptible");
             }
+            "cache" => self.caches = cache::caches(report, cx, value),
             _ => return false,
         }
         true
@@ -351,6 +354,10 @@ pub(crate) fn job(
             .interruptible
             .filter(|_| inherited("interruptible")))
         .unwrap_or(false);
+    job.caches = own
+        .caches
+        .or_else(|| defaults.caches.clone().filter(|_| inherited("cache")))
+        .unwrap_or_default();
     let conditions = JobConditions {
         name: name.to_owned(),
         filter,

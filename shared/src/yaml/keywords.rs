@@ -16,12 +16,13 @@ pub(crate) const GLOBAL_SUPPORTED: &[&str] = &[
     "services",
     "workflow",
     "include",
+    "cache",
 ];
 
 /// Top-level keywords GitLab has and Osprey does not implement yet.
 /// `types` is the removed old name of `stages`; `spec` is the header of
 /// `include:inputs` files.
-pub(crate) const GLOBAL_UNSUPPORTED: &[&str] = &["cache", "types", "spec"];
+pub(crate) const GLOBAL_UNSUPPORTED: &[&str] = &["types", "spec"];
 
 /// Job keywords Osprey implements.
 pub(crate) const JOB_SUPPORTED: &[&str] = &[
@@ -51,11 +52,11 @@ pub(crate) const JOB_SUPPORTED: &[&str] = &[
     "resource_group",
     "environment",
     "coverage",
+    "cache",
 ];
 
 /// Job keywords GitLab has and Osprey does not implement yet.
 pub(crate) const JOB_UNSUPPORTED: &[&str] = &[
-    "cache",
     "dast_configuration",
     "hooks",
     "id_tokens",
@@ -80,6 +81,7 @@ pub(crate) const DEFAULT_SUPPORTED: &[&str] = &[
     "timeout",
     "interruptible",
     "retry",
+    "cache",
 ];
 
 /// Every `default:` keyword GitLab has (the names `inherit:default` takes).
@@ -99,7 +101,7 @@ pub(crate) const DEFAULT_KEYWORDS_ALL: &[&str] = &[
 ];
 
 /// `default:` keywords GitLab has and Osprey does not implement yet.
-pub(crate) const DEFAULT_UNSUPPORTED: &[&str] = &["artifacts", "cache", "hooks", "id_tokens"];
+pub(crate) const DEFAULT_UNSUPPORTED: &[&str] = &["artifacts", "hooks", "id_tokens"];
 
 /// `artifacts:` keys: `paths` is implemented, these are not yet.
 pub(crate) const ARTIFACTS_UNSUPPORTED: &[&str] = &[
