@@ -3,6 +3,13 @@
 //! coordinator, streaming its log to stdout; the process exits with the job's
 //! result. `--docker-image` is the image of a job that names none.
 //!
+//! The file goes through the coordinator's front end and planner: `include:`
+//! (local files, read from the working tree), `rules:`, `only`/`except` and
+//! `workflow:` are evaluated for the ref checked out (the branch, or the tag
+//! when `HEAD` is detached exactly at one) with the predefined variables the
+//! coordinator would set, and `--var`s as pipeline variables. A job the rules
+//! leave out on that ref is an error.
+//!
 //! As `gitlab-runner exec` did, the job runs on the committed state: `HEAD` is
 //! cloned into a temporary directory (removed afterwards), so uncommitted
 //! changes are not seen and the working tree is never touched. Only the job
@@ -14,7 +21,9 @@ use crate::executor::docker::{DockerConfig, DockerExecutor};
 use crate::executor::shell::ShellExecutor;
 use crate::executor::{Executor, Outcome, PreparedJob};
 use anyhow::{bail, Context};
-use osprey_shared::pipeline::{JobDef, Pipeline};
+use osprey_shared::pipeline::{JobDef, Pipeline, Variable};
+use osprey_shared::plan::{PipelineSource, Plan, PlanContext};
+use osprey_shared::yaml::DirectoryLoader;
 use osprey_shared::JobId;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,25 +47,16 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let file = repo.join(".gitlab-ci.yml");
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let pipeline =
-        osprey_shared::yaml::parse_pipeline(".gitlab-ci.yml", &text).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("invalid .gitlab-ci.yml:\n{}", lines.join("\n"))
-        })?;
+    let sha = git(&repo, &["rev-parse", "HEAD"]).await?;
+    let checkout = Checkout::of(&repo).await?;
+    let variables = parse_vars(&args.vars)?;
+    let (pipeline, defined) = plan_pipeline(&repo, &text, &checkout, &sha, variables)?;
     let Some(job) = pipeline.jobs.iter().find(|job| job.name == args.job_name) else {
-        let names: Vec<&str> = pipeline.jobs.iter().map(|job| job.name.as_str()).collect();
         bail!(
-            "no job {:?} in .gitlab-ci.yml; jobs: {}",
-            args.job_name,
-            names.join(", ")
+            "{}",
+            missing_job(&args.job_name, &defined, &pipeline, &checkout)
         );
     };
-    let extra = parse_vars(&args.vars)?;
-
-    let sha = git(&repo, &["rev-parse", "HEAD"]).await?;
-    let branch = git(&repo, &["branch", "--show-current"])
-        .await
-        .unwrap_or_default();
     let project_name = repo
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
@@ -65,15 +65,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let project_dir = work.join(&project_name);
     let result = async {
         clone(&repo, &project_dir, &sha).await?;
-        let prepared = prepare(
-            &pipeline,
-            job,
-            &extra,
-            &project_dir,
-            &project_name,
-            &sha,
-            &branch,
-        );
+        let prepared = prepare(&pipeline, job, &project_dir, &project_name, &sha, &checkout);
         execute(&args, &prepared).await
     }
     .await;
@@ -146,35 +138,35 @@ async fn execute(args: &ExecArgs, job: &PreparedJob) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// The job as an executor takes it, with the variables a coordinator would
-/// give (pipeline and job ids 0), then the file's, then `--var`s.
+/// The job as an executor takes it: the predefined variables a coordinator
+/// would give (pipeline and job ids 0), then the planned job's variables
+/// (the file's, its rules', and the `--var`s, already expanded).
 fn prepare(
     pipeline: &Pipeline,
     job: &JobDef,
-    extra: &[(String, String)],
     project_dir: &Path,
     project_name: &str,
     sha: &str,
-    branch: &str,
+    checkout: &Checkout,
 ) -> PreparedJob {
     let builds_dir = project_dir.parent().unwrap_or(project_dir);
-    let mut env: Vec<(String, String)> = [
-        ("CI", "true"),
-        ("CI_PIPELINE_ID", "0"),
-        ("CI_JOB_ID", "0"),
-        ("CI_JOB_NAME", job.name.as_str()),
-        ("CI_JOB_STAGE", job.stage.as_str()),
-        ("CI_COMMIT_SHA", sha),
-        ("CI_COMMIT_SHORT_SHA", &sha[..sha.len().min(8)]),
-        ("CI_COMMIT_REF_NAME", branch),
-        ("CI_PROJECT_NAME", project_name),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    if !branch.is_empty() {
-        env.push(("CI_COMMIT_BRANCH".to_owned(), branch.to_owned()));
-    }
+    let mut env: Vec<(String, String)> = checkout
+        .predefined(sha)
+        .into_iter()
+        .map(|v| (v.key, v.value))
+        .collect();
+    env.extend(
+        [
+            ("CI_PIPELINE_ID", "0"),
+            ("CI_JOB_ID", "0"),
+            ("CI_JOB_NAME", job.name.as_str()),
+            ("CI_JOB_STAGE", job.stage.as_str()),
+            ("CI_COMMIT_SHORT_SHA", &sha[..sha.len().min(8)]),
+            ("CI_PROJECT_NAME", project_name),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let variables = pipeline.variables.iter().chain(&job.variables);
     env.extend(variables.map(|v| (v.key.clone(), v.value.clone())));
     env.push((
@@ -182,7 +174,6 @@ fn prepare(
         project_dir.display().to_string(),
     ));
     env.push(("CI_BUILDS_DIR".to_owned(), builds_dir.display().to_string()));
-    env.extend(extra.iter().cloned());
     PreparedJob {
         job_id: JobId(0),
         job_name: job.name.clone(),
@@ -200,10 +191,170 @@ fn prepare(
     }
 }
 
-fn parse_vars(vars: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+/// What is checked out, as the coordinator would see a push of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checkout {
+    /// Branch or tag name.
+    git_ref: String,
+    is_tag: bool,
+    default_branch: Option<String>,
+    /// Files changed by `HEAD` against its first parent; `None` for a root commit.
+    changed_files: Option<Vec<String>>,
+}
+
+impl Checkout {
+    async fn of(repo: &Path) -> anyhow::Result<Self> {
+        let head = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
+        let (git_ref, is_tag) = if head != "HEAD" {
+            (head, false)
+        } else if let Ok(tag) = git(repo, &["describe", "--tags", "--exact-match", "HEAD"]).await {
+            (tag, true)
+        } else {
+            // Detached away from any tag: no ref would trigger this commit.
+            // GitLab's name for that case is the commit itself; "HEAD" keeps
+            // rules on branch names false without failing jobs that have none.
+            eprintln!("note: HEAD is detached and not at a tag; planning for the ref \"HEAD\"");
+            (head, false)
+        };
+        let default_branch = default_branch(repo).await;
+        let changed_files = match git(repo, &["rev-parse", "--verify", "--quiet", "HEAD^"]).await {
+            Ok(_) => git(repo, &["diff", "--name-only", "HEAD^", "HEAD"])
+                .await
+                .ok()
+                .map(|out| out.lines().map(str::to_owned).collect()),
+            Err(_) => None,
+        };
+        Ok(Self {
+            git_ref,
+            is_tag,
+            default_branch,
+            changed_files,
+        })
+    }
+
+    /// The predefined variables the coordinator plans with.
+    fn predefined(&self, sha: &str) -> Vec<Variable> {
+        let mut predefined = osprey_shared::variables::predefined(
+            &self.git_ref,
+            self.is_tag,
+            PipelineSource::Push.as_str(),
+            self.default_branch.as_deref(),
+        );
+        predefined.push(Variable {
+            key: "CI_COMMIT_SHA".to_owned(),
+            value: sha.to_owned(),
+        });
+        predefined
+    }
+
+    /// `branch main` or `tag v1.0`, for messages.
+    fn describe(&self) -> String {
+        let kind = if self.is_tag { "tag" } else { "branch" };
+        format!("{kind} {}", self.git_ref)
+    }
+}
+
+/// `CI_DEFAULT_BRANCH`: the remote's default branch in a clone; else the
+/// local branch `init.defaultBranch` names, else `main` or `master`, if it
+/// exists. Never simply the branch checked out, which would make every
+/// branch the default one.
+async fn default_branch(repo: &Path) -> Option<String> {
+    let remote_head = [
+        "symbolic-ref",
+        "--quiet",
+        "--short",
+        "refs/remotes/origin/HEAD",
+    ];
+    if let Ok(remote) = git(repo, &remote_head).await {
+        if let Some(branch) = remote.split_once('/').map(|(_, branch)| branch) {
+            return Some(branch.to_owned());
+        }
+    }
+    let configured = git(repo, &["config", "init.defaultBranch"]).await.ok();
+    let candidates = configured
+        .into_iter()
+        .chain(["main".to_owned(), "master".to_owned()]);
+    for branch in candidates {
+        let full = format!("refs/heads/{branch}");
+        if git(repo, &["rev-parse", "--verify", "--quiet", &full])
+            .await
+            .is_ok()
+        {
+            return Some(branch);
+        }
+    }
+    None
+}
+
+/// Parses `.gitlab-ci.yml` (includes from the working tree) and plans it for
+/// the checkout, as the coordinator does for a push. Returns the planned
+/// pipeline and the names of every job the file defines.
+fn plan_pipeline(
+    repo: &Path,
+    text: &str,
+    checkout: &Checkout,
+    sha: &str,
+    variables: Vec<Variable>,
+) -> anyhow::Result<(Pipeline, Vec<String>)> {
+    let files = DirectoryLoader::new(repo);
+    let definition = osprey_shared::yaml::parse_pipeline_with(".gitlab-ci.yml", text, &files)
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid .gitlab-ci.yml:\n{}", lines.join("\n"))
+        })?;
+    let context = PlanContext {
+        git_ref: checkout.git_ref.clone(),
+        is_tag: checkout.is_tag,
+        source: PipelineSource::Push,
+        changed_files: checkout.changed_files.clone(),
+        files: &files,
+        predefined: checkout.predefined(sha),
+        variables,
+    };
+    let defined: Vec<String> = definition
+        .pipeline
+        .jobs
+        .iter()
+        .map(|job| job.name.clone())
+        .collect();
+    let on = checkout.describe();
+    match osprey_shared::plan::plan(&definition, &context) {
+        Ok(Plan::Created { pipeline }) => Ok((pipeline, defined)),
+        Ok(Plan::NotCreated { reason }) => {
+            bail!("no pipeline on {on}, so no job runs: {reason}")
+        }
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!("cannot plan .gitlab-ci.yml on {on}:\n{}", lines.join("\n"))
+        }
+    }
+}
+
+/// Why `name` is not in the planned pipeline: unknown, or left out by rules.
+fn missing_job(name: &str, defined: &[String], planned: &Pipeline, checkout: &Checkout) -> String {
+    if !defined.iter().any(|job| job == name) {
+        return format!(
+            "no job {name:?} in .gitlab-ci.yml; jobs: {}",
+            defined.join(", ")
+        );
+    }
+    let planned: Vec<&str> = planned.jobs.iter().map(|job| job.name.as_str()).collect();
+    format!(
+        "job {name:?} does not run on {}: its rules (rules, only/except) exclude it on {}; jobs on {}: {}",
+        checkout.describe(),
+        checkout.git_ref,
+        checkout.git_ref,
+        planned.join(", ")
+    )
+}
+
+fn parse_vars(vars: &[String]) -> anyhow::Result<Vec<Variable>> {
     vars.iter()
         .map(|var| match var.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            Some((key, value)) if !key.is_empty() => Ok(Variable {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
             _ => bail!("--var {var:?}: expected KEY=VALUE"),
         })
         .collect()
@@ -248,8 +399,13 @@ mod tests {
 
     #[test]
     fn vars_are_key_value() {
+        let pairs: Vec<(String, String)> = parse_vars(&["A=1".into(), "B=x=y".into(), "C=".into()])
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.key, v.value))
+            .collect();
         assert_eq!(
-            parse_vars(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap(),
+            pairs,
             vec![
                 ("A".to_owned(), "1".to_owned()),
                 ("B".to_owned(), "x=y".to_owned()),

@@ -115,3 +115,107 @@ fn docker_job_runs_with_its_service() {
     assert!(stdout.contains("committed readme\n"), "{stdout}");
     assert!(stdout.contains("service-ok\n"), "{stdout}");
 }
+
+/// A repository whose pipeline needs the planner: `include:`, `rules:`,
+/// `only:`, and a rule on a `--var`.
+fn planned_repository() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("temp dir");
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.path().join(".gitlab-ci.yml"),
+        r#"
+include:
+  - local: ci/included.yml
+on-main:
+  rules:
+    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
+      variables:
+        WHERE: default-branch
+  script:
+    - echo "on-main ran on $CI_COMMIT_REF_NAME ($WHERE)"
+tags-only:
+  only: [tags]
+  script:
+    - echo "tag $CI_COMMIT_TAG"
+deploy:
+  rules:
+    - if: $DEPLOY == "yes"
+  script:
+    - echo deploying
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.path().join("ci")).unwrap();
+    std::fs::write(
+        repo.path().join("ci/included.yml"),
+        "from-include:\n  script:\n    - echo included job ran\n",
+    )
+    .unwrap();
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "init"]);
+    repo
+}
+
+fn assert_runs(output: &Output, expected: &str) {
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains(expected), "{stdout}");
+}
+
+fn assert_excluded(output: &Output, job: &str, git_ref: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("job \"{job}\" does not run"))
+            && stderr.contains(&format!(
+                "rules (rules, only/except) exclude it on {git_ref}"
+            )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rules_only_and_include_are_planned_for_the_checked_out_branch() {
+    let repo = planned_repository();
+
+    assert_runs(
+        &exec(repo.path(), &["shell", "on-main"]),
+        "on-main ran on main (default-branch)\n",
+    );
+    assert_runs(
+        &exec(repo.path(), &["shell", "from-include"]),
+        "included job ran\n",
+    );
+    assert_excluded(
+        &exec(repo.path(), &["shell", "tags-only"]),
+        "tags-only",
+        "main",
+    );
+    assert_excluded(&exec(repo.path(), &["shell", "deploy"]), "deploy", "main");
+    assert_runs(
+        &exec(repo.path(), &["shell", "deploy", "--var", "DEPLOY=yes"]),
+        "deploying\n",
+    );
+
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    assert_excluded(
+        &exec(repo.path(), &["shell", "on-main"]),
+        "on-main",
+        "feature",
+    );
+}
+
+#[test]
+fn a_head_detached_at_a_tag_plans_for_the_tag() {
+    let repo = planned_repository();
+    git(repo.path(), &["tag", "v1.0"]);
+    git(repo.path(), &["checkout", "-q", "--detach", "v1.0"]);
+
+    assert_runs(&exec(repo.path(), &["shell", "tags-only"]), "tag v1.0\n");
+    assert_excluded(&exec(repo.path(), &["shell", "on-main"]), "on-main", "v1.0");
+}

@@ -7,8 +7,7 @@ use anyhow::{bail, Context as _};
 use osprey_shared::pipeline::Variable;
 use osprey_shared::plan::{self, PipelineSource, Plan, PlanContext};
 use osprey_shared::variables::{looks_secret, predefined};
-use osprey_shared::yaml::{IncludeLoader, LoadError};
-use std::path::{Path, PathBuf};
+use osprey_shared::yaml::DirectoryLoader;
 use std::process::ExitCode;
 
 pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
@@ -20,7 +19,7 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
         return plan(args, &name, &text);
     }
     // The same front end as the coordinator, reading includes beside the file.
-    match osprey_shared::yaml::parse_pipeline_with(&name, &text, &folder_of(&args.file)) {
+    match osprey_shared::yaml::parse_pipeline_with(&name, &text, &DirectoryLoader::of_file(&args.file)) {
         Ok(_) => {
             println!("{name}: valid");
             Ok(ExitCode::SUCCESS)
@@ -32,16 +31,6 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// The repository a pipeline file lives in: its folder.
-fn folder_of(file: &Path) -> Folder {
-    let root = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    Folder { root }
 }
 
 fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
@@ -66,7 +55,7 @@ fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
             value: value.to_owned(),
         });
     }
-    let repo = folder_of(&args.file);
+    let repo = DirectoryLoader::of_file(&args.file);
     let definition = match osprey_shared::yaml::parse_pipeline_with(name, text, &repo) {
         Ok(definition) => definition,
         Err(errors) => {
@@ -126,59 +115,4 @@ fn masked(mut plan: Plan) -> Plan {
         }
     }
     plan
-}
-
-/// The working tree under `root`, read as the repository.
-struct Folder {
-    root: PathBuf,
-}
-
-/// Directories never listed: version control data and build output.
-const SKIPPED_DIRS: [&str; 3] = [".git", "target", "node_modules"];
-
-/// Most files listed, so that a huge tree cannot stall the linter.
-const MAX_LISTED: usize = 200_000;
-
-impl IncludeLoader for Folder {
-    fn read(&self, path: &str) -> Result<String, LoadError> {
-        if path.split('/').any(|part| part == "..") {
-            return Err(LoadError::Other(
-                "paths may not leave the repository".into(),
-            ));
-        }
-        match std::fs::read_to_string(self.root.join(path)) {
-            Ok(text) => Ok(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(LoadError::NotFound),
-            Err(error) => Err(LoadError::Other(error.to_string())),
-        }
-    }
-
-    fn list(&self) -> Result<Vec<String>, LoadError> {
-        let mut out = Vec::new();
-        let mut pending = vec![self.root.clone()];
-        while let Some(dir) = pending.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| LoadError::Other(e.to_string()))?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let file_name = entry.file_name();
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    if !SKIPPED_DIRS.iter().any(|d| file_name == *d) {
-                        pending.push(path);
-                    }
-                    continue;
-                }
-                if let Ok(relative) = path.strip_prefix(&self.root) {
-                    out.push(relative.to_string_lossy().replace('\\', "/"));
-                }
-                if out.len() >= MAX_LISTED {
-                    return Err(LoadError::Other(format!(
-                        "more than {MAX_LISTED} files under {}",
-                        self.root.display()
-                    )));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
 }

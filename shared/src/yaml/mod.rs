@@ -15,8 +15,8 @@
 //! duplicate mapping keys are an error (GitLab keeps the last silently), and a
 //! second YAML document is an error.
 
-mod cache;
 mod conditions;
+mod directory;
 mod duration;
 mod extends;
 mod graph;
@@ -35,6 +35,7 @@ mod tests;
 
 use crate::pipeline::{Pipeline, PipelineDefinition, DEFAULT_STAGES};
 
+pub use directory::DirectoryLoader;
 pub use include::{IncludeLoader, LoadError, NoFiles};
 use job::Defaults;
 use keywords::{suggest, GLOBAL_SUPPORTED, GLOBAL_UNSUPPORTED, JOB_SUPPORTED};
@@ -245,7 +246,7 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<PipelineDefiniti
         };
         if matches!(
             name,
-            "before_script" | "after_script" | "image" | "services" | "cache"
+            "before_script" | "after_script" | "image" | "services"
         ) {
             match default_keys.iter().find(|(k, _)| k == name) {
                 Some((_, at)) => report.error(
