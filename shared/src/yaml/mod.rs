@@ -15,6 +15,7 @@
 //! duplicate mapping keys are an error (GitLab keeps the last silently), and a
 //! second YAML document is an error.
 
+mod cache;
 mod conditions;
 mod directory;
 mod duration;
@@ -246,7 +247,7 @@ fn pipeline(report: &mut Report, root: Option<&Node>) -> Option<PipelineDefiniti
         };
         if matches!(
             name,
-            "before_script" | "after_script" | "image" | "services"
+            "before_script" | "after_script" | "image" | "services" | "cache"
         ) {
             match default_keys.iter().find(|(k, _)| k == name) {
                 Some((_, at)) => report.error(
