@@ -297,4 +297,112 @@ impl AgentService for AgentGrpc {
         };
         Ok(Response::new(Box::pin(stream)))
     }
+    async fn upload_cache(
+        &self,
+        request: Request<Streaming<v1::UploadCacheRequest>>,
+    ) -> Result<Response<v1::UploadCacheResponse>, Status> {
+        use v1::upload_cache_request::Part;
+        let mut inbound = request.into_inner();
+        let Some(v1::UploadCacheRequest {
+            part: Some(Part::Header(header)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first upload message must be the header",
+            ));
+        };
+        let key = attempt_key(header.attempt)?;
+        let upload = self.core.begin_cache_upload(&key, &header.key).await?;
+        let received = receive_cache(&mut inbound, &upload.part, self.max_artifact_bytes).await;
+        let (size, digest, trailer) = match received {
+            Ok(received) => received,
+            Err(status) => {
+                self.core.abort_cache_upload(&upload).await;
+                return Err(status);
+            }
+        };
+        self.core
+            .finish_cache_upload(
+                &key,
+                &upload,
+                (size, &digest),
+                (trailer.size, &trailer.sha256),
+            )
+            .await?;
+        Ok(Response::new(v1::UploadCacheResponse {
+            size,
+            sha256: digest,
+        }))
+    }
+
+    type DownloadCacheStream = BoxStream<v1::DownloadCacheResponse>;
+
+    async fn download_cache(
+        &self,
+        request: Request<v1::DownloadCacheRequest>,
+    ) -> Result<Response<Self::DownloadCacheStream>, Status> {
+        use v1::download_cache_response::Part;
+        let request = request.into_inner();
+        let key = attempt_key(request.attempt)?;
+        let cache = self.core.open_cache(&key, &request.key).await?;
+        let (size, sha256) = (cache.size, cache.sha256);
+        let mut file = tokio::fs::File::from_std(cache.file);
+        let stream = async_stream::try_stream! {
+            yield v1::DownloadCacheResponse {
+                part: Some(Part::Header(v1::ArtifactTrailer { size, sha256 })),
+            };
+            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+            loop {
+                let read = file.read(&mut buffer).await.map_err(|error| internal("reading cache", error))?;
+                if read == 0 {
+                    break;
+                }
+                yield v1::DownloadCacheResponse {
+                    part: Some(Part::Data(buffer[..read].to_vec())),
+                };
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Writes the `data` parts of a cache upload to `part` until the trailer;
+/// returns the size and sha256 received and the trailer. Past `limit` bytes
+/// the upload is refused.
+async fn receive_cache(
+    inbound: &mut Streaming<v1::UploadCacheRequest>,
+    part: &std::path::Path,
+    limit: u64,
+) -> Result<(u64, String, v1::ArtifactTrailer), Status> {
+    use v1::upload_cache_request::Part;
+    let mut file = tokio::fs::File::create(part)
+        .await
+        .map_err(|error| internal("creating cache file", error))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let trailer = loop {
+        match inbound.message().await?.and_then(|message| message.part) {
+            Some(Part::Data(data)) => {
+                size += data.len() as u64;
+                if size > limit {
+                    return Err(Status::resource_exhausted(format!(
+                        "cache archive larger than {limit} bytes"
+                    )));
+                }
+                hasher.update(&data);
+                file.write_all(&data)
+                    .await
+                    .map_err(|error| internal("writing cache", error))?;
+            }
+            Some(Part::Trailer(trailer)) => break trailer,
+            Some(Part::Header(_)) => {
+                return Err(Status::invalid_argument("unexpected upload message"))
+            }
+            None => return Err(Status::invalid_argument("upload ended without a trailer")),
+        }
+    };
+    file.sync_all()
+        .await
+        .map_err(|error| internal("syncing cache", error))?;
+    Ok((size, hex::encode(hasher.finalize()), trailer))
 }

@@ -1,11 +1,12 @@
 //! Builds the `JobSpec` an agent receives: the job definition, its
-//! predefined variables, the global and job variables, and the earlier jobs
-//! whose artifacts it gets.
+//! predefined variables, the global and job variables, the earlier jobs
+//! whose artifacts it gets, and its caches.
 
 use crate::repo::project_name;
 use crate::storage::{JobRow, PipelineRow};
 use osprey_proto::v1;
-use osprey_shared::pipeline::{JobDef, Pipeline, Variable};
+use osprey_shared::pipeline::{Cache, CachePolicy, CacheWhen, JobDef, Pipeline, Variable};
+use std::collections::HashMap;
 
 fn variable(key: &str, value: impl Into<String>) -> v1::Variable {
     v1::Variable {
@@ -126,7 +127,6 @@ pub fn job_spec(
         commit_sha: pipeline.sha.clone(),
         ref_name: pipeline.git_ref.clone(),
         ref_is_tag: pipeline.ref_is_tag,
-        variables,
         before_script: job_def.before_script.clone(),
         script: job_def.script.clone(),
         after_script: job_def.after_script.clone(),
@@ -155,5 +155,47 @@ pub fn job_spec(
             .collect(),
         timeout_seconds: job_def.timeout_seconds.unwrap_or(0),
         project_name: project,
+        caches: caches(&job_def.caches, &variables),
+        variables,
     }
+}
+
+/// `cache:` for the agent. The planner expanded the variables it knew; what
+/// only the job knows (`$CI_COMMIT_SHA`, `$CI_PIPELINE_ID`...) is expanded
+/// here with the job's variables, as GitLab expands keys for the job.
+fn caches(caches: &[Cache], variables: &[v1::Variable]) -> Vec<v1::CacheSpec> {
+    if caches.is_empty() {
+        return Vec::new();
+    }
+    let lookup: HashMap<&str, &str> = variables
+        .iter()
+        .map(|var| (var.key.as_str(), var.value.as_str()))
+        .collect();
+    let get = |name: &str| lookup.get(name).map(|value| (*value).to_owned());
+    let expand = |text: &str| {
+        if text.contains('$') {
+            osprey_shared::variables::expand(text, &get)
+        } else {
+            text.to_owned()
+        }
+    };
+    caches
+        .iter()
+        .map(|cache| v1::CacheSpec {
+            key: expand(&cache.key),
+            paths: cache.paths.clone(),
+            untracked: cache.untracked,
+            policy: match cache.policy {
+                CachePolicy::PullPush => v1::CachePolicy::PullPush,
+                CachePolicy::Pull => v1::CachePolicy::Pull,
+                CachePolicy::Push => v1::CachePolicy::Push,
+            } as i32,
+            when: match cache.when {
+                CacheWhen::OnSuccess => v1::CacheWhen::OnSuccess,
+                CacheWhen::OnFailure => v1::CacheWhen::OnFailure,
+                CacheWhen::Always => v1::CacheWhen::Always,
+            } as i32,
+            fallback_keys: cache.fallback_keys.iter().map(|key| expand(key)).collect(),
+        })
+        .collect()
 }

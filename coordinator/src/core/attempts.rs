@@ -22,7 +22,7 @@ pub struct AttemptKey {
 
 impl Core {
     /// Checks the job token and that the attempt is the job's current one.
-    async fn authorize(&self, key: &AttemptKey) -> CoreResult<JobRow> {
+    pub(super) async fn authorize(&self, key: &AttemptKey) -> CoreResult<JobRow> {
         let job = self
             .store()
             .job(key.job)

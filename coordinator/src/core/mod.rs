@@ -1,10 +1,11 @@
 //! The coordinator's domain operations, over the store (truth) and the
 //! dispatcher (in-memory cache). Transport adapters (`grpc`, `http`) call
 //! these and do nothing else. Each submodule is the narrow face one role sees:
-//! `session` for agent sessions, `attempts` for job-scoped agent calls,
-//! `pipelines` for the API.
+//! `session` for agent sessions, `attempts` for job-scoped agent calls, `cache`
+//! for the caches of `cache:`, `pipelines` for the API.
 
 mod attempts;
+mod cache;
 mod pipelines;
 mod session;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub use attempts::AttemptKey;
+pub use cache::{CacheUpload, OpenCache};
 pub use session::SessionHandle;
 
 /// Settings of the domain, validated by the binary's config.
@@ -68,6 +70,7 @@ impl Core {
                 changes: watch::channel(0).0,
             }),
         };
+        core.clean_cache_parts().await?;
         for pipeline in core.store().unfinished_pipelines().await? {
             core.store().advance(pipeline).await?;
         }
