@@ -178,6 +178,49 @@ pub struct Variable {
 pub struct Artifacts {
     /// Files, folders and globs relative to the project dir.
     pub paths: Vec<String>,
+    /// Globs of files left out of what `paths` and `untracked` collect.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Also every file git does not track (and does not ignore).
+    #[serde(default)]
+    pub untracked: bool,
+    /// For which job results the archive is uploaded.
+    #[serde(default)]
+    pub when: ArtifactsWhen,
+    /// `artifacts:name`: the archive's name as the user sees it (not yet shown).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `artifacts:expire_in`; `None` keeps the archive (Osprey has no default expiry).
+    #[serde(default)]
+    pub expire_in: Option<ArtifactsExpiry>,
+}
+
+impl Artifacts {
+    /// Whether the job has anything to collect at all.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && !self.untracked
+    }
+}
+
+/// `artifacts:when`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactsWhen {
+    /// GitLab's default: only when the job succeeds.
+    #[default]
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+/// `artifacts:expire_in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactsExpiry {
+    /// `never`.
+    Never,
+    /// A duration after the job's end, in seconds.
+    After(u64),
 }
 
 /// `image:` as a string or `{name, entrypoint}`.

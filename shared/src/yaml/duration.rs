@@ -15,8 +15,21 @@ pub(crate) const MAX_TIMEOUT_SECONDS: u64 = 2_629_746;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DurationError(pub String);
 
-/// Parses a GitLab duration to whole seconds (fractions are dropped).
+/// Parses a GitLab duration to whole seconds (fractions are dropped), at
+/// most [`MAX_TIMEOUT_SECONDS`].
 pub(crate) fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    parse_duration_up_to(text, MAX_TIMEOUT_SECONDS, "GitLab's limit of one month")
+}
+
+/// The longest `artifacts:expire_in` accepted: ten years of 365 days.
+pub(crate) const MAX_EXPIRY_SECONDS: u64 = 10 * 365 * 86_400;
+
+/// Parses `artifacts:expire_in` (a duration; `never` is the caller's).
+pub(crate) fn parse_expiry(text: &str) -> Result<u64, DurationError> {
+    parse_duration_up_to(text, MAX_EXPIRY_SECONDS, "Osprey's limit of ten years")
+}
+
+fn parse_duration_up_to(text: &str, max: u64, max_text: &str) -> Result<u64, DurationError> {
     let invalid = || {
         DurationError(format!(
             "{text:?} is not a duration (write e.g. 3600, 90s, 10 minutes or 1h 30m)"
@@ -47,12 +60,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, DurationError> {
     if !any {
         return Err(invalid());
     }
-    if total > MAX_TIMEOUT_SECONDS as f64 {
-        return Err(DurationError(format!(
-            "{text:?} is longer than GitLab's limit of one month"
-        )));
+    if total > max as f64 {
+        return Err(DurationError(format!("{text:?} is longer than {max_text}")));
     }
-    // Safe: 0 <= total <= MAX_TIMEOUT_SECONDS here.
+    // Safe: 0 <= total <= max here.
     let seconds = total.floor() as u64;
     if seconds == 0 {
         return Err(DurationError(format!(

@@ -386,12 +386,50 @@ fn artifacts(report: &mut Report, cx: Context, value: &Node) -> Artifacts {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
         };
-        match classify(name, &["paths"], ARTIFACTS_UNSUPPORTED) {
-            Classified::Supported => {
-                if let Some(paths) = values::string_list(report, cx, field, "artifacts:paths") {
-                    artifacts.paths = paths;
+        use super::keywords::ARTIFACTS_SUPPORTED;
+        use crate::pipeline::{ArtifactsExpiry, ArtifactsWhen};
+        match classify(name, ARTIFACTS_SUPPORTED, ARTIFACTS_UNSUPPORTED) {
+            Classified::Supported => match name {
+                "paths" | "exclude" => {
+                    let what = format!("artifacts:{name}");
+                    if let Some(list) = values::string_list(report, cx, field, &what) {
+                        if name == "paths" {
+                            artifacts.paths = list;
+                        } else {
+                            artifacts.exclude = list;
+                        }
+                    }
                 }
-            }
+                "untracked" => {
+                    if let Some(flag) = values::boolean(report, cx, field, "artifacts:untracked") {
+                        artifacts.untracked = flag;
+                    }
+                }
+                "when" => match values::string(report, cx, field, "artifacts:when").as_deref() {
+                    Some("on_success") => artifacts.when = ArtifactsWhen::OnSuccess,
+                    Some("on_failure") => artifacts.when = ArtifactsWhen::OnFailure,
+                    Some("always") => artifacts.when = ArtifactsWhen::Always,
+                    Some(other) => cx.error(
+                        report,
+                        field.location,
+                        format!("artifacts:when must be on_success, on_failure or always, found {other:?}"),
+                    ),
+                    None => {}
+                },
+                "name" => artifacts.name = values::string(report, cx, field, "artifacts:name"),
+                _ => match values::string(report, cx, field, "artifacts:expire_in").as_deref() {
+                    Some("never") => artifacts.expire_in = Some(ArtifactsExpiry::Never),
+                    Some(text) => match super::duration::parse_expiry(text) {
+                        Ok(seconds) => artifacts.expire_in = Some(ArtifactsExpiry::After(seconds)),
+                        Err(error) => cx.error(
+                            report,
+                            field.location,
+                            format!("artifacts:expire_in {} (or never)", error.0),
+                        ),
+                    },
+                    None => {}
+                },
+            },
             Classified::Unsupported => cx.error(
                 report,
                 key.location,

@@ -103,18 +103,12 @@ pub(crate) const DEFAULT_KEYWORDS_ALL: &[&str] = &[
 /// `default:` keywords GitLab has and Osprey does not implement yet.
 pub(crate) const DEFAULT_UNSUPPORTED: &[&str] = &["artifacts", "hooks", "id_tokens"];
 
-/// `artifacts:` keys: `paths` is implemented, these are not yet.
-pub(crate) const ARTIFACTS_UNSUPPORTED: &[&str] = &[
-    "access",
-    "exclude",
-    "expire_in",
-    "expose_as",
-    "name",
-    "public",
-    "reports",
-    "untracked",
-    "when",
-];
+/// `artifacts:` keys Osprey implements.
+pub(crate) const ARTIFACTS_SUPPORTED: &[&str] =
+    &["paths", "exclude", "untracked", "when", "name", "expire_in"];
+
+/// `artifacts:` keys GitLab has and Osprey does not implement yet.
+pub(crate) const ARTIFACTS_UNSUPPORTED: &[&str] = &["access", "expose_as", "public", "reports"];
 
 /// `image:` and `services:` entry keys GitLab has and Osprey does not implement.
 pub(crate) const IMAGE_UNSUPPORTED: &[&str] = &["docker", "pull_policy", "kubernetes"];

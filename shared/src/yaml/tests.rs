@@ -341,13 +341,13 @@ fn the_special_pages_job_is_refused() {
 #[test]
 fn unsupported_values_and_subkeys() {
     let e = errors(
-        "j:\n  script: x\n  when: never\n  artifacts:\n    paths: [a]\n    expire_in: 1 week\n  allow_failure:\n    exit_code: 137\n",
+        "j:\n  script: x\n  when: never\n  artifacts:\n    paths: [a]\n    expose_as: report\n  allow_failure:\n    exit_code: 137\n",
     );
     assert_eq!(
         e,
         [
             "3:9: job j: when: never is only valid in rules (and workflow:rules)",
-            "6:5: job j: artifacts:expire_in is not supported by Osprey yet",
+            "6:5: job j: artifacts:expose_as is not supported by Osprey yet",
             "8:5: job j: allow_failure: unknown key exit_code (did you mean exit_codes?)",
         ]
     );
