@@ -29,6 +29,15 @@ impl ApiError {
         }
     }
 
+    /// Asserts this is an error answer with `status` and an `ErrorBody`;
+    /// returns the body.
+    #[track_caller]
+    pub fn assert_refused(&self, status: u16) -> ErrorBody {
+        assert_eq!(self.status(), Some(status), "{self}");
+        self.error_body()
+            .unwrap_or_else(|| panic!("no ErrorBody: {self}"))
+    }
+
     /// The `ErrorBody` of an error answer, when it has one.
     pub fn error_body(&self) -> Option<ErrorBody> {
         match self {
@@ -199,24 +208,6 @@ async fn json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
         body,
         error: error.to_string(),
     })
-}
-
-/// Looking up jobs of a pipeline by name.
-pub trait PipelineExt {
-    /// The job called `name`; panics listing the jobs when there is none.
-    fn job(&self, name: &str) -> &JobView;
-}
-
-impl PipelineExt for PipelineView {
-    fn job(&self, name: &str) -> &JobView {
-        self.jobs
-            .iter()
-            .find(|job| job.name == name)
-            .unwrap_or_else(|| {
-                let names: Vec<&str> = self.jobs.iter().map(|job| job.name.as_str()).collect();
-                panic!("pipeline {} has no job {name:?}; jobs: {names:?}", self.id)
-            })
-    }
 }
 
 /// Parsed `started_at` / `finished_at` of a job.

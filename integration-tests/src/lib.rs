@@ -10,10 +10,12 @@ pub mod bins;
 pub mod cli;
 pub mod cluster;
 pub mod git;
+pub mod pipeline;
 pub mod procs;
 pub mod wait;
 
-pub use api::{ApiClient, ApiError, JobTimes, PipelineExt};
+pub use api::{ApiClient, ApiError, JobTimes};
 pub use cluster::{Agent, AgentOpts, Coordinator, CoordinatorOpts, TestCluster};
 pub use git::TestRepo;
+pub use pipeline::{PipelineExt, PIPELINE_TIMEOUT};
 pub use wait::wait_for;

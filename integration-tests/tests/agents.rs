@@ -1,10 +1,8 @@
 //! Agents as the coordinator sees them: registration is kept across
 //! restarts, flags show in `GET /api/v1/agents`, `--run-untagged`.
 
-use osprey_integration_tests::wait::describe_pipeline;
 use osprey_integration_tests::{AgentOpts, PipelineExt, TestCluster, TestRepo};
 use osprey_shared::PipelineStatus;
-use std::time::Duration;
 
 const ONE_JOB: &str = "stages: [test]\nhello:\n  stage: test\n  script: [\"echo hello\"]\n";
 
@@ -26,21 +24,8 @@ async fn a_restarted_agent_keeps_its_registration() {
     assert!(after[0].connected);
 
     let repo = TestRepo::with_pipeline(ONE_JOB);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,20 +66,7 @@ async fn run_untagged_lets_a_tagged_agent_take_untagged_jobs() {
         .start()
         .await;
     let repo = TestRepo::with_pipeline(ONE_JOB);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
     assert_eq!(pipeline.job("hello").agent.as_deref(), Some("tagged"));
 }

@@ -1,7 +1,7 @@
 //! Cancelling a pipeline stops its running job and the job's processes.
 
 use osprey_integration_tests::cli::osprey;
-use osprey_integration_tests::procs::{kill9_pid, pid_alive, read_pid_file};
+use osprey_integration_tests::procs::{kill9_pid, pid_alive, wait_for_pid_file};
 use osprey_integration_tests::wait::{describe_pipeline, wait_for};
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::{JobStatus, PipelineStatus};
@@ -35,22 +35,13 @@ later:
 "#,
         pid = pid_file.display()
     ));
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let job_id = created.job("sleeper").id;
     cluster
         .api
         .wait_for_job_status(job_id, JobStatus::Running, Duration::from_secs(60))
         .await;
-    let sleep_pid = wait_for(
-        "the job to write its pid file",
-        Duration::from_secs(30),
-        || async { read_pid_file(&pid_file).ok_or_else(|| "no pid yet".to_owned()) },
-    )
-    .await;
+    let sleep_pid = wait_for_pid_file(&pid_file, Duration::from_secs(30)).await;
     let _guard = KillOnDrop(sleep_pid);
     assert!(pid_alive(sleep_pid));
 
@@ -92,8 +83,8 @@ later:
         .api
         .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
         .await;
+    pipeline.assert_status(PipelineStatus::Canceled);
     let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Canceled, "{summary}");
     let later = pipeline.job("later");
     assert!(
         matches!(later.status, JobStatus::Canceled | JobStatus::Skipped),

@@ -1,8 +1,7 @@
 //! The `osprey` command line against a real cluster: exit codes, the JSON of
 //! `pipeline run --wait --json`, connection errors and `logs --pipeline`.
 
-use osprey_integration_tests::cli::osprey;
-use osprey_integration_tests::wait::describe_pipeline;
+use osprey_integration_tests::cli::{osprey, CliOutput};
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::PipelineView;
 use osprey_shared::{JobStatus, PipelineStatus};
@@ -10,6 +9,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The one pipeline JSON `osprey pipeline run --json` prints on stdout.
+fn pipeline_json(output: &CliOutput) -> PipelineView {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not one pipeline JSON ({error}):\n{}",
+            output.stdout_text()
+        )
+    })
+}
 
 #[tokio::test]
 async fn an_unreachable_coordinator_is_named_and_exits_1() {
@@ -77,18 +86,8 @@ async fn pipeline_run_wait_json_exits_0_on_success_with_the_pipeline_json() {
         output.stderr,
         output.stdout_text()
     );
-    let pipeline: PipelineView = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not one pipeline JSON ({error}):\n{}",
-            output.stdout_text()
-        )
-    });
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = pipeline_json(&output);
+    pipeline.assert_status(PipelineStatus::Success);
     assert_eq!(pipeline.sha, sha);
     assert_eq!(pipeline.git_ref, "master");
     assert_eq!(pipeline.jobs.len(), 2);
@@ -148,12 +147,7 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     )
     .await;
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
-    let pipeline: PipelineView = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not one pipeline JSON ({error}):\n{}",
-            output.stdout_text()
-        )
-    });
+    let pipeline = pipeline_json(&output);
     assert_eq!(pipeline.status, PipelineStatus::Failed);
     assert_eq!(pipeline.job("broken").exit_code, Some(4));
 
@@ -227,11 +221,7 @@ beta:
   script: ['for i in 1 2 3 4 5; do printf "beta "; sleep 0.1; echo "says $i"; done']
 "#,
     );
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let url = cluster.coordinator.url();
     // Started before the jobs run: follows them from their first byte.
     let followed = osprey(
@@ -247,12 +237,7 @@ beta:
         .api
         .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
         .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    pipeline.assert_status(PipelineStatus::Success);
     let followed = followed.stdout_text();
     let jobs = by_job(&followed);
     for name in ["alpha", "beta"] {
@@ -295,22 +280,9 @@ async fn logs_of_a_job_are_printed_as_raw_bytes() {
     let repo = TestRepo::with_pipeline(
         "stages: [test]\nbytes:\n  stage: test\n  script: [\"printf 'caf\\\\351 \\\\377\\\\n'\"]\n",
     );
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let job_id = created.job("bytes").id;
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
+    let job_id = pipeline.job("bytes").id;
     let stored = cluster.api.job_log(job_id).await.unwrap();
     assert!(
         stored.windows(6).any(|w| w == b"caf\xe9 \xff"),

@@ -48,24 +48,15 @@ deploy:
 "#,
         marker = marker.display()
     ));
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let done = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(90))
-        .await;
+    let done = cluster.api.run_pipeline(&repo, "master").await;
     // The manual job may fail (GitLab's default), so it holds nothing up.
     assert_eq!(done.status, PipelineStatus::Success, "{done:#?}");
-    assert_eq!(done.job("deploy").status, JobStatus::Manual);
+    done.assert_job_status("deploy", JobStatus::Manual);
 
-    let flaky = done.job("flaky");
-    assert_eq!(flaky.status, JobStatus::Success);
+    let flaky = done.assert_job_status("flaky", JobStatus::Success);
     assert_eq!(flaky.attempt, 2, "one retry");
-    let log = cluster.api.job_log(flaky.id).await.unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("second try"));
+    let log = cluster.api.job_log_text(flaky.id).await;
+    assert!(log.contains("second try"));
 
     let tolerated = done.job("tolerated");
     assert_eq!(
@@ -74,10 +65,9 @@ deploy:
     );
 
     for index in 1..=2 {
-        let unit = done.job(&format!("unit {index}/2"));
-        assert_eq!(unit.status, JobStatus::Success);
-        let log = cluster.api.job_log(unit.id).await.unwrap();
-        assert!(String::from_utf8_lossy(&log).contains(&format!("node {index} of 2")));
+        let unit = done.assert_job_status(&format!("unit {index}/2"), JobStatus::Success);
+        let log = cluster.api.job_log_text(unit.id).await;
+        assert!(log.contains(&format!("node {index} of 2")));
         // `needs: [build]` let it start while its stage's `flaky` still ran.
         assert!(unit.started() < flaky.finished(), "{unit:?} vs {flaky:?}");
     }
@@ -100,11 +90,11 @@ deploy:
         .api
         .wait_for_job_status(deploy, JobStatus::Success, Duration::from_secs(60))
         .await;
-    let log = cluster.api.job_log(deployed.id).await.unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("deploying to production"));
+    let log = cluster.api.job_log_text(deployed.id).await;
+    assert!(log.contains("deploying to production"));
     let after = cluster
         .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(30))
+        .wait_for_pipeline_finished(done.id, Duration::from_secs(30))
         .await;
     assert_eq!(after.status, PipelineStatus::Success);
 }
@@ -127,25 +117,11 @@ release:
   script: [sleep 1]
 "#,
     );
-    let first = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let first = cluster.api.start_pipeline(&repo, "master").await;
     assert_eq!(first.job("later").status, JobStatus::Scheduled);
-    let second = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let first = cluster
-        .api
-        .wait_for_pipeline_finished(first.id, Duration::from_secs(60))
-        .await;
-    let second = cluster
-        .api
-        .wait_for_pipeline_finished(second.id, Duration::from_secs(60))
-        .await;
+    let second = cluster.api.start_pipeline(&repo, "master").await;
+    let first = cluster.api.wait_for_pipeline(first.id).await;
+    let second = cluster.api.wait_for_pipeline(second.id).await;
     assert_eq!(first.status, PipelineStatus::Success, "{first:#?}");
     assert_eq!(second.status, PipelineStatus::Success, "{second:#?}");
 
@@ -174,11 +150,7 @@ async fn a_new_commit_cancels_redundant_pipelines_of_interruptible_jobs_only() {
         )
     };
     let repo = TestRepo::with_pipeline(&file(true));
-    let old = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let old = cluster.api.start_pipeline(&repo, "master").await;
     cluster
         .api
         .wait_for_job_status(
@@ -189,11 +161,7 @@ async fn a_new_commit_cancels_redundant_pipelines_of_interruptible_jobs_only() {
         .await;
     repo.write(".gitlab-ci.yml", &file(false));
     repo.commit("not interruptible");
-    let protected = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let protected = cluster.api.start_pipeline(&repo, "master").await;
     let old = cluster
         .api
         .wait_for_pipeline_finished(old.id, Duration::from_secs(30))
@@ -217,11 +185,7 @@ async fn a_new_commit_cancels_redundant_pipelines_of_interruptible_jobs_only() {
         "quick:\n  script: ['echo Coverage: 87.5%']\n  coverage: '/Coverage: \\d+\\.\\d+%/'\n",
     );
     repo.commit("quick");
-    let newest = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let newest = cluster.api.start_pipeline(&repo, "master").await;
     let newest = cluster
         .api
         .wait_for_pipeline_finished(newest.id, Duration::from_secs(30))

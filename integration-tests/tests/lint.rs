@@ -90,10 +90,7 @@ async fn an_invalid_pipeline_is_refused_with_locations_and_nothing_is_created() 
         .create_pipeline(&repo.url(), "master")
         .await
         .expect_err("an invalid pipeline was created");
-    assert_eq!(error.status(), Some(422), "{error}");
-    let body = error
-        .error_body()
-        .unwrap_or_else(|| panic!("no ErrorBody: {error}"));
+    let body = error.assert_refused(422);
     assert!(!body.error.is_empty());
     let joined = body.errors.join("\n");
     let errors = located(&joined, ".gitlab-ci.yml");

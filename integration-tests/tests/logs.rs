@@ -2,7 +2,7 @@
 //! chunk sent twice over gRPC stored once.
 
 use osprey_integration_tests::cli::osprey;
-use osprey_integration_tests::wait::{describe_pipeline, tail};
+use osprey_integration_tests::wait::tail;
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_proto::v1::agent_message::Kind as AgentKind;
 use osprey_proto::v1::agent_service_client::AgentServiceClient;
@@ -62,26 +62,14 @@ async fn a_two_megabyte_log_is_stored_byte_for_byte() {
         "stages: [test]\nprint:\n  stage: test\n  script:\n    - echo start\n    - '{command}'\n    - echo end\n"
     );
     let repo = TestRepo::with_pipeline(&yaml);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let job_id = created.job("print").id;
     let followed = tokio::spawn({
         let api = cluster.api.clone();
         async move { api.follow_log_to_end(job_id).await }
     });
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(120))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.wait_for_pipeline(created.id).await;
+    pipeline.assert_status(PipelineStatus::Success);
 
     // The agent frames the script's output with its own lines ("Running
     // with...", "Job succeeded"); the script part must be there exactly once.
@@ -252,11 +240,7 @@ async fn a_log_chunk_sent_twice_is_stored_once() {
     let repo = TestRepo::with_pipeline(
         "stages: [test]\nonly:\n  stage: test\n  script: [\"echo real agents only\"]\n",
     );
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let job_id = created.job("only").id;
 
     let offer = match agent.next_message().await {
@@ -420,12 +404,7 @@ async fn a_log_chunk_sent_twice_is_stored_once() {
         .api
         .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
         .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    pipeline.assert_status(PipelineStatus::Success);
     assert_eq!(cluster.api.job_log(job_id).await.unwrap(), expected);
     assert_eq!(
         cluster.api.follow_log_to_end(job_id).await.unwrap(),

@@ -1,8 +1,7 @@
 //! Crashes: a coordinator killed with SIGKILL mid-job and restarted, and an
 //! agent killed mid-job.
 
-use osprey_integration_tests::procs::{kill9_pid, pid_alive, read_pid_file};
-use osprey_integration_tests::wait::{describe_pipeline, wait_for};
+use osprey_integration_tests::procs::{kill9_pid, pid_alive, read_pid_file, wait_for_pid_file};
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::{JobStatus, PipelineStatus};
 use std::time::Duration;
@@ -25,11 +24,7 @@ chatty:
 "#,
         runs = runs.display()
     ));
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let job_id = created.job("chatty").id;
     // About 2 s into the job.
     cluster
@@ -40,14 +35,9 @@ chatty:
     cluster.coordinator.kill9();
     cluster.coordinator.restart().await;
 
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
-    let after = pipeline.job("chatty");
-    assert_eq!(after.status, JobStatus::Success, "{summary}");
+    let pipeline = cluster.api.wait_for_pipeline(created.id).await;
+    pipeline.assert_status(PipelineStatus::Success);
+    let after = pipeline.assert_job_status("chatty", JobStatus::Success);
     assert_eq!(
         after.started_at, before.started_at,
         "the job was started again"
@@ -56,8 +46,7 @@ chatty:
     let marks = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(marks, "run\n", "the script ran more than once");
 
-    let log = cluster.api.job_log(job_id).await.unwrap();
-    let text = String::from_utf8_lossy(&log);
+    let text = cluster.api.job_log_text(job_id).await;
     let lines: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("line "))
@@ -88,22 +77,13 @@ doomed:
         shell = shell_pid_file.display(),
         pid = pid_file.display()
     ));
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let job_id = created.job("doomed").id;
     cluster
         .api
         .wait_for_job_status(job_id, JobStatus::Running, Duration::from_secs(60))
         .await;
-    let sleep_pid = wait_for(
-        "the job to write its pid file",
-        Duration::from_secs(30),
-        || async { read_pid_file(&pid_file).ok_or_else(|| "no pid yet".to_owned()) },
-    )
-    .await;
+    let sleep_pid = wait_for_pid_file(&pid_file, Duration::from_secs(30)).await;
 
     cluster.agents[0].kill9();
     let job = cluster
@@ -122,10 +102,5 @@ doomed:
         .api
         .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
         .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Failed,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    pipeline.assert_status(PipelineStatus::Failed);
 }

@@ -1,10 +1,8 @@
 //! Pipelines for branches and tags: the commit and pipeline file of the ref,
 //! the predefined variables the job sees, and refused refs and repositories.
 
-use osprey_integration_tests::wait::describe_pipeline;
 use osprey_integration_tests::{ApiClient, PipelineExt, TestCluster, TestRepo};
 use osprey_shared::PipelineStatus;
-use std::time::Duration;
 
 const PRINT_VARIABLES: &str = r#"
 stages: [test]
@@ -16,16 +14,8 @@ vars:
 
 /// Runs the pipeline of `git_ref` to success; returns the `vars` job's log.
 async fn variables_line(api: &ApiClient, repo: &TestRepo, git_ref: &str) -> (String, String) {
-    let created = api.create_pipeline(&repo.url(), git_ref).await.unwrap();
-    let pipeline = api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = api.run_pipeline(repo, git_ref).await;
+    pipeline.assert_status(PipelineStatus::Success);
     assert_eq!(pipeline.git_ref, git_ref);
     let log = api.job_log(pipeline.job("vars").id).await.unwrap();
     let log = String::from_utf8(log).unwrap();
@@ -81,32 +71,16 @@ async fn each_branch_runs_its_own_pipeline_file() {
         "stages: [test]\non-feature:\n  stage: test\n  script: [\"echo feature\"]\n",
     );
     let feature_sha = repo.commit("feature pipeline");
-    let feature = cluster
-        .api
-        .create_pipeline(&repo.url(), "feature")
-        .await
-        .unwrap();
+    let feature = cluster.api.start_pipeline(&repo, "feature").await;
     assert_eq!(feature.sha, feature_sha);
     let names: Vec<&str> = feature.jobs.iter().map(|job| job.name.as_str()).collect();
     assert_eq!(names, ["on-feature"]);
-    let master = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let master = cluster.api.start_pipeline(&repo, "master").await;
     let names: Vec<&str> = master.jobs.iter().map(|job| job.name.as_str()).collect();
     assert_eq!(names, ["on-master"]);
     for id in [feature.id, master.id] {
-        let pipeline = cluster
-            .api
-            .wait_for_pipeline_finished(id, Duration::from_secs(60))
-            .await;
-        assert_eq!(
-            pipeline.status,
-            PipelineStatus::Success,
-            "{}",
-            describe_pipeline(&pipeline)
-        );
+        let pipeline = cluster.api.wait_for_pipeline(id).await;
+        pipeline.assert_status(PipelineStatus::Success);
     }
 }
 
@@ -119,13 +93,7 @@ async fn an_unknown_ref_or_repository_is_a_bad_request() {
         .create_pipeline(&repo.url(), "no-such-branch")
         .await
         .expect_err("a pipeline for a missing ref");
-    assert_eq!(error.status(), Some(400), "{error}");
-    assert!(
-        error
-            .error_body()
-            .is_some_and(|body| !body.error.is_empty()),
-        "{error}"
-    );
+    assert!(!error.assert_refused(400).error.is_empty(), "{error}");
 
     let missing = repo.path().join("not-a-repository");
     let error = cluster
@@ -133,11 +101,5 @@ async fn an_unknown_ref_or_repository_is_a_bad_request() {
         .create_pipeline(&missing.display().to_string(), "master")
         .await
         .expect_err("a pipeline for a missing repository");
-    assert_eq!(error.status(), Some(400), "{error}");
-    assert!(
-        error
-            .error_body()
-            .is_some_and(|body| !body.error.is_empty()),
-        "{error}"
-    );
+    assert!(!error.assert_refused(400).error.is_empty(), "{error}");
 }

@@ -5,7 +5,6 @@
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::PipelineView;
 use osprey_shared::PipelineStatus;
-use std::time::Duration;
 
 /// The users' pattern: test everywhere, deploy to dev from master, to prod from tags.
 const DEPLOYS: &str = r#"
@@ -64,14 +63,11 @@ async fn each_ref_gets_the_jobs_its_rules_select() {
     let repo = repo();
     let api = &cluster.api;
 
-    let master = api.create_pipeline(&repo.url(), "master").await.unwrap();
+    let master = api.start_pipeline(&repo, "master").await;
     assert_eq!(names(&master), ["deploy dev", "test"]);
-    let tag = api.create_pipeline(&repo.url(), "v1.0.0").await.unwrap();
+    let tag = api.start_pipeline(&repo, "v1.0.0").await;
     assert_eq!(names(&tag), ["deploy prod", "test"]);
-    let feature = api
-        .create_pipeline(&repo.url(), "feature/login")
-        .await
-        .unwrap();
+    let feature = api.start_pipeline(&repo, "feature/login").await;
     assert_eq!(names(&feature), ["feature checks", "test"]);
     let forced = api
         .create_pipeline_with(&repo.url(), "master", &[("FORCE_CHECKS", "yes")])
@@ -80,17 +76,13 @@ async fn each_ref_gets_the_jobs_its_rules_select() {
     assert_eq!(names(&forced), ["deploy dev", "feature checks", "test"]);
     assert_eq!(forced.job("feature checks").when, "always");
 
-    let done = api
-        .wait_for_pipeline_finished(master.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(done.status, PipelineStatus::Success);
-    let log = api.job_log(done.job("deploy dev").id).await.unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("deploy dev dev"));
-    let done = api
-        .wait_for_pipeline_finished(tag.id, Duration::from_secs(60))
-        .await;
-    let log = api.job_log(done.job("deploy prod").id).await.unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("deploy prod v1.0.0"));
+    let done = api.wait_for_pipeline(master.id).await;
+    done.assert_status(PipelineStatus::Success);
+    let log = api.job_log_text(done.job("deploy dev").id).await;
+    assert!(log.contains("deploy dev dev"));
+    let done = api.wait_for_pipeline(tag.id).await;
+    let log = api.job_log_text(done.job("deploy prod").id).await;
+    assert!(log.contains("deploy prod v1.0.0"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,8 +102,7 @@ build:
         .create_pipeline(&repo.url(), "master")
         .await
         .expect_err("workflow rules refuse a branch pipeline");
-    assert_eq!(refused.status(), Some(422), "{refused}");
-    let body = refused.error_body().expect("an error body");
+    let body = refused.assert_refused(422);
     assert!(body.error.contains("workflow"), "{body:?}");
     let missing = cluster.api.pipeline(osprey_shared::PipelineId(1)).await;
     assert_eq!(

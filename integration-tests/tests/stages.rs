@@ -1,12 +1,8 @@
 //! Stage ordering and parallelism inside a stage.
 
-use osprey_integration_tests::wait::describe_pipeline;
 use osprey_integration_tests::{JobTimes, PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::JobView;
 use osprey_shared::PipelineStatus;
-use std::time::Duration;
-
-const PIPELINE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_stage_starts_after_the_previous_one_finished() {
@@ -35,21 +31,8 @@ ship:
   script: ["echo shipped"]
 "#,
     );
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, PIPELINE_TIMEOUT)
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
 
     let stages = [
         vec!["compile", "lint"],
@@ -105,21 +88,8 @@ async fn jobs_of_one_stage_overlap_on_one_agent_with_two_slots() {
         .start()
         .await;
     let repo = TestRepo::with_pipeline(TWO_SLOW_JOBS);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, PIPELINE_TIMEOUT)
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
     assert_overlap(pipeline.job("left"), pipeline.job("right"));
 }
 
@@ -131,21 +101,8 @@ async fn jobs_of_one_stage_overlap_on_two_agents() {
         .start()
         .await;
     let repo = TestRepo::with_pipeline(TWO_SLOW_JOBS);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, PIPELINE_TIMEOUT)
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
     let (left, right) = (pipeline.job("left"), pipeline.job("right"));
     assert_overlap(left, right);
     assert_ne!(

@@ -26,21 +26,8 @@ async fn tagged_jobs_go_only_to_agents_with_the_tag() {
         ));
     }
     let repo = TestRepo::with_pipeline(&yaml);
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
-    let pipeline = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(90))
-        .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Success,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Success);
     for index in 1..=3 {
         let tagged = pipeline.job(&format!("tagged-{index}"));
         assert_eq!(tagged.agent.as_deref(), Some("docker-box"), "{tagged:?}");
@@ -65,11 +52,7 @@ runs-anywhere:
   script: ["echo ran"]
 "#,
     );
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .unwrap();
+    let created = cluster.api.start_pipeline(&repo, "master").await;
     let runs_anywhere = created.job("runs-anywhere").id;
     let needs_gpu = created.job("needs-gpu").id;
     // The sibling ran to the end, so the agent was free all along.
@@ -105,12 +88,7 @@ runs-anywhere:
         .api
         .wait_for_pipeline_finished(created.id, Duration::from_secs(20))
         .await;
-    assert_eq!(
-        pipeline.status,
-        PipelineStatus::Canceled,
-        "{}",
-        describe_pipeline(&pipeline)
-    );
-    assert_eq!(pipeline.job("needs-gpu").status, JobStatus::Canceled);
-    assert_eq!(pipeline.job("runs-anywhere").status, JobStatus::Success);
+    pipeline.assert_status(PipelineStatus::Canceled);
+    pipeline.assert_job_status("needs-gpu", JobStatus::Canceled);
+    pipeline.assert_job_status("runs-anywhere", JobStatus::Success);
 }

@@ -1,7 +1,6 @@
 //! The predefined variables a job sees, as GitLab defines them.
 
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
-use std::time::Duration;
 
 const PRINT: &str = r#"
 show:
@@ -12,18 +11,8 @@ show:
 "#;
 
 async fn log_of(cluster: &TestCluster, repo: &TestRepo, git_ref: &str) -> String {
-    let created = cluster
-        .api
-        .create_pipeline(&repo.url(), git_ref)
-        .await
-        .unwrap();
-    let done = cluster
-        .api
-        .wait_for_pipeline_finished(created.id, Duration::from_secs(60))
-        .await;
-    let job = done.job("show");
-    let log = cluster.api.job_log(job.id).await.unwrap();
-    String::from_utf8_lossy(&log).into_owned()
+    let done = cluster.api.run_pipeline(repo, git_ref).await;
+    cluster.api.job_log_text(done.job("show").id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

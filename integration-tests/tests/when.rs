@@ -4,13 +4,11 @@ use osprey_integration_tests::wait::describe_pipeline;
 use osprey_integration_tests::{ApiClient, PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::PipelineView;
 use osprey_shared::{JobStatus, PipelineStatus};
-use std::time::Duration;
 
+/// Runs `yaml` as the pipeline of a fresh repository to its end.
 async fn run(api: &ApiClient, yaml: &str) -> PipelineView {
     let repo = TestRepo::with_pipeline(yaml);
-    let created = api.create_pipeline(&repo.url(), "master").await.unwrap();
-    api.wait_for_pipeline_finished(created.id, Duration::from_secs(90))
-        .await
+    api.run_pipeline(&repo, "master").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,10 +32,8 @@ deploy:
 "#,
     )
     .await;
-    let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
-    let flaky = pipeline.job("flaky");
-    assert_eq!(flaky.status, JobStatus::Failed, "{summary}");
+    pipeline.assert_status(PipelineStatus::Success);
+    let flaky = pipeline.assert_job_status("flaky", JobStatus::Failed);
     assert!(flaky.allow_failure);
     assert_eq!(flaky.exit_code, Some(3), "{flaky:?}");
     assert_eq!(
@@ -45,11 +41,7 @@ deploy:
         Some("script failure"),
         "{flaky:?}"
     );
-    assert_eq!(
-        pipeline.job("deploy").status,
-        JobStatus::Success,
-        "{summary}"
-    );
+    pipeline.assert_job_status("deploy", JobStatus::Success);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,22 +70,17 @@ ship:
 "#,
     )
     .await;
-    let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Failed, "{summary}");
+    pipeline.assert_status(PipelineStatus::Failed);
+    let broken = pipeline.assert_job_status("broken", JobStatus::Failed);
     assert_eq!(
-        pipeline.job("broken").status,
-        JobStatus::Failed,
-        "{summary}"
+        broken.exit_code,
+        Some(1),
+        "{}",
+        describe_pipeline(&pipeline)
     );
-    assert_eq!(pipeline.job("broken").exit_code, Some(1), "{summary}");
-    assert_eq!(
-        pipeline.job("sibling").status,
-        JobStatus::Success,
-        "{summary}"
-    );
+    pipeline.assert_job_status("sibling", JobStatus::Success);
     for name in ["unit", "ship"] {
-        let job = pipeline.job(name);
-        assert_eq!(job.status, JobStatus::Skipped, "{summary}");
+        let job = pipeline.assert_job_status(name, JobStatus::Skipped);
         assert_eq!(job.agent, None, "a skipped job ran: {job:?}");
         assert_eq!(job.started_at, None, "a skipped job ran: {job:?}");
     }
@@ -124,25 +111,12 @@ async fn on_failure_and_always_jobs_run_after_a_failure() {
         "stages: [build, cleanup]\nbroken:\n  stage: build\n  script: [\"exit 1\"]\n{WHEN_JOBS}"
     );
     let pipeline = run(&cluster.api, &yaml).await;
-    let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Failed, "{summary}");
-    assert_eq!(
-        pipeline.job("cleanup-on-failure").status,
-        JobStatus::Success,
-        "{summary}"
-    );
+    pipeline.assert_status(PipelineStatus::Failed);
+    pipeline.assert_job_status("cleanup-on-failure", JobStatus::Success);
     assert_eq!(pipeline.job("cleanup-on-failure").when, "on_failure");
-    assert_eq!(
-        pipeline.job("cleanup-always").status,
-        JobStatus::Success,
-        "{summary}"
-    );
+    pipeline.assert_job_status("cleanup-always", JobStatus::Success);
     assert_eq!(pipeline.job("cleanup-always").when, "always");
-    assert_eq!(
-        pipeline.job("next-on-success").status,
-        JobStatus::Skipped,
-        "{summary}"
-    );
+    pipeline.assert_job_status("next-on-success", JobStatus::Skipped);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,21 +130,8 @@ async fn on_failure_jobs_are_skipped_after_success_and_always_jobs_run() {
         "stages: [build, cleanup]\nfine:\n  stage: build\n  script: [\"echo fine\"]\n{WHEN_JOBS}"
     );
     let pipeline = run(&cluster.api, &yaml).await;
-    let summary = describe_pipeline(&pipeline);
-    assert_eq!(pipeline.status, PipelineStatus::Success, "{summary}");
-    assert_eq!(
-        pipeline.job("cleanup-on-failure").status,
-        JobStatus::Skipped,
-        "{summary}"
-    );
-    assert_eq!(
-        pipeline.job("cleanup-always").status,
-        JobStatus::Success,
-        "{summary}"
-    );
-    assert_eq!(
-        pipeline.job("next-on-success").status,
-        JobStatus::Success,
-        "{summary}"
-    );
+    pipeline.assert_status(PipelineStatus::Success);
+    pipeline.assert_job_status("cleanup-on-failure", JobStatus::Skipped);
+    pipeline.assert_job_status("cleanup-always", JobStatus::Success);
+    pipeline.assert_job_status("next-on-success", JobStatus::Success);
 }
