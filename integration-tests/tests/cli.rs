@@ -130,17 +130,11 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     let repo =
         TestRepo::with_pipeline("stages: [test]\nbroken:\n  stage: test\n  script: [\"exit 4\"]\n");
     let url = cluster.coordinator.url();
+    let repo_url = repo.url();
     let output = osprey(
         Some(&url),
         &[
-            "pipeline",
-            "run",
-            "--repo",
-            &repo.url(),
-            "--ref",
-            "master",
-            "--wait",
-            "--json",
+            "pipeline", "run", "--repo", &repo_url, "--ref", "master", "--wait", "--json",
         ],
         None,
         CLI_TIMEOUT,
@@ -155,13 +149,7 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     let output = osprey(
         Some(&url),
         &[
-            "pipeline",
-            "run",
-            "--repo",
-            &repo.url(),
-            "--ref",
-            "master",
-            "--wait",
+            "pipeline", "run", "--repo", &repo_url, "--ref", "master", "--wait",
         ],
         None,
         CLI_TIMEOUT,

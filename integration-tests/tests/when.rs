@@ -1,26 +1,27 @@
 //! `allow_failure`, skipped later stages, `when: on_failure` and `when: always`.
 
 use osprey_integration_tests::wait::describe_pipeline;
-use osprey_integration_tests::{ApiClient, PipelineExt, TestCluster, TestRepo};
+use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::PipelineView;
 use osprey_shared::{JobStatus, PipelineStatus};
 
-/// Runs `yaml` as the pipeline of a fresh repository to its end.
-async fn run(api: &ApiClient, yaml: &str) -> PipelineView {
-    let repo = TestRepo::with_pipeline(yaml);
-    api.run_pipeline(&repo, "master").await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_allowed_failure_does_not_fail_the_pipeline() {
+/// Runs `yaml` as the pipeline of a fresh repository to its end, on a fresh
+/// cluster of one agent with two slots. The cluster is returned so that its
+/// process output is shown if a later assertion fails.
+async fn run(yaml: &str) -> (TestCluster, PipelineView) {
     let cluster = TestCluster::builder()
         .agents(1)
         .concurrency(2)
         .start()
         .await;
-    let pipeline = run(
-        &cluster.api,
-        r#"
+    let repo = TestRepo::with_pipeline(yaml);
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    (cluster, pipeline)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_failure_does_not_fail_the_pipeline() {
+    let (_cluster, pipeline) = run(r#"
 stages: [test, deploy]
 flaky:
   stage: test
@@ -29,8 +30,7 @@ flaky:
 deploy:
   stage: deploy
   script: ["echo deployed"]
-"#,
-    )
+"#)
     .await;
     pipeline.assert_status(PipelineStatus::Success);
     let flaky = pipeline.assert_job_status("flaky", JobStatus::Failed);
@@ -46,14 +46,7 @@ deploy:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_skips_later_stages_but_not_its_siblings() {
-    let cluster = TestCluster::builder()
-        .agents(1)
-        .concurrency(2)
-        .start()
-        .await;
-    let pipeline = run(
-        &cluster.api,
-        r#"
+    let (_cluster, pipeline) = run(r#"
 stages: [build, test, deploy]
 broken:
   stage: build
@@ -67,8 +60,7 @@ unit:
 ship:
   stage: deploy
   script: ["echo should not run"]
-"#,
-    )
+"#)
     .await;
     pipeline.assert_status(PipelineStatus::Failed);
     let broken = pipeline.assert_job_status("broken", JobStatus::Failed);
@@ -102,15 +94,10 @@ next-on-success:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_failure_and_always_jobs_run_after_a_failure() {
-    let cluster = TestCluster::builder()
-        .agents(1)
-        .concurrency(2)
-        .start()
-        .await;
     let yaml = format!(
         "stages: [build, cleanup]\nbroken:\n  stage: build\n  script: [\"exit 1\"]\n{WHEN_JOBS}"
     );
-    let pipeline = run(&cluster.api, &yaml).await;
+    let (_cluster, pipeline) = run(&yaml).await;
     pipeline.assert_status(PipelineStatus::Failed);
     pipeline.assert_job_status("cleanup-on-failure", JobStatus::Success);
     assert_eq!(pipeline.job("cleanup-on-failure").when, "on_failure");
@@ -121,15 +108,10 @@ async fn on_failure_and_always_jobs_run_after_a_failure() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_failure_jobs_are_skipped_after_success_and_always_jobs_run() {
-    let cluster = TestCluster::builder()
-        .agents(1)
-        .concurrency(2)
-        .start()
-        .await;
     let yaml = format!(
         "stages: [build, cleanup]\nfine:\n  stage: build\n  script: [\"echo fine\"]\n{WHEN_JOBS}"
     );
-    let pipeline = run(&cluster.api, &yaml).await;
+    let (_cluster, pipeline) = run(&yaml).await;
     pipeline.assert_status(PipelineStatus::Success);
     pipeline.assert_job_status("cleanup-on-failure", JobStatus::Skipped);
     pipeline.assert_job_status("cleanup-always", JobStatus::Success);
