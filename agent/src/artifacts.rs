@@ -88,10 +88,45 @@ pub fn collect(
     patterns: &[String],
     archive_path: &Path,
 ) -> Result<Collected, ArtifactError> {
+    collect_selection(
+        project_dir,
+        &Selection {
+            patterns: patterns.to_vec(),
+            ..Selection::default()
+        },
+        archive_path,
+    )
+}
+
+/// What `artifacts:` asks for, as [`collect_selection`] takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `paths`: files, folders and globs.
+    pub patterns: Vec<String>,
+    /// Exact relative paths (the untracked files), never read as globs.
+    pub literal: Vec<String>,
+    /// `exclude`: globs over relative paths (`*` stops at `/`, `**` does
+    /// not); an entry goes when it or a folder above it matches.
+    pub exclude: Vec<String>,
+}
+
+/// As [`collect`], with literal paths and exclusions (GitLab applies
+/// `exclude` after `paths` and `untracked`). A bad exclude glob is a warning.
+pub fn collect_selection(
+    project_dir: &Path,
+    selection: &Selection,
+    archive_path: &Path,
+) -> Result<Collected, ArtifactError> {
     let root = project_dir.canonicalize().map_err(io(project_dir))?;
     let mut warnings = Vec::new();
     let mut files = BTreeSet::new();
-    for pattern in patterns {
+    for literal in &selection.literal {
+        let path = root.join(literal);
+        if is_relative_inside(Path::new(literal)) && path.symlink_metadata().is_ok() {
+            add_match(&root, &path, &mut files, &mut warnings);
+        }
+    }
+    for pattern in &selection.patterns {
         let pattern = pattern.trim();
         if pattern.is_empty() {
             continue;
@@ -106,6 +141,17 @@ pub fn collect(
         }
         for found in matches {
             add_match(&root, &found, &mut files, &mut warnings);
+        }
+    }
+    let excluded = exclude_matcher(&selection.exclude, &mut warnings);
+    if let Some(excluded) = &excluded {
+        let before = files.len();
+        files.retain(|relative| !relative.ancestors().any(|path| excluded.is_match(path)));
+        if before > files.len() {
+            warnings.push(format!(
+                "{} entries left out by artifacts:exclude",
+                before - files.len()
+            ));
         }
     }
     if files.is_empty() {
@@ -138,6 +184,47 @@ pub fn collect(
         entries: files.into_iter().collect(),
         warnings,
     })
+}
+
+fn exclude_matcher(patterns: &[String], warnings: &mut Vec<String>) -> Option<globset::GlobSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        match globset::GlobBuilder::new(pattern.trim_end_matches('/'))
+            .literal_separator(true)
+            .build()
+        {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(error) => warnings.push(format!("exclude {pattern}: ignored: {error}")),
+        }
+    }
+    builder.build().ok()
+}
+
+/// Files git neither tracks nor ignores under `project_dir` (GitLab's
+/// `artifacts:untracked`), relative to it. Blocking.
+pub fn untracked_files(project_dir: &Path) -> Result<Vec<String>, String> {
+    let output = std::process::Command::new("git")
+        .args(["ls-files", "--others", "--exclude-standard", "-z"])
+        .current_dir(project_dir)
+        .output()
+        .map_err(|error| format!("cannot run git ls-files: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "git ls-files failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(output
+        .stdout
+        .split(|byte| *byte == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect())
 }
 
 /// Paths `pattern` names under `root`: the glob's matches, or the path itself.
@@ -284,6 +371,60 @@ mod tests {
             .iter()
             .map(|p| p.display().to_string())
             .collect()
+    }
+
+    #[test]
+    fn exclude_applies_after_paths_and_literal_paths_are_not_globs() {
+        let dir = tree();
+        let project = dir.path().join("project");
+        fs::write(project.join("odd[1].txt"), "o").unwrap();
+        let selection = Selection {
+            patterns: vec!["out/".into(), "*.log".into()],
+            literal: vec!["odd[1].txt".into(), "../secret".into()],
+            exclude: vec!["out/sub".into(), "y.*".into(), "[".into()],
+        };
+        let collected = collect_selection(&project, &selection, &dir.path().join("a.tar")).unwrap();
+        assert_eq!(
+            names(&collected),
+            vec!["odd[1].txt", "out", "out/a.txt", "x.log"],
+            "{:?}",
+            collected.warnings
+        );
+        assert!(
+            collected
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("exclude [: ignored")),
+            "{:?}",
+            collected.warnings
+        );
+        assert!(collected
+            .warnings
+            .iter()
+            .any(|w| w == "3 entries left out by artifacts:exclude"));
+    }
+
+    #[test]
+    fn untracked_files_are_those_git_neither_tracks_nor_ignores() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+                .args(args)
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        run(&["init", "-q"]);
+        fs::write(dir.path().join(".gitignore"), "*.tmp\n").unwrap();
+        fs::write(dir.path().join("tracked"), "t").unwrap();
+        run(&["add", "."]);
+        run(&["commit", "-qm", "init"]);
+        fs::create_dir(dir.path().join("new")).unwrap();
+        fs::write(dir.path().join("new/file"), "n").unwrap();
+        fs::write(dir.path().join("scratch.tmp"), "s").unwrap();
+        assert_eq!(untracked_files(dir.path()).unwrap(), vec!["new/file"]);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::retry::{with_backoff, GaveUp};
 use crate::workspace::{self, AttemptDirs, RunningRecord, WorkDir};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use osprey_proto::v1::{AttemptRef, JobAssignment, JobSpec, JobState, UpdateStatusRequest};
+use osprey_proto::v1::{
+    ArtifactWhen, AttemptRef, JobAssignment, JobSpec, JobState, UpdateStatusRequest,
+};
 use osprey_shared::pipeline::{ImageRef, ServiceRef, Variable};
 use osprey_shared::JobId;
 use std::future::Future;
@@ -347,10 +349,34 @@ async fn run_steps<A: CoordinatorApi>(
             FinalState::failed("job timeout")
         }
     };
-    if state.state == JobState::Success && !spec.artifact_paths.is_empty() {
-        upload_artifacts(ctx, job, attempt, spec, dirs, log).await?;
+    if uploads_artifacts(spec, &state) {
+        match upload_artifacts(ctx, job, attempt, spec, dirs, log).await {
+            Ok(()) => {}
+            // A failed job stays failed for its own reason, not the upload's.
+            Err(Step::Failed(reason)) if state.state == JobState::Failed => {
+                let _ = log.send(Bytes::from(format!("WARNING: {reason}\n"))).await;
+            }
+            Err(other) => return Err(other),
+        }
     }
     Ok(state)
+}
+
+/// Whether `artifacts:when` asks for an upload after this result. Canceled
+/// jobs never upload, as in GitLab; a timeout is a failure.
+fn uploads_artifacts(spec: &JobSpec, state: &FinalState) -> bool {
+    if spec.artifact_paths.is_empty() && !spec.artifact_untracked {
+        return false;
+    }
+    let (succeeded, failed) = (
+        state.state == JobState::Success,
+        state.state == JobState::Failed,
+    );
+    match spec.artifact_when() {
+        ArtifactWhen::Unspecified | ArtifactWhen::OnSuccess => succeeded,
+        ArtifactWhen::OnFailure => failed,
+        ArtifactWhen::Always => succeeded || failed,
+    }
 }
 
 /// Runs the executor; a `CancelJob` grace shorter than the executor's is
@@ -433,16 +459,26 @@ async fn upload_artifacts<A: CoordinatorApi>(
         let _ = log.send(Bytes::from(text)).await;
     };
     say("Uploading artifacts\n".to_owned()).await;
-    let (project_dir, patterns, archive) = (
+    let (project_dir, archive, untracked) = (
         dirs.project_dir.clone(),
-        spec.artifact_paths.clone(),
         dirs.archive.clone(),
+        spec.artifact_untracked,
     );
-    let collected =
-        tokio::task::spawn_blocking(move || artifacts::collect(&project_dir, &patterns, &archive))
-            .await
-            .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
-            .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
+    let mut selection = artifacts::Selection {
+        patterns: spec.artifact_paths.clone(),
+        literal: Vec::new(),
+        exclude: spec.artifact_exclude.clone(),
+    };
+    let collected = tokio::task::spawn_blocking(move || {
+        if untracked {
+            selection.literal = artifacts::untracked_files(&project_dir)?;
+        }
+        artifacts::collect_selection(&project_dir, &selection, &archive)
+            .map_err(|err| err.to_string())
+    })
+    .await
+    .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
+    .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
     for warning in &collected.warnings {
         say(format!("WARNING: {warning}\n")).await;
     }

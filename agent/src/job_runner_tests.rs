@@ -216,6 +216,60 @@ async fn script_failure_reports_exit_code_without_upload() {
 }
 
 #[tokio::test]
+async fn artifacts_when_decides_the_upload_and_untracked_exclude_shape_it() {
+    use osprey_proto::v1::ArtifactWhen;
+    // on_failure: a failed job uploads, and stays failed for its own reason.
+    let mut on_failure = fixture(FakeApi::default(), &["echo data > out.txt", "exit 4"]);
+    on_failure.spec.set_artifact_when(ArtifactWhen::OnFailure);
+    run(&on_failure).await;
+    let calls = on_failure.ctx.api.calls();
+    assert!(
+        matches!(calls[1], Call::Upload(size) if size > 0),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.last(),
+        Some(&Call::Status(
+            JobState::Failed,
+            Some(4),
+            "script failure".into()
+        ))
+    );
+
+    // on_failure: a successful job does not upload.
+    let mut skipped = fixture(FakeApi::default(), &["echo data > out.txt"]);
+    skipped.spec.set_artifact_when(ArtifactWhen::OnFailure);
+    run(&skipped).await;
+    let calls = skipped.ctx.api.calls();
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Upload(_))),
+        "{calls:?}"
+    );
+
+    // always + untracked without paths; exclude drops one untracked file.
+    let mut always = fixture(
+        FakeApi::default(),
+        &["echo a > new.txt", "echo b > drop.log", "exit 1"],
+    );
+    always.spec.set_artifact_when(ArtifactWhen::Always);
+    always.spec.artifact_paths.clear();
+    always.spec.artifact_untracked = true;
+    always.spec.artifact_exclude = vec!["*.log".into()];
+    run(&always).await;
+    let calls = always.ctx.api.calls();
+    assert!(
+        matches!(calls[1], Call::Upload(size) if size > 0),
+        "{calls:?}"
+    );
+    let log = String::from_utf8(always.ctx.api.log.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("Uploaded 1 entries"), "{log}");
+    assert!(
+        log.contains("1 entries left out by artifacts:exclude"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn bad_commit_fails_with_a_clear_reason() {
     let mut fixture = fixture(FakeApi::default(), &["true"]);
     fixture.spec.commit_sha = "0".repeat(40);

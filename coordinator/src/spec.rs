@@ -5,7 +5,9 @@
 use crate::repo::project_name;
 use crate::storage::{JobRow, PipelineRow};
 use osprey_proto::v1;
-use osprey_shared::pipeline::{Cache, CachePolicy, CacheWhen, JobDef, Pipeline, Variable};
+use osprey_shared::pipeline::{
+    ArtifactsExpiry, ArtifactsWhen, Cache, CachePolicy, CacheWhen, JobDef, Pipeline, Variable,
+};
 use std::collections::HashMap;
 
 fn variable(key: &str, value: impl Into<String>) -> v1::Variable {
@@ -131,6 +133,14 @@ pub fn job_spec(
         script: job_def.script.clone(),
         after_script: job_def.after_script.clone(),
         artifact_paths: job_def.artifacts.paths.clone(),
+        artifact_exclude: job_def.artifacts.exclude.clone(),
+        artifact_untracked: job_def.artifacts.untracked,
+        artifact_when: artifact_when(job_def.artifacts.when) as i32,
+        artifact_name: job_def.artifacts.name.clone().unwrap_or_default(),
+        artifact_expire_in_seconds: match job_def.artifacts.expire_in {
+            Some(ArtifactsExpiry::After(seconds)) => seconds,
+            Some(ArtifactsExpiry::Never) | None => 0,
+        },
         dependencies: artifact_sources
             .iter()
             .map(|source| v1::ArtifactSource {
@@ -198,4 +208,12 @@ fn caches(caches: &[Cache], variables: &[v1::Variable]) -> Vec<v1::CacheSpec> {
             fallback_keys: cache.fallback_keys.iter().map(|key| expand(key)).collect(),
         })
         .collect()
+}
+
+fn artifact_when(when: ArtifactsWhen) -> v1::ArtifactWhen {
+    match when {
+        ArtifactsWhen::OnSuccess => v1::ArtifactWhen::OnSuccess,
+        ArtifactsWhen::OnFailure => v1::ArtifactWhen::OnFailure,
+        ArtifactsWhen::Always => v1::ArtifactWhen::Always,
+    }
 }
