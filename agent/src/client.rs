@@ -222,6 +222,28 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         source_job: u64,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<bool, CallError>>;
+    /// Saves `archive` as the cache `key` of the job's repository. The default
+    /// refuses, so fakes that do not exercise caches need not implement it.
+    fn upload_cache<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        key: &'a str,
+        archive: &'a ArchiveFile,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        let _ = (attempt, key, archive);
+        Box::pin(async { Err(CallError::Refused("caches are not supported here".into())) })
+    }
+    /// Downloads the cache `key` of the job's repository to `dest`, verified;
+    /// `Ok(false)` when there is none (the default: never any).
+    fn download_cache<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        key: &'a str,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
+        let _ = (attempt, key, dest);
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// [`CoordinatorApi`] over the real gRPC client.
@@ -384,6 +406,23 @@ impl CoordinatorApi for GrpcApi {
                 None => Err(CallError::Transient("download without header".into())),
             }
         })
+    }
+    fn upload_cache<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        key: &'a str,
+        archive: &'a ArchiveFile,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(crate::cache::upload(&self.client, attempt, key, archive))
+    }
+
+    fn download_cache<'a>(
+        &'a self,
+        attempt: AttemptRef,
+        key: &'a str,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
+        Box::pin(crate::cache::download(&self.client, attempt, key, dest))
     }
 }
 

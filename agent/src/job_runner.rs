@@ -1,12 +1,13 @@
 //! One confirmed attempt from start to final status: report RUNNING, check out
-//! the source, fetch the dependencies' artifacts, run the executor, upload
-//! artifacts on success, seal the log, report the final state, clean up. The
-//! order at the end is fixed by the protocol: scripts, upload, `SealLog`,
+//! the source, fetch the dependencies' artifacts, restore caches, run the
+//! executor, save caches, upload artifacts on success, seal the log, report
+//! the final state, clean up. The order at the end is fixed by the protocol: scripts, upload, `SealLog`,
 //! `UpdateStatus`. Every call is retried with backoff until it succeeds; a
 //! stale-lease answer fences the attempt: the executor is stopped and nothing
 //! more is reported.
 
 use crate::artifacts;
+use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
 use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
@@ -323,6 +324,17 @@ async fn run_steps<A: CoordinatorApi>(
         }
     }
 
+    let caches = CacheJob {
+        api: &*ctx.api,
+        attempt,
+        fenced: &job.fenced,
+        dirs,
+        log,
+    };
+    unless_stopped(job, caches.restore(&spec.caches))
+        .await?
+        .map_err(|Fenced| Step::Fenced)?;
+
     let prepared = prepare(ctx, spec, dirs);
     let outcome = run_executor(ctx, job, &prepared, log.clone()).await;
     if job.fenced.is_cancelled() {
@@ -349,6 +361,14 @@ async fn run_steps<A: CoordinatorApi>(
             FinalState::failed("job timeout")
         }
     };
+    // GitLab saves caches after after_script and before the artifacts; a
+    // canceled job saves nothing.
+    if matches!(state.state, JobState::Success | JobState::Failed) && !spec.caches.is_empty() {
+        let succeeded = state.state == JobState::Success;
+        unless_stopped(job, caches.save(&spec.caches, succeeded))
+            .await?
+            .map_err(|Fenced| Step::Fenced)?;
+    }
     if uploads_artifacts(spec, &state) {
         match upload_artifacts(ctx, job, attempt, spec, dirs, log).await {
             Ok(()) => {}

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod credentials;
