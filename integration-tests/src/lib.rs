@@ -1,7 +1,8 @@
 //! Harness for Osprey's end-to-end tests: real `osprey-coordinator`,
 //! `osprey-agent` and `osprey` processes on loopback (so they can be killed
 //! with SIGKILL), real git repositories in temp dirs, a typed client over the
-//! HTTP API, and helpers that wait for states instead of sleeping.
+//! HTTP API, helpers that wait for states instead of sleeping, and one-call
+//! pipeline runs with status assertions ([`pipeline`]).
 //!
 //! The binaries must be built first: `cargo build --workspace --bins`.
 

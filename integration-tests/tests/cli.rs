@@ -10,6 +10,11 @@ use std::time::Duration;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Runs `osprey --url URL ARGS...`, killed after [`CLI_TIMEOUT`].
+async fn osprey_at(url: &str, args: &[&str]) -> CliOutput {
+    osprey(Some(url), args, None, CLI_TIMEOUT).await
+}
+
 /// The one pipeline JSON `osprey pipeline run --json` prints on stdout.
 fn pipeline_json(output: &CliOutput) -> PipelineView {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
@@ -29,7 +34,7 @@ async fn an_unreachable_coordinator_is_named_and_exits_1() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let output = osprey(Some(&url), &["pipeline", "show", "1"], None, CLI_TIMEOUT).await;
+    let output = osprey_at(&url, &["pipeline", "show", "1"]).await;
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
     assert!(
         output
@@ -131,13 +136,11 @@ async fn pipeline_run_wait_exits_1_on_failure() {
         TestRepo::with_pipeline("stages: [test]\nbroken:\n  stage: test\n  script: [\"exit 4\"]\n");
     let url = cluster.coordinator.url();
     let repo_url = repo.url();
-    let output = osprey(
-        Some(&url),
+    let output = osprey_at(
+        &url,
         &[
             "pipeline", "run", "--repo", &repo_url, "--ref", "master", "--wait", "--json",
         ],
-        None,
-        CLI_TIMEOUT,
     )
     .await;
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
@@ -146,13 +149,11 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     assert_eq!(pipeline.job("broken").exit_code, Some(4));
 
     // Without --json: a readable table on stdout, still exit 1.
-    let output = osprey(
-        Some(&url),
+    let output = osprey_at(
+        &url,
         &[
             "pipeline", "run", "--repo", &repo_url, "--ref", "master", "--wait",
         ],
-        None,
-        CLI_TIMEOUT,
     )
     .await;
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
@@ -163,20 +164,14 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     );
 
     // `pipeline show` of the first one.
-    let output = osprey(
-        Some(&url),
-        &["pipeline", "show", &pipeline.id.to_string()],
-        None,
-        CLI_TIMEOUT,
-    )
-    .await;
+    let output = osprey_at(&url, &["pipeline", "show", &pipeline.id.to_string()]).await;
     assert_eq!(output.code(), Some(0), "{}", output.stderr);
     assert!(
         output.stdout_text().contains("script failure"),
         "{}",
         output.stdout_text()
     );
-    let output = osprey(Some(&url), &["pipeline", "show", "999"], None, CLI_TIMEOUT).await;
+    let output = osprey_at(&url, &["pipeline", "show", "999"]).await;
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
 }
 
@@ -212,13 +207,7 @@ beta:
     let created = cluster.api.start_pipeline(&repo, "master").await;
     let url = cluster.coordinator.url();
     // Started before the jobs run: follows them from their first byte.
-    let followed = osprey(
-        Some(&url),
-        &["logs", "--pipeline", &created.id.to_string(), "-f"],
-        None,
-        CLI_TIMEOUT,
-    )
-    .await;
+    let followed = osprey_at(&url, &["logs", "--pipeline", &created.id.to_string(), "-f"]).await;
     assert_eq!(followed.code(), Some(0), "{}", followed.stderr);
     // The streams end once their jobs have finished; the pipeline follows.
     let pipeline = cluster
@@ -244,13 +233,7 @@ beta:
     }
 
     // Without -f: the same lines, job by job in job order.
-    let printed = osprey(
-        Some(&url),
-        &["logs", "--pipeline", &created.id.to_string()],
-        None,
-        CLI_TIMEOUT,
-    )
-    .await;
+    let printed = osprey_at(&url, &["logs", "--pipeline", &created.id.to_string()]).await;
     assert_eq!(printed.code(), Some(0), "{}", printed.stderr);
     let mut expected = String::new();
     for job in &pipeline.jobs {
@@ -284,7 +267,7 @@ async fn logs_of_a_job_are_printed_as_raw_bytes() {
             .iter()
             .map(|arg| if *arg == "JOB" { id.as_str() } else { arg })
             .collect();
-        let output = osprey(Some(&url), &args, None, CLI_TIMEOUT).await;
+        let output = osprey_at(&url, &args).await;
         assert_eq!(output.code(), Some(0), "{}", output.stderr);
         assert!(
             output.stdout == stored,
