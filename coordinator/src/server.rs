@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often expired offers and leases are looked for.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// How often expired artifacts are looked for.
+const ARTIFACT_EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait for open streams to end after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -39,6 +41,23 @@ pub async fn run(
                 _ = ticker.tick() => {
                     if let Err(error) = housekeeping_core.expire().await {
                         tracing::error!(error = %error, "housekeeping failed");
+                    }
+                }
+            }
+        }
+    });
+
+    let expiry_core = core.clone();
+    let expiry_stop = tasks.token();
+    // Deletes expired artifacts every interval; stops with the shutdown token.
+    tasks.spawn("artifact-expiry", async move {
+        let mut ticker = tokio::time::interval(ARTIFACT_EXPIRY_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = expiry_stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(error) = expiry_core.expire_artifacts().await {
+                        tracing::error!(error = %error, "artifact expiry failed");
                     }
                 }
             }

@@ -6,6 +6,7 @@ use super::Core;
 use crate::auth::{hashes_equal, token_hash};
 use crate::error::{CoreError, CoreResult};
 use crate::storage::{AppendResult, JobRow};
+use osprey_shared::pipeline::ArtifactsExpiry;
 use osprey_shared::{JobId, JobStatus};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -171,6 +172,20 @@ impl Core {
         }
     }
 
+    /// Deletes the archives whose `artifacts: expire_in` has passed.
+    pub async fn expire_artifacts(&self) -> CoreResult<()> {
+        for job in self.store().expire_artifacts().await? {
+            match tokio::fs::remove_file(self.artifact_path(job)).await {
+                Ok(()) => tracing::info!(job_id = %job, "artifacts expired"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(job_id = %job, error = %error, "removing expired artifacts")
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn artifact_path(&self, job: JobId) -> PathBuf {
         self.settings()
             .data_dir
@@ -209,7 +224,23 @@ impl Core {
         tokio::fs::rename(part, &target)
             .await
             .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
-        self.store().set_artifact(key.job, size, sha256).await?;
+        let expires_at = match self
+            .store()
+            .job(key.job)
+            .await?
+            .and_then(|job| job.definition().ok())
+        {
+            Some(def) => match def.artifacts.expire_in {
+                Some(ArtifactsExpiry::After(seconds)) => Some(osprey_shared::api::format_time(
+                    time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds as i64),
+                )),
+                Some(ArtifactsExpiry::Never) | None => None,
+            },
+            None => None,
+        };
+        self.store()
+            .set_artifact(key.job, size, sha256, expires_at)
+            .await?;
         tracing::info!(job_id = %key.job, size, "artifacts stored");
         Ok(())
     }

@@ -394,15 +394,41 @@ impl Store {
 
     // ------------------------------------------------------------ artifacts
 
-    pub async fn set_artifact(&self, job: JobId, size: u64, sha256: &str) -> CoreResult<()> {
+    /// Records a job's archive; `expires_at` (RFC 3339) from `expire_in`.
+    pub async fn set_artifact(
+        &self,
+        job: JobId,
+        size: u64,
+        sha256: &str,
+        expires_at: Option<String>,
+    ) -> CoreResult<()> {
         let (_guard, mut tx) = self.write().await?;
-        sqlx::query("UPDATE jobs SET artifact_size = ?, artifact_sha256 = ? WHERE id = ?")
-            .bind(size as i64)
-            .bind(sha256)
-            .bind(job.0 as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET artifact_size = ?, artifact_sha256 = ?, artifact_expires_at = ? WHERE id = ?",
+        )
+        .bind(size as i64)
+        .bind(sha256)
+        .bind(expires_at)
+        .bind(job.0 as i64)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Forgets the archives whose `expire_in` has passed; returns their jobs
+    /// so their files can be deleted (after the row, so a crash in between
+    /// leaves an orphan file, never a row pointing at nothing).
+    pub async fn expire_artifacts(&self) -> CoreResult<Vec<JobId>> {
+        let (_guard, mut tx) = self.write().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET artifact_size = NULL, artifact_sha256 = NULL, artifact_expires_at = NULL \
+             WHERE artifact_expires_at <= ? RETURNING id",
+        )
+        .bind(now())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids.into_iter().map(|id| JobId(id as u64)).collect())
     }
 }

@@ -284,3 +284,33 @@ async fn an_exit_code_in_allow_failure_exit_codes_lets_the_pipeline_go_on() {
         .unwrap();
     assert_eq!(result.newly_pending.len(), 1, "the next stage starts");
 }
+
+#[tokio::test]
+async fn expired_artifacts_are_forgotten_and_kept_ones_stay() {
+    let (_dir, store) = store().await;
+    let job = running_job(&store).await;
+    let past = osprey_shared::api::format_time(
+        time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
+    );
+    store
+        .set_artifact(job, 10, "abc", Some(past))
+        .await
+        .unwrap();
+    store.set_artifact(JobId(2), 10, "def", None).await.unwrap();
+    assert_eq!(store.expire_artifacts().await.unwrap(), vec![job]);
+    assert!(store
+        .job(job)
+        .await
+        .unwrap()
+        .unwrap()
+        .artifact_size
+        .is_none());
+    assert!(store
+        .job(JobId(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .artifact_size
+        .is_some());
+    assert!(store.expire_artifacts().await.unwrap().is_empty());
+}
