@@ -45,3 +45,28 @@ async fn jobs_see_commit_and_pipeline_variables() {
     assert!(log.contains("title=Second commit"), "{log}");
     assert!(log.contains("/api/v1/jobs/"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_script_sees_the_job_status() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+passes:
+  script: ["true"]
+  after_script: ['echo "status=$CI_JOB_STATUS"']
+fails:
+  script: ["false"]
+  after_script: ['echo "status=$CI_JOB_STATUS"']
+  allow_failure: true
+"#,
+    );
+    let done = cluster.api.run_pipeline(&repo, "master").await;
+    for (job, status) in [("passes", "success"), ("fails", "failed")] {
+        let log = cluster.api.job_log_text(done.job(job).id).await;
+        assert!(log.contains(&format!("status={status}")), "{job}: {log}");
+    }
+}

@@ -60,6 +60,22 @@ pub enum Outcome {
     TimedOut,
 }
 
+impl Outcome {
+    /// `CI_JOB_STATUS` as GitLab gives it to `after_script`.
+    pub fn ci_job_status(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed { .. } | Outcome::TimedOut => "failed",
+            Outcome::Canceled => "canceled",
+        }
+    }
+
+    /// The `after_script` text with `CI_JOB_STATUS` set for this outcome.
+    pub fn after_script(&self, script: &str) -> String {
+        format!("export CI_JOB_STATUS={}\n{script}", self.ci_job_status())
+    }
+}
+
 /// Runs prepared jobs. Implementations: [`shell::ShellExecutor`], [`docker::DockerExecutor`].
 pub trait Executor: Send + Sync {
     /// Runs the job to its end. Output goes to `output` as it is produced.

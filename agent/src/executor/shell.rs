@@ -91,8 +91,9 @@ impl ShellExecutor {
             // after_script runs whatever happened, with its own timeout; a
             // cancel has already fired, so it is not tied to `cancel`.
             let timeout = self.after_script_timeout.unwrap_or(AFTER_SCRIPT_TIMEOUT);
+            let after = outcome.after_script(after);
             let note = match self
-                .run_script(job, after, &output, &CancellationToken::new(), timeout)
+                .run_script(job, &after, &output, &CancellationToken::new(), timeout)
                 .await
             {
                 Ok(Ended::Exited(status)) if status.success() => None,

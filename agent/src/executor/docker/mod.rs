@@ -262,7 +262,8 @@ impl DockerExecutor {
         if let Some(after_script) = &job.after_script {
             say(output, "Running after_script\n".to_owned()).await;
             // As GitLab: the after_script's own result never changes the job's.
-            match plan.run_script("after_script", after_script, output).await {
+            let after_script = outcome.after_script(after_script);
+            match plan.run_script("after_script", &after_script, output).await {
                 Ok(0) => {}
                 Ok(code) => {
                     say(
