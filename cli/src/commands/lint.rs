@@ -19,7 +19,11 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
         return plan(args, &name, &text);
     }
     // The same front end as the coordinator, reading includes beside the file.
-    match osprey_shared::yaml::parse_pipeline_with(&name, &text, &DirectoryLoader::of_file(&args.file)) {
+    match osprey_shared::yaml::parse_pipeline_with(
+        &name,
+        &text,
+        &DirectoryLoader::of_file(&args.file),
+    ) {
         Ok(_) => {
             println!("{name}: valid");
             Ok(ExitCode::SUCCESS)
