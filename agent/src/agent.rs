@@ -133,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         tags: config.tags.clone(),
         executor_name: config.executor.as_str(),
         job_timeout: config.job_timeout,
+        max_job_timeout: config.max_job_timeout,
         kill_grace: config.kill_grace,
         shipper: ShipperSettings::default(),
     });

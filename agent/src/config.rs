@@ -75,6 +75,10 @@ pub struct AgentArgs {
     /// Timeout of a job that sets none, in seconds.
     #[arg(long, env = "OSPREY_JOB_TIMEOUT_SECS")]
     pub job_timeout_secs: Option<u64>,
+    /// Longest timeout any job gets here, whatever its `timeout:` says
+    /// (GitLab Runner's `maximum_timeout`), in seconds.
+    #[arg(long, env = "OSPREY_MAX_JOB_TIMEOUT_SECS")]
+    pub max_job_timeout_secs: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, env = "OSPREY_KILL_GRACE_SECS")]
     pub kill_grace_secs: Option<u64>,
@@ -131,6 +135,7 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     pub docker_image: Option<String>,
     pub job_timeout_secs: Option<u64>,
+    pub max_job_timeout_secs: Option<u64>,
     pub kill_grace_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub docker: Option<DockerConfig>,
@@ -151,6 +156,8 @@ pub struct Config {
     pub tls_ca: Option<PathBuf>,
     pub docker: DockerConfig,
     pub job_timeout: Duration,
+    /// Caps every job's timeout, when set.
+    pub max_job_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub shutdown_grace: Duration,
 }
@@ -264,6 +271,10 @@ impl AgentArgs {
                 file.job_timeout_secs,
                 DEFAULT_JOB_TIMEOUT,
             ),
+            max_job_timeout: self
+                .max_job_timeout_secs
+                .or(file.max_job_timeout_secs)
+                .map(Duration::from_secs),
             kill_grace: secs(
                 self.kill_grace_secs,
                 file.kill_grace_secs,

@@ -39,6 +39,8 @@ pub struct RunnerContext<A> {
     pub tags: Vec<String>,
     pub executor_name: &'static str,
     pub job_timeout: Duration,
+    /// Caps every job's timeout (GitLab Runner's `maximum_timeout`).
+    pub max_job_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub shipper: ShipperSettings,
 }
@@ -577,10 +579,7 @@ fn prepare<A>(ctx: &RunnerContext<A>, spec: &JobSpec, dirs: &AttemptDirs) -> Pre
         after_script: crate::script::after_script(&spec.after_script),
         image,
         services,
-        timeout: match spec.timeout_seconds {
-            0 => ctx.job_timeout,
-            secs => Duration::from_secs(secs),
-        },
+        timeout: job_timeout(spec.timeout_seconds, ctx.job_timeout, ctx.max_job_timeout),
         kill_grace: ctx.kill_grace,
     }
 }
@@ -604,3 +603,31 @@ impl<A: CoordinatorApi> LogEndpoint for AttemptLog<'_, A> {
 #[cfg(test)]
 #[path = "job_runner_tests.rs"]
 mod tests;
+
+/// A job's timeout: its own `timeout:` (0 = none) or the agent's default,
+/// never more than the agent's maximum.
+fn job_timeout(own_seconds: u64, default: Duration, maximum: Option<Duration>) -> Duration {
+    let wanted = match own_seconds {
+        0 => default,
+        seconds => Duration::from_secs(seconds),
+    };
+    maximum.map_or(wanted, |maximum| wanted.min(maximum))
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::job_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn the_agent_maximum_caps_the_job_timeout() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(job_timeout(0, hour, None), hour);
+        assert_eq!(job_timeout(60, hour, None), Duration::from_secs(60));
+        assert_eq!(job_timeout(7200, hour, Some(hour)), hour);
+        assert_eq!(
+            job_timeout(0, hour, Some(Duration::from_secs(600))),
+            Duration::from_secs(600)
+        );
+    }
+}

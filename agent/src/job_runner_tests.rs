@@ -122,6 +122,7 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
         tags: vec!["a".into()],
         executor_name: "shell",
         job_timeout: Duration::from_secs(60),
+        max_job_timeout: None,
         kill_grace: Duration::from_secs(1),
         shipper: ShipperSettings::default(),
     });
