@@ -160,3 +160,75 @@ fn rules_decide_when_and_start_in() {
     // rules:when: manual leaves allow_failure false, as GitLab documents.
     assert!(!pipeline.jobs[0].allow_failure);
 }
+
+#[test]
+fn rules_needs_are_resolved_on_the_rule_and_replace_the_jobs_needs() {
+    let text = r#"
+stages: [build, test]
+shard:
+  stage: build
+  parallel: 2
+  script: make
+lint:
+  stage: build
+  script: lint
+test:
+  stage: test
+  needs: [lint]
+  rules:
+    - if: $CI_COMMIT_BRANCH == "main"
+      needs: [shard, {job: absent, optional: true}]
+    - when: on_success
+  script: make test
+"#;
+    let definition = parse_pipeline_with(".gitlab-ci.yml", text, &NoFiles).expect("valid");
+    let conditions = definition.jobs.iter().find(|j| j.name == "test").unwrap();
+    let osprey_shared::pipeline::JobFilter::Rules(rules) = &conditions.filter else {
+        panic!("test has rules");
+    };
+    let names = |needs: &Option<Vec<Need>>| -> Option<Vec<String>> {
+        needs
+            .as_ref()
+            .map(|n| n.iter().map(|n| n.job.clone()).collect())
+    };
+    // Expanded and with the undefined optional need dropped, as job needs.
+    assert_eq!(
+        names(&rules[0].needs),
+        Some(vec!["shard 1/2".to_owned(), "shard 2/2".to_owned()])
+    );
+    assert_eq!(rules[1].needs, None);
+    let planned = |git_ref: &str| match plan_on(text, git_ref) {
+        Ok(Plan::Created { pipeline }) => names(&job(&pipeline, "test").needs),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        planned("main"),
+        Some(vec!["shard 1/2".to_owned(), "shard 2/2".to_owned()])
+    );
+    assert_eq!(planned("feature"), Some(vec!["lint".to_owned()]));
+}
+
+#[test]
+fn a_rule_stored_before_rules_needs_still_loads() {
+    let rule: osprey_shared::pipeline::Rule =
+        serde_json::from_str(r#"{"if": "$A", "when": {"run": "manual"}}"#).expect("loads");
+    assert_eq!(rule.needs, None);
+}
+
+#[test]
+fn rules_needs_count_against_the_limit_of_fifty() {
+    let mut text =
+        String::from("stages: [build, test]\nmany:\n  stage: build\n  parallel: 51\n  script: x\n");
+    text.push_str("test:\n  stage: test\n  script: x\n  rules:\n    - needs: [many]\n");
+    let errors = match parse_pipeline_with(".gitlab-ci.yml", &text, &NoFiles) {
+        Ok(_) => panic!("expected errors"),
+        Err(errors) => errors,
+    };
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["job test: rules:needs: one job can only need 50 others, but you have listed 51"]
+    );
+}

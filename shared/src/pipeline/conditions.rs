@@ -6,7 +6,7 @@
 //! crates build and store stays as it is: [`crate::plan::plan`] turns a
 //! [`PipelineDefinition`] into the plain [`Pipeline`] of one ref.
 
-use super::{Pipeline, Variable, When};
+use super::{Need, Pipeline, Variable, When};
 use serde::{Deserialize, Serialize};
 
 /// A validated pipeline file before planning: every visible job, plus the
@@ -76,6 +76,11 @@ pub struct Rule {
     /// `variables:` set when this rule matches, over the job's own.
     #[serde(default)]
     pub variables: Vec<Variable>,
+    /// `needs:` of a job's rule: when this rule matches, the job's `needs`
+    /// are replaced by these (`Some([])` for `needs: []`). Resolved like the
+    /// job's own: `parallel` names expanded, undefined optional ones dropped.
+    #[serde(default)]
+    pub needs: Option<Vec<Need>>,
 }
 
 /// `when:` in a rule: a job `when`, or `never` (the job is not created).

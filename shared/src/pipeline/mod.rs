@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod cache;
 pub mod conditions;
+pub(crate) mod dag;
 
 pub use cache::{
     cache_key_problem, Cache, CacheKeyFiles, CachePolicy, CacheWhen, DEFAULT_CACHE_KEY,

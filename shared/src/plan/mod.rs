@@ -287,6 +287,11 @@ impl Planner<'_, '_> {
                 if let Some(allowed) = rule.allow_failure {
                     planned.allow_failure = allowed;
                 }
+                // GitLab: the matching rule's `needs` replace the job's
+                // entirely; `links::check` then treats them as the job's own.
+                if let Some(needs) = &rule.needs {
+                    planned.needs = Some(needs.clone());
+                }
                 yaml.extend(raw(&rule.variables, &[]));
             }
             JobFilter::OnlyExcept { only, except } => {

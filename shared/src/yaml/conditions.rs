@@ -3,6 +3,7 @@
 //! compiled here so that a bad one is a lint error at its value, not a
 //! planning failure later.
 
+use super::graph::{LocatedNeeds, RuleNeeds};
 use super::keywords::{classify, did_you_mean, Classified, DEFAULT_KEYWORDS_ALL};
 use super::tree::Node;
 use super::values::{self, Context, VariablesScope};
@@ -17,13 +18,15 @@ pub(crate) enum RulesScope {
     Workflow,
 }
 
-/// `rules:` of a job or of `workflow:`.
+/// `rules:` of a job or of `workflow:`, with the `needs:` of each rule that
+/// has them as written (by index in the rules), for [`super::link`] to
+/// resolve over the whole file.
 pub(crate) fn rules(
     report: &mut Report,
     cx: Context,
     node: &Node,
     scope: RulesScope,
-) -> Option<Vec<Rule>> {
+) -> Option<(Vec<Rule>, RuleNeeds)> {
     let Some(items) = node.as_sequence() else {
         cx.error(
             report,
@@ -33,21 +36,30 @@ pub(crate) fn rules(
         return None;
     };
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        // `rules: [{...}, [nested list]]` happens with `!reference`; GitLab
-        // flattens one level of nesting.
-        if let Some(nested) = item.as_sequence() {
-            for inner in nested {
-                out.extend(rule(report, cx, inner, scope));
+    let mut needs = Vec::new();
+    // `rules: [{...}, [nested list]]` happens with `!reference`; GitLab
+    // flattens one level of nesting.
+    let flattened = items.iter().flat_map(|item| match item.as_sequence() {
+        Some(nested) => nested.iter().collect::<Vec<_>>(),
+        None => vec![item],
+    });
+    for item in flattened {
+        if let Some((rule, located)) = rule(report, cx, item, scope) {
+            if let Some(located) = located {
+                needs.push((out.len(), located));
             }
-            continue;
+            out.push(rule);
         }
-        out.extend(rule(report, cx, item, scope));
     }
-    Some(out)
+    Some((out, needs))
 }
 
-fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Option<Rule> {
+fn rule(
+    report: &mut Report,
+    cx: Context,
+    node: &Node,
+    scope: RulesScope,
+) -> Option<(Rule, Option<LocatedNeeds>)> {
     let Some(entries) = node.as_mapping() else {
         cx.error(
             report,
@@ -69,8 +81,9 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
                 "allow_failure",
                 "variables",
                 "start_in",
+                "needs",
             ],
-            &["needs", "interruptible"],
+            &["interruptible"],
         ),
         RulesScope::Workflow => (
             &["if", "changes", "exists", "when", "variables"],
@@ -79,6 +92,7 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
     };
     let mut rule = Rule::default();
     let mut start_in = None;
+    let mut needs = None;
     for (key, value) in entries {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
@@ -124,6 +138,12 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
                     super::run::start_in(report, cx, value, "rules:start_in"),
                 ));
             }
+            "needs" => {
+                let located = super::graph::needs(report, cx, value, "rules:needs");
+                // As written until the whole file is known (see link.rs).
+                rule.needs = Some(located.iter().map(|(need, _)| need.clone()).collect());
+                needs = Some((key.location, located));
+            }
             _ => rule.variables = values::variables(report, cx, value, VariablesScope::Job),
         }
     }
@@ -142,7 +162,7 @@ fn rule(report: &mut Report, cx: Context, node: &Node, scope: RulesScope) -> Opt
         ),
         (_, None) => {}
     }
-    Some(rule)
+    Some((rule, needs))
 }
 
 /// An expression, compiled to check it; kept as written.
@@ -450,7 +470,9 @@ pub(crate) fn workflow(report: &mut Report, node: &Node) -> Option<Vec<Rule>> {
             continue;
         };
         match classify(name, &["rules"], &["name", "auto_cancel"]) {
-            Classified::Supported => out = rules(report, cx, value, RulesScope::Workflow),
+            Classified::Supported => {
+                out = rules(report, cx, value, RulesScope::Workflow).map(|(rules, _)| rules);
+            }
             Classified::Unsupported => cx.error(
                 report,
                 key.location,

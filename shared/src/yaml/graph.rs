@@ -22,11 +22,20 @@ const MATRIX_MAX_JOBS: usize = 200;
 #[derive(Debug, Default)]
 pub(crate) struct JobLinks {
     /// `needs:` key, and each entry with where it was written.
-    pub needs: Option<(Location, Vec<(Need, Location)>)>,
+    pub needs: Option<LocatedNeeds>,
+    /// `needs:` of the job's rules: the rule's index in the job's
+    /// [`crate::pipeline::JobFilter::Rules`], and its needs as written.
+    pub rule_needs: RuleNeeds,
     /// `dependencies:` key, and each name with where it was written.
     pub dependencies: Option<(Location, Vec<(String, Location)>)>,
     pub parallel: Option<Parallel>,
 }
+
+/// A `needs:` key and each entry with where it was written.
+pub(crate) type LocatedNeeds = (Location, Vec<(Need, Location)>);
+
+/// The `needs:` of a job's rules, each with the rule's index in its `rules:`.
+pub(crate) type RuleNeeds = Vec<(usize, LocatedNeeds)>;
 
 /// One `parallel:matrix` entry: variables in key order, each with its values.
 pub(crate) type MatrixEntry = Vec<(String, Vec<String>)>;
@@ -38,14 +47,20 @@ pub(crate) enum Parallel {
     Matrix(Vec<MatrixEntry>),
 }
 
-/// `needs:`: a list of names or `{job, artifacts, optional}`.
-pub(crate) fn needs(report: &mut Report, cx: Context, node: &Node) -> Vec<(Need, Location)> {
+/// `needs:` of a job, or of a rule (`what` is `needs` or `rules:needs`, for
+/// messages): a list of names or `{job, artifacts, optional}`.
+pub(crate) fn needs(
+    report: &mut Report,
+    cx: Context,
+    node: &Node,
+    what: &str,
+) -> Vec<(Need, Location)> {
     let Some(items) = node.as_sequence() else {
         cx.error(
             report,
             node.location,
             format!(
-                "needs must be a list of job names or {{job: ...}} mappings, found {}",
+                "{what} must be a list of job names or {{job: ...}} mappings, found {}",
                 node.describe()
             ),
         );
@@ -53,14 +68,14 @@ pub(crate) fn needs(report: &mut Report, cx: Context, node: &Node) -> Vec<(Need,
     };
     let mut out: Vec<(Need, Location)> = Vec::with_capacity(items.len());
     for item in items {
-        let Some(need) = need(report, cx, item) else {
+        let Some(need) = need(report, cx, item, what) else {
             continue;
         };
         if out.iter().any(|(n, _)| n.job == need.job) {
             cx.error(
                 report,
                 item.location,
-                format!("needs: {} is listed more than once", need.job),
+                format!("{what}: {} is listed more than once", need.job),
             );
             continue;
         }
@@ -69,7 +84,7 @@ pub(crate) fn needs(report: &mut Report, cx: Context, node: &Node) -> Vec<(Need,
     out
 }
 
-fn need(report: &mut Report, cx: Context, node: &Node) -> Option<Need> {
+fn need(report: &mut Report, cx: Context, node: &Node, what: &str) -> Option<Need> {
     if let Some(name) = node.as_str() {
         return Some(Need {
             job: name.to_owned(),
@@ -82,7 +97,7 @@ fn need(report: &mut Report, cx: Context, node: &Node) -> Option<Need> {
             report,
             node.location,
             format!(
-                "each entry of needs must be a job name or a mapping with job, found {}",
+                "each entry of {what} must be a job name or a mapping with job, found {}",
                 node.describe()
             ),
         );
@@ -111,7 +126,7 @@ fn need(report: &mut Report, cx: Context, node: &Node) -> Option<Need> {
                 cx.error(
                     report,
                     key.location,
-                    format!("needs:{name} is not supported by Osprey yet"),
+                    format!("{what}:{name} is not supported by Osprey yet"),
                 );
                 continue;
             }
@@ -120,20 +135,20 @@ fn need(report: &mut Report, cx: Context, node: &Node) -> Option<Need> {
                 cx.error(
                     report,
                     key.location,
-                    format!("needs: unknown key {name}{}", did_you_mean(suggestion)),
+                    format!("{what}: unknown key {name}{}", did_you_mean(suggestion)),
                 );
                 continue;
             }
         }
         match name {
-            "job" => job = values::string(report, cx, field, "needs:job"),
+            "job" => job = values::string(report, cx, field, &format!("{what}:job")),
             "artifacts" => {
-                need.artifacts =
-                    values::boolean(report, cx, field, "needs:artifacts").unwrap_or(true);
+                need.artifacts = values::boolean(report, cx, field, &format!("{what}:artifacts"))
+                    .unwrap_or(true);
             }
             _ => {
-                need.optional =
-                    values::boolean(report, cx, field, "needs:optional").unwrap_or(false);
+                need.optional = values::boolean(report, cx, field, &format!("{what}:optional"))
+                    .unwrap_or(false);
             }
         }
     }
@@ -141,7 +156,11 @@ fn need(report: &mut Report, cx: Context, node: &Node) -> Option<Need> {
         return None;
     }
     let Some(job) = job else {
-        cx.error(report, node.location, "each entry of needs needs a job");
+        cx.error(
+            report,
+            node.location,
+            format!("each entry of {what} needs a job"),
+        );
         return None;
     };
     need.job = job;

@@ -208,7 +208,9 @@ pub(crate) fn job(
             "resource_group" => job.resource_group = run::resource_group(report, cx, value),
             "environment" => job.environment = run::environment(report, cx, value),
             "coverage" => job.coverage = run::coverage(report, cx, value),
-            "needs" => links.needs = Some((key.location, graph::needs(report, cx, value))),
+            "needs" => {
+                links.needs = Some((key.location, graph::needs(report, cx, value, "needs")));
+            }
             "dependencies" => {
                 links.dependencies = Some((key.location, graph::dependencies(report, cx, value)));
             }
@@ -225,8 +227,12 @@ pub(crate) fn job(
                 );
                 match keyword {
                     "rules" => {
-                        rules = conditions::rules(report, cx, value, RulesScope::Job)
-                            .map(|r| (r, key.location));
+                        rules = conditions::rules(report, cx, value, RulesScope::Job).map(
+                            |(rules, needs)| {
+                                links.rule_needs = needs;
+                                (rules, key.location)
+                            },
+                        );
                     }
                     "only" => only = conditions::policy(report, cx, value, "only"),
                     _ => except = conditions::policy(report, cx, value, "except"),

@@ -3,15 +3,18 @@
 //! into their instances (`build 1/3`, `test: [aws, app1]`), replaces a
 //! `needs`/`dependencies` name of a parallel job by all its instances, and
 //! checks the result (defined jobs, stage order, cycles, GitLab's limit of
-//! 50 needs). What can only be checked on a ref (whether a needed job was
-//! created) is the planner's job.
+//! 50 needs). Each rule's `needs:` is resolved and checked the same way and
+//! stored on its rule; cycles are only searched among job-level needs, since
+//! which rule matches depends on the ref. What can only be checked on a ref
+//! (whether a needed job was created, cycles through `rules:needs`) is the
+//! planner's job.
 
-use super::graph::{JobLinks, Parallel};
+use super::graph::{JobLinks, LocatedNeeds, Parallel};
 use super::keywords::{did_you_mean, suggest};
 use super::tree::Location;
 use super::values::Context;
 use super::Report;
-use crate::pipeline::{JobConditions, JobDef, Need, Variable};
+use crate::pipeline::{dag, JobConditions, JobDef, JobFilter, Need, Variable};
 use std::collections::{HashMap, HashSet};
 
 /// GitLab's limit on `needs:` entries of one job (after expansion).
@@ -176,6 +179,7 @@ pub(crate) fn link(
         stage_of.contains_key(name).then(|| vec![name.to_owned()])
     };
     let mut resolved_needs: Vec<Option<Vec<Need>>> = Vec::with_capacity(jobs.len());
+    let mut resolved_rule_needs: Vec<Vec<(usize, Vec<Need>)>> = Vec::with_capacity(jobs.len());
     let mut resolved_dependencies: Vec<Option<Vec<String>>> = Vec::with_capacity(jobs.len());
     for (job, links) in jobs.iter().zip(&links) {
         let prefix = format!("job {}: ", job.name);
@@ -191,7 +195,7 @@ pub(crate) fn link(
             }
             _ => false,
         };
-        let needs = links.needs.as_ref().map(|(key, entries)| {
+        let mut needs_of = |(key, entries): &LocatedNeeds, keyword: &str| {
             let mut out = Vec::new();
             for (need, at) in entries {
                 let Some(names) = resolve(&need.job) else {
@@ -203,7 +207,7 @@ pub(crate) fn link(
                         report,
                         *at,
                         format!(
-                            "undefined need: {}{}",
+                            "{keyword}undefined need: {}{}",
                             need.job,
                             did_you_mean(suggest(&need.job, all_names.iter().copied()))
                         ),
@@ -215,7 +219,9 @@ pub(crate) fn link(
                         cx.error(
                             report,
                             *at,
-                            format!("need {name} is not defined in current or prior stages"),
+                            format!(
+                                "{keyword}need {name} is not defined in current or prior stages"
+                            ),
                         );
                     }
                     out.push(Need {
@@ -229,7 +235,7 @@ pub(crate) fn link(
                     report,
                     *key,
                     format!(
-                        "one job can only need {MAX_NEEDS} others, but you have listed {}",
+                        "{keyword}one job can only need {MAX_NEEDS} others, but you have listed {}",
                         out.len()
                     ),
                 );
@@ -237,7 +243,15 @@ pub(crate) fn link(
                 out.truncate(MAX_NEEDS + 1);
             }
             out
-        });
+        };
+        let needs = links.needs.as_ref().map(|located| needs_of(located, ""));
+        // GitLab checks each rule's needs as it checks the job's own; which
+        // of them apply (and whether they form a cycle) is the planner's.
+        let rule_needs: Vec<(usize, Vec<Need>)> = links
+            .rule_needs
+            .iter()
+            .map(|(rule, located)| (*rule, needs_of(located, "rules:needs: ")))
+            .collect();
         let dependencies = links.dependencies.as_ref().map(|(_, entries)| {
             let mut out = Vec::new();
             for (name, at) in entries {
@@ -275,6 +289,7 @@ pub(crate) fn link(
             out
         });
         resolved_needs.push(needs);
+        resolved_rule_needs.push(rule_needs);
         resolved_dependencies.push(dependencies);
     }
     check_cycles(report, &jobs, &expanded, &resolved_needs, &links);
@@ -289,6 +304,13 @@ pub(crate) fn link(
         // Matrix values are job variables, set over the job's own.
         job.variables.extend(instance.variables);
         job.needs.clone_from(&resolved_needs[instance.source]);
+        if let JobFilter::Rules(rules) = &mut condition.filter {
+            for (index, needs) in &resolved_rule_needs[instance.source] {
+                if let Some(rule) = rules.get_mut(*index) {
+                    rule.needs = Some(needs.clone());
+                }
+            }
+        }
         job.dependencies
             .clone_from(&resolved_dependencies[instance.source]);
         out_jobs.push(job);
@@ -321,49 +343,20 @@ fn check_cycles(
                 .collect()
         })
         .collect();
-    // Iterative depth-first search: 0 unvisited, 1 on the path, 2 done.
-    let mut state = vec![0u8; expanded.len()];
     let mut reported: HashSet<usize> = HashSet::new();
-    for start in 0..expanded.len() {
-        if state[start] != 0 {
-            continue;
-        }
-        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
-        state[start] = 1;
-        while let Some(&mut (node, ref mut next)) = path.last_mut() {
-            if let Some(&target) = edges[node].get(*next) {
-                *next += 1;
-                match state[target] {
-                    0 => {
-                        state[target] = 1;
-                        path.push((target, 0));
-                    }
-                    1 => {
-                        let from = path.iter().position(|(n, _)| *n == target).unwrap_or(0);
-                        let mut cycle: Vec<&str> = path[from..]
-                            .iter()
-                            .map(|(n, _)| expanded[*n].name.as_str())
-                            .collect();
-                        cycle.push(expanded[target].name.as_str());
-                        let source = expanded[node].source;
-                        if reported.insert(source) {
-                            let at = links[source].needs.as_ref().map(|(key, _)| *key);
-                            report.error(
-                                at.unwrap_or(Location::START),
-                                format!(
-                                    "job {}: needs: circular dependency: {}",
-                                    jobs[source].name,
-                                    cycle.join(" -> ")
-                                ),
-                            );
-                        }
-                    }
-                    _ => {}
-                }
-            } else {
-                state[node] = 2;
-                path.pop();
-            }
+    for cycle in dag::cycles(&edges) {
+        let source = expanded[cycle[cycle.len() - 2]].source;
+        if reported.insert(source) {
+            let names: Vec<&str> = cycle.iter().map(|n| expanded[*n].name.as_str()).collect();
+            let at = links[source].needs.as_ref().map(|(key, _)| *key);
+            report.error(
+                at.unwrap_or(Location::START),
+                format!(
+                    "job {}: needs: circular dependency: {}",
+                    jobs[source].name,
+                    names.join(" -> ")
+                ),
+            );
         }
     }
 }
