@@ -12,6 +12,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     // Usage errors exit with 2 (clap's default).
     let args = args::Args::parse();
     // Before any thread exists (see `render::init_local_offset`).
@@ -33,4 +34,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `osprey logs 12 | head` must end quietly when `head` exits, as Unix
+/// tools do. Rust ignores SIGPIPE, which turns every later `println!` into a
+/// panic; restoring the default disposition makes the write end the process.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in `main`, before any thread exists, and
+    // installs the default disposition (no handler code runs).
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

@@ -123,3 +123,28 @@ async fn an_invalid_pipeline_is_refused_with_locations_and_nothing_is_created() 
         "{missing:?}"
     );
 }
+
+#[test]
+fn output_cut_short_by_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::new();
+    for index in 0..2000 {
+        file.push_str(&format!("job {index}:\n  script: [\"echo {index}\"]\n"));
+    }
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), file).unwrap();
+    let mut child = Command::new(osprey_integration_tests::bins::binary("osprey"))
+        .args(["lint", "--plan", "--ref", "master", "--json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is closed now, as `| head -c 16` would.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
