@@ -23,7 +23,7 @@ struct Folder {
     root: PathBuf,
 }
 
-const NOT_IN_REPO: [&str; 2] = ["context.toml", "expected.txt"];
+const NOT_IN_REPO: [&str; 3] = ["context.toml", "expected.txt", "expected-run.txt"];
 
 impl IncludeLoader for Folder {
     fn read(&self, path: &str) -> Result<String, LoadError> {
