@@ -335,12 +335,15 @@ impl Store {
         if end <= size {
             return Ok(AppendResult::Duplicate(size));
         }
-        if end > max_size {
+        if size >= max_size {
             return Err(CoreError::ResourceExhausted(format!(
                 "job log limit of {max_size} bytes exceeded"
             )));
         }
-        let fresh = &data[(size - offset) as usize..];
+        // Up to the limit the log is kept whole: a chunk that crosses it is
+        // stored in part, and the answer's offset says how much.
+        let end = end.min(max_size);
+        let fresh = &data[(size - offset) as usize..(end - offset) as usize];
         sqlx::query("INSERT INTO log_chunks (job_id, attempt, offset, data) VALUES (?, ?, ?, ?)")
             .bind(job.0 as i64)
             .bind(attempt)

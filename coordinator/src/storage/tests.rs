@@ -90,10 +90,19 @@ async fn log_appends_are_offset_checked_and_stored_once() {
         b"hello world"
     );
     assert_eq!(store.read_log(job, 4, 3).await.unwrap(), b"o w");
+    // A chunk crossing the limit is kept up to it; the next is refused.
+    assert_eq!(
+        store.append_log(job, 11, b"!?", 12).await.unwrap(),
+        AppendResult::Appended(12)
+    );
     assert!(matches!(
-        store.append_log(job, 11, b"too much", 12).await,
+        store.append_log(job, 12, b"too much", 12).await,
         Err(CoreError::ResourceExhausted(_))
     ));
+    assert_eq!(
+        store.read_log(job, 0, usize::MAX).await.unwrap(),
+        b"hello world!"
+    );
 }
 
 #[tokio::test]
