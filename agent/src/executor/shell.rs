@@ -92,6 +92,10 @@ impl ShellExecutor {
             // cancel has already fired, so it is not tied to `cancel`.
             let timeout = self.after_script_timeout.unwrap_or(AFTER_SCRIPT_TIMEOUT);
             let after = outcome.after_script(after);
+            // The same header as the Docker executor and GitLab Runner.
+            let _ = output
+                .send(Bytes::from_static(b"Running after_script\n"))
+                .await;
             let note = match self
                 .run_script(job, &after, &output, &CancellationToken::new(), timeout)
                 .await

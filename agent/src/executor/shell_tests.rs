@@ -105,7 +105,7 @@ async fn after_script_runs_after_failure_and_cannot_change_outcome() {
         }
     );
     assert!(
-        log.starts_with("$ false\n$ echo after\nafter\n$ exit 7\n"),
+        log.starts_with("$ false\nRunning after_script\n$ echo after\nafter\n$ exit 7\n"),
         "{log}"
     );
     assert!(
