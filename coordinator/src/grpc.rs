@@ -5,20 +5,17 @@ use crate::core::{AttemptKey, Core};
 use crate::error::CoreError;
 use crate::storage::AppendResult;
 use crate::tasks::Tasks;
-use futures::Stream;
+use crate::transfer::{self, UploadPart};
+use futures::{Stream, StreamExt};
 use osprey_proto::v1::{self, agent_message, agent_service_server::AgentService};
 use osprey_shared::{JobId, JobStatus};
-use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long an agent has to send `Hello` after opening a session.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest chunk of an artifact download.
-const DOWNLOAD_CHUNK: usize = 1 << 20;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -210,52 +207,23 @@ impl AgentService for AgentGrpc {
         };
         let key = attempt_key(header.attempt)?;
         let part_path = self.core.begin_artifact_upload(&key).await?;
-        let mut file = tokio::fs::File::create(&part_path)
-            .await
-            .map_err(|error| internal("creating artifact file", error))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let trailer = loop {
-            match inbound.message().await? {
-                Some(v1::UploadArtifactRequest {
-                    part: Some(Part::Data(data)),
-                }) => {
-                    size += data.len() as u64;
-                    if size > self.max_artifact_bytes {
-                        drop(file);
-                        let _ = tokio::fs::remove_file(&part_path).await;
-                        return Err(Status::resource_exhausted(format!(
-                            "artifact archive larger than {} bytes",
-                            self.max_artifact_bytes
-                        )));
-                    }
-                    hasher.update(&data);
-                    file.write_all(&data)
-                        .await
-                        .map_err(|error| internal("writing artifact", error))?;
-                }
-                Some(v1::UploadArtifactRequest {
-                    part: Some(Part::Trailer(trailer)),
-                }) => break trailer,
-                Some(_) => return Err(Status::invalid_argument("unexpected upload message")),
-                None => {
-                    let _ = tokio::fs::remove_file(&part_path).await;
-                    return Err(Status::invalid_argument("upload ended without a trailer"));
-                }
-            }
-        };
-        file.sync_all()
-            .await
-            .map_err(|error| internal("syncing artifact", error))?;
-        drop(file);
-        let digest = hex::encode(hasher.finalize());
+        let parts = inbound.map(|message| {
+            message.map(|message| match message.part {
+                Some(Part::Data(data)) => UploadPart::Data(data),
+                Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
+                Some(Part::Header(_)) | None => UploadPart::Unexpected,
+            })
+        });
+        let received =
+            transfer::receive(parts, &part_path, self.max_artifact_bytes, "artifact").await?;
+        let (size, digest) = (received.size, received.sha256);
         self.core
             .finish_artifact_upload(
                 &key,
                 &part_path,
                 size,
                 &digest,
-                (trailer.size, &trailer.sha256),
+                (received.trailer.size, &received.trailer.sha256),
             )
             .await?;
         Ok(Response::new(v1::UploadArtifactResponse {
@@ -277,26 +245,23 @@ impl AgentService for AgentGrpc {
             .core
             .open_artifact(&key, JobId(request.source_job_id))
             .await?;
-        let mut file = tokio::fs::File::open(&path)
+        let file = tokio::fs::File::open(&path)
             .await
             .map_err(|error| internal("opening artifact", error))?;
-        let stream = async_stream::try_stream! {
-            yield v1::DownloadArtifactResponse {
-                part: Some(Part::Header(v1::ArtifactTrailer { size, sha256 })),
-            };
-            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
-            loop {
-                let read = file.read(&mut buffer).await.map_err(|error| internal("reading artifact", error))?;
-                if read == 0 {
-                    break;
-                }
-                yield v1::DownloadArtifactResponse {
-                    part: Some(Part::Data(buffer[..read].to_vec())),
-                };
-            }
-        };
+        let stream = transfer::send(
+            file,
+            size,
+            sha256,
+            |header| v1::DownloadArtifactResponse {
+                part: Some(Part::Header(header)),
+            },
+            |data| v1::DownloadArtifactResponse {
+                part: Some(Part::Data(data)),
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
+
     async fn upload_cache(
         &self,
         request: Request<Streaming<v1::UploadCacheRequest>>,
@@ -313,14 +278,16 @@ impl AgentService for AgentGrpc {
         };
         let key = attempt_key(header.attempt)?;
         let upload = self.core.begin_cache_upload(&key, &header.key).await?;
-        let received = receive_cache(&mut inbound, &upload.part, self.max_artifact_bytes).await;
-        let (size, digest, trailer) = match received {
-            Ok(received) => received,
-            Err(status) => {
-                self.core.abort_cache_upload(&upload).await;
-                return Err(status);
-            }
-        };
+        let parts = inbound.map(|message| {
+            message.map(|message| match message.part {
+                Some(Part::Data(data)) => UploadPart::Data(data),
+                Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
+                Some(Part::Header(_)) | None => UploadPart::Unexpected,
+            })
+        });
+        let received =
+            transfer::receive(parts, &upload.part, self.max_artifact_bytes, "cache").await?;
+        let (size, digest, trailer) = (received.size, received.sha256, received.trailer);
         self.core
             .finish_cache_upload(
                 &key,
@@ -346,63 +313,18 @@ impl AgentService for AgentGrpc {
         let key = attempt_key(request.attempt)?;
         let cache = self.core.open_cache(&key, &request.key).await?;
         let (size, sha256) = (cache.size, cache.sha256);
-        let mut file = tokio::fs::File::from_std(cache.file);
-        let stream = async_stream::try_stream! {
-            yield v1::DownloadCacheResponse {
-                part: Some(Part::Header(v1::ArtifactTrailer { size, sha256 })),
-            };
-            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
-            loop {
-                let read = file.read(&mut buffer).await.map_err(|error| internal("reading cache", error))?;
-                if read == 0 {
-                    break;
-                }
-                yield v1::DownloadCacheResponse {
-                    part: Some(Part::Data(buffer[..read].to_vec())),
-                };
-            }
-        };
+        let file = tokio::fs::File::from_std(cache.file);
+        let stream = transfer::send(
+            file,
+            size,
+            sha256,
+            |header| v1::DownloadCacheResponse {
+                part: Some(Part::Header(header)),
+            },
+            |data| v1::DownloadCacheResponse {
+                part: Some(Part::Data(data)),
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// Writes the `data` parts of a cache upload to `part` until the trailer;
-/// returns the size and sha256 received and the trailer. Past `limit` bytes
-/// the upload is refused.
-async fn receive_cache(
-    inbound: &mut Streaming<v1::UploadCacheRequest>,
-    part: &std::path::Path,
-    limit: u64,
-) -> Result<(u64, String, v1::ArtifactTrailer), Status> {
-    use v1::upload_cache_request::Part;
-    let mut file = tokio::fs::File::create(part)
-        .await
-        .map_err(|error| internal("creating cache file", error))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let trailer = loop {
-        match inbound.message().await?.and_then(|message| message.part) {
-            Some(Part::Data(data)) => {
-                size += data.len() as u64;
-                if size > limit {
-                    return Err(Status::resource_exhausted(format!(
-                        "cache archive larger than {limit} bytes"
-                    )));
-                }
-                hasher.update(&data);
-                file.write_all(&data)
-                    .await
-                    .map_err(|error| internal("writing cache", error))?;
-            }
-            Some(Part::Trailer(trailer)) => break trailer,
-            Some(Part::Header(_)) => {
-                return Err(Status::invalid_argument("unexpected upload message"))
-            }
-            None => return Err(Status::invalid_argument("upload ended without a trailer")),
-        }
-    };
-    file.sync_all()
-        .await
-        .map_err(|error| internal("syncing cache", error))?;
-    Ok((size, hex::encode(hasher.finalize()), trailer))
 }

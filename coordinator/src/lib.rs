@@ -15,3 +15,4 @@ pub mod server;
 pub mod spec;
 pub mod storage;
 pub mod tasks;
+pub mod transfer;
