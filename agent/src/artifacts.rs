@@ -205,11 +205,12 @@ fn exclude_matcher(patterns: &[String], warnings: &mut Vec<String>) -> Option<gl
     builder.build().ok()
 }
 
-/// Files git neither tracks nor ignores under `project_dir` (GitLab's
-/// `artifacts:untracked`), relative to it. Blocking.
+/// Files git does not track under `project_dir`, relative to it: what
+/// GitLab's `artifacts:untracked` and `cache:untracked` add. As GitLab says of
+/// both, `.gitignore` does not apply: ignored files are included. Blocking.
 pub fn untracked_files(project_dir: &Path) -> Result<Vec<String>, String> {
     let output = std::process::Command::new("git")
-        .args(["ls-files", "--others", "--exclude-standard", "-z"])
+        .args(["ls-files", "--others", "-z"])
         .current_dir(project_dir)
         .output()
         .map_err(|error| format!("cannot run git ls-files: {error}"))?;
@@ -405,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn untracked_files_are_those_git_neither_tracks_nor_ignores() {
+    fn untracked_files_are_those_git_does_not_track_ignored_ones_included() {
         let dir = tempfile::tempdir().unwrap();
         let run = |args: &[&str]| {
             let status = std::process::Command::new("git")
@@ -424,7 +425,9 @@ mod tests {
         fs::create_dir(dir.path().join("new")).unwrap();
         fs::write(dir.path().join("new/file"), "n").unwrap();
         fs::write(dir.path().join("scratch.tmp"), "s").unwrap();
-        assert_eq!(untracked_files(dir.path()).unwrap(), vec!["new/file"]);
+        let mut files = untracked_files(dir.path()).unwrap();
+        files.sort();
+        assert_eq!(files, vec!["new/file", "scratch.tmp"]);
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl<A: CoordinatorApi> CacheJob<'_, A> {
         let collected = tokio::task::spawn_blocking(move || {
             let mut patterns = paths;
             if untracked {
-                patterns.extend(untracked_files(&project_dir)?);
+                patterns.extend(crate::artifacts::untracked_files(&project_dir)?);
             }
             artifacts::collect(&project_dir, &patterns, &path).map_err(|error| error.to_string())
         })
@@ -253,28 +253,6 @@ pub fn saves_when(cache: &CacheSpec, succeeded: bool) -> bool {
         pb::CacheWhen::OnFailure => !succeeded,
         pb::CacheWhen::Always => true,
     }
-}
-
-/// Files git does not track in `project_dir` (ignored ones included, as
-/// GitLab's `untracked` means), relative to it.
-fn untracked_files(project_dir: &Path) -> Result<Vec<String>, String> {
-    let output = std::process::Command::new("git")
-        .args(["ls-files", "--others", "-z"])
-        .current_dir(project_dir)
-        .output()
-        .map_err(|error| format!("cannot run git ls-files: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(output
-        .stdout
-        .split(|byte| *byte == 0)
-        .filter(|name| !name.is_empty())
-        .map(|name| String::from_utf8_lossy(name).into_owned())
-        .collect())
 }
 
 /// `UploadCache` over the real client: header, 1 MiB chunks, trailer.
@@ -397,27 +375,5 @@ mod tests {
         assert!(!saves_when(&cache(P::PullPush, W::OnFailure), true));
         assert!(saves_when(&cache(P::PullPush, W::Always), false));
         assert!(saves_when(&cache(P::PullPush, W::Always), true));
-    }
-
-    #[test]
-    fn untracked_files_include_ignored_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let status = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .unwrap();
-            assert!(status.status.success(), "{status:?}");
-        };
-        git(&["init", "-q"]);
-        std::fs::write(dir.path().join(".gitignore"), "vendor/\n").unwrap();
-        git(&["add", ".gitignore"]);
-        std::fs::create_dir(dir.path().join("vendor")).unwrap();
-        std::fs::write(dir.path().join("vendor/dep.txt"), "d").unwrap();
-        std::fs::write(dir.path().join("new.txt"), "n").unwrap();
-        let mut files = untracked_files(dir.path()).unwrap();
-        files.sort();
-        assert_eq!(files, ["new.txt", "vendor/dep.txt"]);
     }
 }
