@@ -21,7 +21,7 @@ use osprey_proto::v1::{self as pb, upload_cache_request, AttemptRef, CacheSpec};
 use osprey_shared::pipeline::cache_key_problem;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -274,33 +274,14 @@ pub async fn upload(
         size: archive.size,
         sha256: archive.sha256.clone(),
     }));
-    let data = futures::stream::unfold(Some(file), move |file| async move {
-        let mut file = file?;
-        let mut chunk = vec![0; crate::client::ARTIFACT_CHUNK];
-        let mut filled = 0;
-        while filled < chunk.len() {
-            match file.read(&mut chunk[filled..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => filled += n,
-            }
-        }
-        if filled == 0 {
-            return None;
-        }
-        chunk.truncate(filled);
-        Some((part(upload_cache_request::Part::Data(chunk)), Some(file)))
+    let data = crate::client::file_chunks(file, move |chunk| {
+        part(upload_cache_request::Part::Data(chunk))
     });
     let stream = futures::stream::iter([header])
         .chain(data)
         .chain(futures::stream::iter([trailer]));
     let response = client.clone().upload_cache(stream).await?.into_inner();
-    if response.sha256 != archive.sha256 || response.size != archive.size {
-        return Err(CallError::Transient(format!(
-            "coordinator stored {} bytes with sha256 {}, sent {} bytes with sha256 {}",
-            response.size, response.sha256, archive.size, archive.sha256
-        )));
-    }
-    Ok(())
+    crate::client::check_stored(archive, response.size, &response.sha256)
 }
 
 /// `DownloadCache` over the real client into `dest`, verified; `Ok(false)`

@@ -324,23 +324,8 @@ impl CoordinatorApi for GrpcApi {
                     },
                 )),
             };
-            let data = futures::stream::unfold(Some(file), |file| async move {
-                let mut file = file?;
-                let mut chunk = vec![0; ARTIFACT_CHUNK];
-                let mut filled = 0;
-                // Fill whole chunks so the count of messages stays small.
-                while filled < chunk.len() {
-                    match file.read(&mut chunk[filled..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => filled += n,
-                    }
-                }
-                if filled == 0 {
-                    return None;
-                }
-                chunk.truncate(filled);
-                let part = upload_artifact_request::Part::Data(chunk);
-                Some((UploadArtifactRequest { part: Some(part) }, Some(file)))
+            let data = file_chunks(file, |chunk| UploadArtifactRequest {
+                part: Some(upload_artifact_request::Part::Data(chunk)),
             });
             let stream = futures::stream::iter([header])
                 .chain(data)
@@ -351,13 +336,7 @@ impl CoordinatorApi for GrpcApi {
                 .upload_artifact(stream)
                 .await?
                 .into_inner();
-            if response.sha256 != archive.sha256 || response.size != archive.size {
-                return Err(CallError::Transient(format!(
-                    "coordinator stored {} bytes with sha256 {}, sent {} bytes with sha256 {}",
-                    response.size, response.sha256, archive.size, archive.sha256
-                )));
-            }
-            Ok(())
+            check_stored(archive, response.size, &response.sha256)
         })
     }
 
@@ -424,6 +403,48 @@ impl CoordinatorApi for GrpcApi {
     ) -> BoxFuture<'a, Result<bool, CallError>> {
         Box::pin(crate::cache::download(&self.client, attempt, key, dest))
     }
+}
+
+/// An archive as a stream of upload messages of up to [`ARTIFACT_CHUNK`]
+/// bytes, each made by `wrap`. Whole chunks are filled so the count of
+/// messages stays small; a read error ends the stream early, which the
+/// coordinator's size and digest check then refuses.
+pub(crate) fn file_chunks<T>(
+    file: tokio::fs::File,
+    wrap: impl Fn(Vec<u8>) -> T + Send + 'static,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(Some((file, wrap)), |state| async move {
+        let (mut file, wrap) = state?;
+        let mut chunk = vec![0; ARTIFACT_CHUNK];
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match file.read(&mut chunk[filled..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        if filled == 0 {
+            return None;
+        }
+        chunk.truncate(filled);
+        let message = wrap(chunk);
+        Some((message, Some((file, wrap))))
+    })
+}
+
+/// Whether the coordinator stored exactly the archive that was sent.
+pub(crate) fn check_stored(
+    archive: &ArchiveFile,
+    size: u64,
+    sha256: &str,
+) -> Result<(), CallError> {
+    if sha256 != archive.sha256 || size != archive.size {
+        return Err(CallError::Transient(format!(
+            "coordinator stored {size} bytes with sha256 {sha256}, sent {} bytes with sha256 {}",
+            archive.size, archive.sha256
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
