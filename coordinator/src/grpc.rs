@@ -207,28 +207,15 @@ impl AgentService for AgentGrpc {
         };
         let key = attempt_key(header.attempt)?;
         let part_path = self.core.begin_artifact_upload(&key).await?;
-        let parts = inbound.map(|message| {
-            message.map(|message| match message.part {
-                Some(Part::Data(data)) => UploadPart::Data(data),
-                Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
-                Some(Part::Header(_)) | None => UploadPart::Unexpected,
-            })
-        });
+        let parts = inbound.map(|message| message.map(UploadPart::from));
         let received =
             transfer::receive(parts, &part_path, self.max_artifact_bytes, "artifact").await?;
-        let (size, digest) = (received.size, received.sha256);
         self.core
-            .finish_artifact_upload(
-                &key,
-                &part_path,
-                size,
-                &digest,
-                (received.trailer.size, &received.trailer.sha256),
-            )
+            .finish_artifact_upload(&key, &part_path, &received)
             .await?;
         Ok(Response::new(v1::UploadArtifactResponse {
-            size,
-            sha256: digest,
+            size: received.size,
+            sha256: received.sha256,
         }))
     }
 
@@ -278,27 +265,15 @@ impl AgentService for AgentGrpc {
         };
         let key = attempt_key(header.attempt)?;
         let upload = self.core.begin_cache_upload(&key, &header.key).await?;
-        let parts = inbound.map(|message| {
-            message.map(|message| match message.part {
-                Some(Part::Data(data)) => UploadPart::Data(data),
-                Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
-                Some(Part::Header(_)) | None => UploadPart::Unexpected,
-            })
-        });
+        let parts = inbound.map(|message| message.map(UploadPart::from));
         let received =
             transfer::receive(parts, &upload.part, self.max_artifact_bytes, "cache").await?;
-        let (size, digest, trailer) = (received.size, received.sha256, received.trailer);
         self.core
-            .finish_cache_upload(
-                &key,
-                &upload,
-                (size, &digest),
-                (trailer.size, &trailer.sha256),
-            )
+            .finish_cache_upload(&key, &upload, &received)
             .await?;
         Ok(Response::new(v1::UploadCacheResponse {
-            size,
-            sha256: digest,
+            size: received.size,
+            sha256: received.sha256,
         }))
     }
 

@@ -22,11 +22,33 @@ pub enum UploadPart {
     Unexpected,
 }
 
-/// What arrived: size and sha256 of the bytes written, and the sender's trailer.
+impl From<v1::UploadArtifactRequest> for UploadPart {
+    fn from(message: v1::UploadArtifactRequest) -> Self {
+        use v1::upload_artifact_request::Part;
+        match message.part {
+            Some(Part::Data(data)) => UploadPart::Data(data),
+            Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
+            Some(Part::Header(_)) | None => UploadPart::Unexpected,
+        }
+    }
+}
+
+impl From<v1::UploadCacheRequest> for UploadPart {
+    fn from(message: v1::UploadCacheRequest) -> Self {
+        use v1::upload_cache_request::Part;
+        match message.part {
+            Some(Part::Data(data)) => UploadPart::Data(data),
+            Some(Part::Trailer(trailer)) => UploadPart::Trailer(trailer),
+            Some(Part::Header(_)) | None => UploadPart::Unexpected,
+        }
+    }
+}
+
+/// What arrived and was checked against the sender's trailer: its size and
+/// sha256.
 pub struct Received {
     pub size: u64,
     pub sha256: String,
-    pub trailer: v1::ArtifactTrailer,
 }
 
 fn internal(context: &str, error: impl std::fmt::Display) -> Status {
@@ -34,8 +56,8 @@ fn internal(context: &str, error: impl std::fmt::Display) -> Status {
 }
 
 /// Writes the data parts to `part` until the trailer, refusing more than
-/// `limit` bytes (`what` names the archive in errors). On any error the part
-/// file is removed.
+/// `limit` bytes and bytes that differ from what the trailer says (`what`
+/// names the archive in errors). On any error the part file is removed.
 pub async fn receive(
     mut inbound: impl Stream<Item = Result<UploadPart, Status>> + Unpin,
     part: &Path,
@@ -81,14 +103,17 @@ async fn receive_into(
             None => return Err(Status::invalid_argument("upload ended without a trailer")),
         }
     };
+    let sha256 = hex::encode(hasher.finalize());
+    if trailer.size != size || !trailer.sha256.eq_ignore_ascii_case(&sha256) {
+        return Err(Status::invalid_argument(format!(
+            "{what} digest mismatch: received {size} bytes with sha256 {sha256}, trailer says {} bytes with {}",
+            trailer.size, trailer.sha256
+        )));
+    }
     file.sync_all()
         .await
         .map_err(|error| internal(&format!("syncing {what}"), error))?;
-    Ok(Received {
-        size,
-        sha256: hex::encode(hasher.finalize()),
-        trailer,
-    })
+    Ok(Received { size, sha256 })
 }
 
 /// A download: `header(size, sha256)` first, then the file in chunks made
@@ -117,10 +142,10 @@ pub fn send<T: Send + 'static>(
 mod tests {
     use super::*;
 
-    fn trailer(size: u64) -> UploadPart {
+    fn trailer(data: &[u8]) -> UploadPart {
         UploadPart::Trailer(v1::ArtifactTrailer {
-            size,
-            sha256: String::new(),
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
         })
     }
 
@@ -137,25 +162,33 @@ mod tests {
         let parts = vec![
             UploadPart::Data(b"hel".to_vec()),
             UploadPart::Data(b"lo".to_vec()),
-            trailer(5),
+            trailer(b"hello"),
         ];
         let (result, kept) = upload(parts, 10).await;
         let received = result.unwrap();
         assert_eq!(received.size, 5);
         assert_eq!(received.sha256, hex::encode(Sha256::digest(b"hello")));
-        assert_eq!(received.trailer.size, 5);
         assert!(kept);
     }
 
     #[tokio::test]
     async fn oversized_truncated_or_confused_uploads_are_refused_and_removed() {
-        let (result, kept) = upload(vec![UploadPart::Data(vec![0; 11]), trailer(11)], 10).await;
+        let (result, kept) =
+            upload(vec![UploadPart::Data(vec![0; 11]), trailer(&[0; 11])], 10).await;
         assert_eq!(result.err().unwrap().code(), tonic::Code::ResourceExhausted);
         assert!(!kept);
         let (result, kept) = upload(vec![UploadPart::Data(vec![0; 3])], 10).await;
         assert_eq!(result.err().unwrap().code(), tonic::Code::InvalidArgument);
         assert!(!kept);
         let (result, kept) = upload(vec![UploadPart::Unexpected], 10).await;
+        assert_eq!(result.err().unwrap().code(), tonic::Code::InvalidArgument);
+        assert!(!kept);
+        // Bytes that differ from the trailer's digest.
+        let (result, kept) = upload(
+            vec![UploadPart::Data(b"hellO".to_vec()), trailer(b"hello")],
+            10,
+        )
+        .await;
         assert_eq!(result.err().unwrap().code(), tonic::Code::InvalidArgument);
         assert!(!kept);
     }

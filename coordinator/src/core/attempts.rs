@@ -6,6 +6,7 @@ use super::Core;
 use crate::auth::{hashes_equal, token_hash};
 use crate::error::{CoreError, CoreResult};
 use crate::storage::{AppendResult, JobRow};
+use crate::transfer::Received;
 use osprey_shared::pipeline::ArtifactsExpiry;
 use osprey_shared::{JobId, JobStatus};
 use sha2::{Digest, Sha256};
@@ -202,46 +203,34 @@ impl Core {
             .with_extension(format!("{}.part", key.attempt_id)))
     }
 
-    /// Finishes an upload whose bytes were written to `part`: verifies size and
-    /// digest, then moves it in place and records it.
+    /// Finishes an upload whose checked bytes were written to `part` (see
+    /// [`crate::transfer::receive`]): moves it in place and records it, with
+    /// its `expire_in` deadline.
     pub async fn finish_artifact_upload(
         &self,
         key: &AttemptKey,
         part: &std::path::Path,
-        size: u64,
-        sha256: &str,
-        claimed: (u64, &str),
+        received: &Received,
     ) -> CoreResult<()> {
-        self.authorize(key).await?;
-        if claimed.0 != size || !claimed.1.eq_ignore_ascii_case(sha256) {
-            let _ = tokio::fs::remove_file(part).await;
-            return Err(CoreError::InvalidArgument(format!(
-                "artifact digest mismatch: received {size} bytes with sha256 {sha256}, trailer says {} bytes with {}",
-                claimed.0, claimed.1
-            )));
-        }
+        let job = self.authorize(key).await?;
         let target = self.artifact_path(key.job);
         tokio::fs::rename(part, &target)
             .await
             .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
-        let expires_at = match self
-            .store()
-            .job(key.job)
-            .await?
-            .and_then(|job| job.definition().ok())
+        let expires_at = match job
+            .definition()
+            .ok()
+            .and_then(|def| def.artifacts.expire_in)
         {
-            Some(def) => match def.artifacts.expire_in {
-                Some(ArtifactsExpiry::After(seconds)) => Some(osprey_shared::api::format_time(
-                    time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds as i64),
-                )),
-                Some(ArtifactsExpiry::Never) | None => None,
-            },
-            None => None,
+            Some(ArtifactsExpiry::After(seconds)) => Some(osprey_shared::api::format_time(
+                time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds as i64),
+            )),
+            Some(ArtifactsExpiry::Never) | None => None,
         };
         self.store()
-            .set_artifact(key.job, size, sha256, expires_at)
+            .set_artifact(key.job, received.size, &received.sha256, expires_at)
             .await?;
-        tracing::info!(job_id = %key.job, size, "artifacts stored");
+        tracing::info!(job_id = %key.job, size = received.size, "artifacts stored");
         Ok(())
     }
 

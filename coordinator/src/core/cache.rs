@@ -14,6 +14,7 @@
 use super::attempts::AttemptKey;
 use super::Core;
 use crate::error::{CoreError, CoreResult};
+use crate::transfer::Received;
 use osprey_shared::pipeline::cache_key_problem;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek};
@@ -102,25 +103,18 @@ impl Core {
         Ok(CacheUpload { part, target })
     }
 
-    /// Finishes an upload whose bytes were written to `upload.part`: checks
-    /// size and digest against the trailer (`claimed`), then replaces the
-    /// cache. The part file is removed on any failure.
+    /// Finishes an upload whose checked bytes were written to `upload.part`
+    /// (see [`crate::transfer::receive`]): replaces the cache. The part file
+    /// is removed on any failure.
     pub async fn finish_cache_upload(
         &self,
         attempt: &AttemptKey,
         upload: &CacheUpload,
-        received: (u64, &str),
-        claimed: (u64, &str),
+        received: &Received,
     ) -> CoreResult<()> {
         let result = async {
             // Still the current attempt: a fenced copy must not write.
             self.authorize(attempt).await?;
-            if claimed.0 != received.0 || !claimed.1.eq_ignore_ascii_case(received.1) {
-                return Err(CoreError::InvalidArgument(format!(
-                    "cache digest mismatch: received {} bytes with sha256 {}, trailer says {} bytes with {}",
-                    received.0, received.1, claimed.0, claimed.1
-                )));
-            }
             tokio::fs::rename(&upload.part, &upload.target)
                 .await
                 .map_err(internal("storing cache"))
@@ -129,7 +123,7 @@ impl Core {
         if result.is_err() {
             self.abort_cache_upload(upload).await;
         } else {
-            tracing::info!(job_id = %attempt.job, size = received.0, "cache stored");
+            tracing::info!(job_id = %attempt.job, size = received.size, "cache stored");
         }
         result
     }
