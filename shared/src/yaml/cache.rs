@@ -8,7 +8,7 @@
 //! planner expands variables in keys and derives `key:files` keys; see
 //! [`crate::plan`].
 
-use super::keywords::{classify, did_you_mean, suggest, Classified};
+use super::keywords::{did_you_mean, suggest};
 use super::tree::{Node, ScalarKind};
 use super::values::{self, Context};
 use super::Report;
@@ -168,24 +168,15 @@ fn key_value(report: &mut Report, cx: Context, node: &Node, cache: &mut Cache) {
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
         };
-        match classify(name, KEY_KEYS, KEY_UNSUPPORTED) {
-            Classified::Supported => {}
-            Classified::Unsupported => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("cache:key:{name} is not supported by Osprey yet"),
-                );
-                continue;
-            }
-            Classified::Unknown { suggestion } => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("cache:key: unknown key {name}{}", did_you_mean(suggestion)),
-                );
-                continue;
-            }
+        if !cx.supported_key(
+            report,
+            key.location,
+            "cache:key",
+            name,
+            KEY_KEYS,
+            KEY_UNSUPPORTED,
+        ) {
+            continue;
         }
         if name == "files" {
             files = key_files(report, cx, field);

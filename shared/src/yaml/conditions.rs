@@ -97,24 +97,8 @@ fn rule(
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
         };
-        match classify(name, supported, unsupported) {
-            Classified::Supported => {}
-            Classified::Unsupported => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("rules:{name} is not supported by Osprey yet"),
-                );
-                continue;
-            }
-            Classified::Unknown { suggestion } => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("rules: unknown key {name}{}", did_you_mean(suggestion)),
-                );
-                continue;
-            }
+        if !cx.supported_key(report, key.location, "rules", name, supported, unsupported) {
+            continue;
         }
         match name {
             "if" => rule.condition = expression(report, cx, value, "rules:if"),
@@ -201,23 +185,15 @@ fn globs_or_paths(
         } else {
             &["project", "ref"]
         };
-        match classify(name, &["paths"], unsupported) {
-            Classified::Supported => {
-                paths = globs(report, cx, value, &format!("rules:{what}:paths"));
-            }
-            Classified::Unsupported => cx.error(
-                report,
-                key.location,
-                format!("rules:{what}:{name} is not supported by Osprey yet"),
-            ),
-            Classified::Unknown { suggestion } => cx.error(
-                report,
-                key.location,
-                format!(
-                    "rules:{what}: unknown key {name}{}",
-                    did_you_mean(suggestion)
-                ),
-            ),
+        if cx.supported_key(
+            report,
+            key.location,
+            &format!("rules:{what}"),
+            name,
+            &["paths"],
+            unsupported,
+        ) {
+            paths = globs(report, cx, value, &format!("rules:{what}:paths"));
         }
     }
     if paths.is_none() {
@@ -294,24 +270,15 @@ pub(crate) fn policy(
         let Some(name) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
         };
-        match classify(name, &["refs", "variables", "changes"], &["kubernetes"]) {
-            Classified::Supported => {}
-            Classified::Unsupported => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("{what}:{name} is not supported by Osprey yet"),
-                );
-                continue;
-            }
-            Classified::Unknown { suggestion } => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("{what}: unknown key {name}{}", did_you_mean(suggestion)),
-                );
-                continue;
-            }
+        if !cx.supported_key(
+            report,
+            key.location,
+            what,
+            name,
+            &["refs", "variables", "changes"],
+            &["kubernetes"],
+        ) {
+            continue;
         }
         match name {
             "refs" => policy.refs = refs(report, cx, value, &format!("{what}:refs")),

@@ -5,7 +5,7 @@
 //! located; [`super::link`] then resolves and checks them over the whole
 //! file.
 
-use super::keywords::{classify, did_you_mean, suggest, Classified};
+use super::keywords::{did_you_mean, suggest};
 use super::tree::{Location, Node, ScalarKind};
 use super::values::{self, Context};
 use super::Report;
@@ -115,30 +115,16 @@ fn need(report: &mut Report, cx: Context, node: &Node, what: &str) -> Option<Nee
             continue;
         };
         let supported = ["job", "artifacts", "optional"];
-        match classify(
+        if !cx.supported_key(
+            report,
+            key.location,
+            what,
             name,
             &supported,
             &["pipeline", "project", "ref", "parallel"],
         ) {
-            Classified::Supported => {}
-            Classified::Unsupported => {
-                refused = true;
-                cx.error(
-                    report,
-                    key.location,
-                    format!("{what}:{name} is not supported by Osprey yet"),
-                );
-                continue;
-            }
-            Classified::Unknown { suggestion } => {
-                refused = true;
-                cx.error(
-                    report,
-                    key.location,
-                    format!("{what}: unknown key {name}{}", did_you_mean(suggestion)),
-                );
-                continue;
-            }
+            refused = true;
+            continue;
         }
         match name {
             "job" => job = values::string(report, cx, field, &format!("{what}:job")),

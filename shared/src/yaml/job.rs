@@ -394,8 +394,15 @@ fn artifacts(report: &mut Report, cx: Context, value: &Node) -> Artifacts {
         };
         use super::keywords::ARTIFACTS_SUPPORTED;
         use crate::pipeline::{ArtifactsExpiry, ArtifactsWhen};
-        match classify(name, ARTIFACTS_SUPPORTED, ARTIFACTS_UNSUPPORTED) {
-            Classified::Supported => match name {
+        if cx.supported_key(
+            report,
+            key.location,
+            "artifacts",
+            name,
+            ARTIFACTS_SUPPORTED,
+            ARTIFACTS_UNSUPPORTED,
+        ) {
+            match name {
                 "paths" | "exclude" => {
                     let what = format!("artifacts:{name}");
                     if let Some(list) = values::string_list(report, cx, field, &what) {
@@ -435,17 +442,7 @@ fn artifacts(report: &mut Report, cx: Context, value: &Node) -> Artifacts {
                     },
                     None => {}
                 },
-            },
-            Classified::Unsupported => cx.error(
-                report,
-                key.location,
-                format!("artifacts:{name} is not supported by Osprey yet"),
-            ),
-            Classified::Unknown { suggestion } => cx.error(
-                report,
-                key.location,
-                format!("artifacts: unknown key {name}{}", did_you_mean(suggestion)),
-            ),
+            }
         }
     }
     artifacts

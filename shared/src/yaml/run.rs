@@ -7,7 +7,7 @@
 //! and expanded by the planner, which knows the job's variables.
 
 use super::duration::parse_duration;
-use super::keywords::{classify, did_you_mean, suggest, Classified};
+use super::keywords::{did_you_mean, suggest};
 use super::tree::{Node, ScalarKind};
 use super::values::{self, Context};
 use super::Report;
@@ -293,27 +293,15 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
         let Some(text) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
         };
-        match classify(text, &["name", "url", "action"], ENVIRONMENT_UNSUPPORTED) {
-            Classified::Supported => {}
-            Classified::Unsupported => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!("environment:{text} is not supported by Osprey yet"),
-                );
-                continue;
-            }
-            Classified::Unknown { suggestion } => {
-                cx.error(
-                    report,
-                    key.location,
-                    format!(
-                        "environment: unknown key {text}{}",
-                        did_you_mean(suggestion)
-                    ),
-                );
-                continue;
-            }
+        if !cx.supported_key(
+            report,
+            key.location,
+            "environment",
+            text,
+            &["name", "url", "action"],
+            ENVIRONMENT_UNSUPPORTED,
+        ) {
+            continue;
         }
         match text {
             "name" => {

@@ -24,6 +24,39 @@ impl Context<'_> {
         report.error(location, format!("{}{}", self.prefix, message.as_ref()));
     }
 
+    /// Checks `name`, a key of the `scope:` mapping: true when Osprey runs it;
+    /// else reports `scope:name is not supported by Osprey yet` (a GitLab key)
+    /// or `scope: unknown key name` with a did-you-mean, and returns false.
+    pub(crate) fn supported_key(
+        &self,
+        report: &mut Report,
+        location: Location,
+        scope: &str,
+        name: &str,
+        supported: &[&'static str],
+        unsupported: &[&'static str],
+    ) -> bool {
+        match classify(name, supported, unsupported) {
+            Classified::Supported => true,
+            Classified::Unsupported => {
+                self.error(
+                    report,
+                    location,
+                    format!("{scope}:{name} is not supported by Osprey yet"),
+                );
+                false
+            }
+            Classified::Unknown { suggestion } => {
+                self.error(
+                    report,
+                    location,
+                    format!("{scope}: unknown key {name}{}", did_you_mean(suggestion)),
+                );
+                false
+            }
+        }
+    }
+
     fn wrong_type(&self, report: &mut Report, node: &Node, what: &str, expected: &str) {
         let hint = match node.as_scalar().map(|s| s.kind) {
             Some(ScalarKind::Bool(_) | ScalarKind::Integer | ScalarKind::Float)
@@ -422,23 +455,13 @@ fn image_key<'k>(
     supported: &[&'static str],
 ) -> Option<&'k str> {
     let text = key.as_scalar().map(|s| s.text.as_str())?;
-    match classify(text, supported, IMAGE_UNSUPPORTED) {
-        Classified::Supported => Some(text),
-        Classified::Unsupported => {
-            cx.error(
-                report,
-                key.location,
-                format!("{owner}:{text} is not supported by Osprey yet"),
-            );
-            None
-        }
-        Classified::Unknown { suggestion } => {
-            cx.error(
-                report,
-                key.location,
-                format!("{owner}: unknown key {text}{}", did_you_mean(suggestion)),
-            );
-            None
-        }
-    }
+    cx.supported_key(
+        report,
+        key.location,
+        owner,
+        text,
+        supported,
+        IMAGE_UNSUPPORTED,
+    )
+    .then_some(text)
 }
