@@ -103,6 +103,22 @@ async fn wait_engine_clean(agent: &str, job: JobId, timeout: Duration) {
 }
 
 /// Creates a pipeline of `repo`'s master and waits for it to finish.
+/// Starts the pipeline, whose job `job` prints `marker` and goes on running,
+/// and waits for the marker; returns the repository, the pipeline and the job.
+async fn start_job(
+    api: &ApiClient,
+    pipeline: &str,
+    job: &str,
+    marker: &str,
+) -> (TestRepo, PipelineView, JobId) {
+    let repo = TestRepo::with_pipeline(pipeline);
+    let created = api.start_pipeline(&repo, "master").await;
+    let job_id = created.job(job).id;
+    api.wait_for_log_containing(job_id, marker, Duration::from_secs(60))
+        .await;
+    (repo, created, job_id)
+}
+
 async fn run_pipeline(api: &ApiClient, repo: &TestRepo) -> PipelineView {
     let created = api
         .create_pipeline(&repo.url(), "master")
@@ -256,7 +272,8 @@ async fn canceling_a_docker_job_removes_its_containers_and_network() {
     let api = coordinator.api();
     let name = unique_name("cancel");
     let _agent = Agent::start(&coordinator, docker_agent(&name, BUSYBOX)).await;
-    let repo = TestRepo::with_pipeline(
+    let (_repo, created, job_id) = start_job(
+        &api,
         r#"
 stages: [test]
 sleeper:
@@ -269,14 +286,10 @@ sleeper:
     - echo sleeping
     - sleep 300
 "#,
-    );
-    let created = api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .expect("create the pipeline");
-    let job_id = created.job("sleeper").id;
-    api.wait_for_log_containing(job_id, "sleeping\n", Duration::from_secs(60))
-        .await;
+        "sleeper",
+        "sleeping\n",
+    )
+    .await;
     let (containers, networks) = engine_resources(&name, job_id);
     assert_eq!(
         (containers.len(), networks.len()),
@@ -317,7 +330,8 @@ async fn a_restarted_agent_reaps_the_containers_of_its_killed_predecessor() {
     let api = coordinator.api();
     let name = unique_name("reap");
     let mut agent = Agent::start(&coordinator, docker_agent(&name, BUSYBOX)).await;
-    let repo = TestRepo::with_pipeline(
+    let (_repo, _created, job_id) = start_job(
+        &api,
         r#"
 stages: [test]
 doomed:
@@ -326,14 +340,10 @@ doomed:
     - echo started
     - sleep 300
 "#,
-    );
-    let created = api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .expect("create the pipeline");
-    let job_id = created.job("doomed").id;
-    api.wait_for_log_containing(job_id, "started\n", Duration::from_secs(60))
-        .await;
+        "doomed",
+        "started\n",
+    )
+    .await;
 
     agent.kill9();
     // Nothing of the agent ran on SIGKILL: its container and network stay.
@@ -368,7 +378,8 @@ async fn agents_sharing_a_name_on_one_engine_leave_each_others_jobs_alone() {
     let api = first.api();
     let name = unique_name("same-name");
     let _running = Agent::start(&first, docker_agent(&name, BUSYBOX)).await;
-    let repo = TestRepo::with_pipeline(
+    let (_repo, created, job_id) = start_job(
+        &api,
         r#"
 stages: [test]
 long:
@@ -377,14 +388,10 @@ long:
     - echo started
     - sleep 300
 "#,
-    );
-    let created = api
-        .create_pipeline(&repo.url(), "master")
-        .await
-        .expect("create the pipeline");
-    let job_id = created.job("long").id;
-    api.wait_for_log_containing(job_id, "started\n", Duration::from_secs(60))
-        .await;
+        "long",
+        "started\n",
+    )
+    .await;
     let before = engine_resources(&name, job_id);
 
     // The namesake reaps its orphans before it connects, so once connected
