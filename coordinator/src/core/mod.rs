@@ -13,8 +13,10 @@ use crate::dispatch::{Dispatcher, QueuedJob};
 use crate::error::{CoreError, CoreResult};
 use crate::spec;
 use crate::storage::Store;
+use crate::storage::{JobRow, PipelineRow};
+use osprey_shared::pipeline::Pipeline;
 use osprey_shared::{JobId, JobStatus, PipelineId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -129,24 +131,33 @@ impl Core {
     /// Queues newly pending jobs (building each one's spec once) and offers
     /// what can be offered.
     async fn enqueue(&self, jobs: &[JobId]) -> CoreResult<()> {
+        // Jobs made pending together mostly share a pipeline: read it, decode
+        // it and list its jobs once per pipeline, not once per job.
+        let mut pipelines: HashMap<PipelineId, (PipelineRow, Pipeline, Vec<JobRow>)> =
+            HashMap::new();
         let mut queued = Vec::new();
         for &job_id in jobs {
             let Some(job) = self.store().job(job_id).await? else {
                 continue;
             };
-            let Some(pipeline) = self.store().pipeline(job.pipeline_id()).await? else {
-                continue;
-            };
-            let definition = serde_json::from_str(&pipeline.definition)
-                .map_err(|error| CoreError::Internal(format!("decoding pipeline: {error}")))?;
+            let pipeline_id = job.pipeline_id();
+            if !pipelines.contains_key(&pipeline_id) {
+                let Some(pipeline) = self.store().pipeline(pipeline_id).await? else {
+                    continue;
+                };
+                let definition = serde_json::from_str(&pipeline.definition)
+                    .map_err(|error| CoreError::Internal(format!("decoding pipeline: {error}")))?;
+                let pipeline_jobs = self.store().jobs_of(pipeline_id).await?;
+                pipelines.insert(pipeline_id, (pipeline, definition, pipeline_jobs));
+            }
+            let (pipeline, definition, pipeline_jobs) = &pipelines[&pipeline_id];
             let job_def = job
                 .definition()
                 .map_err(|error| CoreError::Internal(format!("decoding job: {error}")))?;
-            let pipeline_jobs = self.store().jobs_of(job.pipeline_id()).await?;
-            let sources = spec::artifact_sources(&job, &job_def, &pipeline_jobs);
+            let sources = spec::artifact_sources(&job, &job_def, pipeline_jobs);
             let spec = spec::job_spec(
-                &pipeline,
-                &definition,
+                pipeline,
+                definition,
                 &job,
                 &job_def,
                 &sources,

@@ -267,6 +267,17 @@ impl Store {
 
     /// Delayed jobs whose time has come become pending.
     pub async fn start_due_jobs(&self) -> CoreResult<Vec<JobId>> {
+        // Called on every housekeeping tick: look without the write lock
+        // first, since almost always nothing is due.
+        let any_due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status = 'scheduled' AND scheduled_at <= ? LIMIT 1",
+        )
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        if any_due.is_none() {
+            return Ok(Vec::new());
+        }
         let (_guard, mut tx) = self.write().await?;
         let due: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE status = 'scheduled' AND scheduled_at <= ? ORDER BY id",
