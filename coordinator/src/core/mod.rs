@@ -16,6 +16,7 @@ use crate::storage::Store;
 use crate::storage::{JobRow, PipelineRow};
 use osprey_shared::pipeline::Pipeline;
 use osprey_shared::{JobId, JobStatus, PipelineId};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -141,14 +142,14 @@ impl Core {
                 continue;
             };
             let pipeline_id = job.pipeline_id();
-            if !pipelines.contains_key(&pipeline_id) {
+            if let Entry::Vacant(entry) = pipelines.entry(pipeline_id) {
                 let Some(pipeline) = self.store().pipeline(pipeline_id).await? else {
                     continue;
                 };
                 let definition = serde_json::from_str(&pipeline.definition)
                     .map_err(|error| CoreError::Internal(format!("decoding pipeline: {error}")))?;
                 let pipeline_jobs = self.store().jobs_of(pipeline_id).await?;
-                pipelines.insert(pipeline_id, (pipeline, definition, pipeline_jobs));
+                entry.insert((pipeline, definition, pipeline_jobs));
             }
             let (pipeline, definition, pipeline_jobs) = &pipelines[&pipeline_id];
             let job_def = job
