@@ -1,0 +1,1 @@
+//! (filled in by the job_guard work)
