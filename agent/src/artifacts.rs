@@ -1,13 +1,25 @@
-//! Artifact archives on the agent's disk: collecting a job's `artifacts:paths`
-//! into one tar (paths relative to the project dir) and extracting the
-//! archives of its dependencies. Both refuse anything outside the project dir.
-//! Transfers to and from the coordinator are the client's; this module is
-//! blocking file work, called through `spawn_blocking`.
+//! Artifact and cache archives on the agent's disk: collecting a job's
+//! `paths` (and with `untracked` the files its checkout did not track) into
+//! one tar, paths relative to the project dir. Nothing outside the project
+//! dir and nothing under its `.git/` is ever collected. Extraction is
+//! [`crate::archive`]; transfers to and from the coordinator are the
+//! client's; this module is blocking file work, called through
+//! `spawn_blocking`.
+//!
+//! "Untracked" is decided without git: once the job's script has run, the
+//! project's `.git/` is the job's to write (Docker bind-mounts the project
+//! dir; an artifact may carry one), and a git process reading it would run
+//! whatever its `core.fsmonitor`, hooks or pager say, as the agent's user. So
+//! the tracked paths are listed at checkout, while `.git/` is still the
+//! agent's own ([`TrackedFiles`]), and untracked is every other file found
+//! by walking the project dir.
 
 use crate::client::ArchiveFile;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,10 +29,6 @@ pub enum ArtifactError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("archive entry {0:?} is outside the project dir")]
-    HostileEntry(String),
-    #[error("archive entry {0:?} is a link to outside the project dir")]
-    HostileLink(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
@@ -154,6 +162,16 @@ pub fn collect_selection(
             ));
         }
     }
+    // GitLab never archives `.git/`: it would configure the git of whoever
+    // extracts it.
+    let before = files.len();
+    files.retain(|relative| !in_git_dir(relative));
+    if before > files.len() {
+        warnings.push(format!(
+            "{} entries under .git/ left out: .git is never archived",
+            before - files.len()
+        ));
+    }
     if files.is_empty() {
         return Ok(Collected {
             archive: None,
@@ -205,27 +223,66 @@ fn exclude_matcher(patterns: &[String], warnings: &mut Vec<String>) -> Option<gl
     builder.build().ok()
 }
 
-/// Files git does not track under `project_dir`, relative to it: what
-/// GitLab's `artifacts:untracked` and `cache:untracked` add. As GitLab says of
-/// both, `.gitignore` does not apply: ignored files are included. Blocking.
-pub fn untracked_files(project_dir: &Path) -> Result<Vec<String>, String> {
-    let output = std::process::Command::new("git")
-        .args(["ls-files", "--others", "-z"])
-        .current_dir(project_dir)
-        .output()
-        .map_err(|error| format!("cannot run git ls-files: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+/// The paths the checked-out commit tracks, relative to the project dir:
+/// what `git ls-tree -r --name-only HEAD` listed at checkout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackedFiles(HashSet<PathBuf>);
+
+impl TrackedFiles {
+    /// From `git ls-tree -r -z --name-only` output (NUL-separated paths).
+    pub fn from_nul_separated(listing: &[u8]) -> Self {
+        Self(
+            listing
+                .split(|byte| *byte == 0)
+                .filter(|name| !name.is_empty())
+                .map(|name| PathBuf::from(OsStr::from_bytes(name)))
+                .collect(),
+        )
     }
-    Ok(output
-        .stdout
-        .split(|byte| *byte == 0)
-        .filter(|name| !name.is_empty())
-        .map(|name| String::from_utf8_lossy(name).into_owned())
-        .collect())
+
+    pub fn contains(&self, relative: &Path) -> bool {
+        self.0.contains(relative)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Every file (or symlink) under `project_dir` that `tracked` does not list,
+/// relative to it: what GitLab's `artifacts:untracked` and `cache:untracked`
+/// add, as `git ls-files --others` would list them. As GitLab says of both,
+/// `.gitignore` does not apply: ignored files are included. Links are not
+/// followed and `.git/` is not entered. Runs no process. Blocking.
+pub fn untracked_files(project_dir: &Path, tracked: &TrackedFiles) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let walk = walkdir::WalkDir::new(project_dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| !(entry.depth() == 1 && entry.file_name() == ".git"));
+    for entry in walk {
+        let entry = entry.map_err(|error| format!("cannot list untracked files: {error}"))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let Ok(relative) = entry.path().strip_prefix(project_dir) else {
+            continue;
+        };
+        if !tracked.contains(relative) {
+            found.push(relative.to_string_lossy().into_owned());
+        }
+    }
+    Ok(found)
+}
+
+fn in_git_dir(relative: &Path) -> bool {
+    relative.components().next() == Some(Component::Normal(".git".as_ref()))
 }
 
 /// Paths `pattern` names under `root`: the glob's matches, or the path itself.
@@ -296,58 +353,6 @@ fn is_relative_inside(path: &Path) -> bool {
             .all(|component| matches!(component, Component::Normal(_) | Component::CurDir))
 }
 
-/// Extracts the tar at `archive` into `project_dir`. Refuses (before writing
-/// anything) an archive with an absolute or `..` path, or a link pointing outside.
-pub fn extract(archive: &Path, project_dir: &Path) -> Result<usize, ArtifactError> {
-    let open = || std::fs::File::open(archive).map(tar::Archive::new);
-    // First pass: validate every entry, so a hostile archive changes nothing.
-    let mut checked = open().map_err(io(archive))?;
-    for entry in checked.entries().map_err(io(archive))? {
-        let entry = entry.map_err(io(archive))?;
-        let path = entry.path().map_err(io(archive))?.into_owned();
-        if !is_relative_inside(&path) {
-            return Err(ArtifactError::HostileEntry(path.display().to_string()));
-        }
-        if let Some(target) = entry.link_name().map_err(io(archive))? {
-            let base = path.parent().unwrap_or(Path::new(""));
-            if target.is_absolute() || !stays_inside(&base.join(&target)) {
-                return Err(ArtifactError::HostileLink(path.display().to_string()));
-            }
-        }
-    }
-    let mut unpacked = 0;
-    let mut archive_reader = open().map_err(io(archive))?;
-    archive_reader.set_preserve_permissions(true);
-    archive_reader.set_overwrite(true);
-    for entry in archive_reader.entries().map_err(io(archive))? {
-        let mut entry = entry.map_err(io(archive))?;
-        // `unpack_in` also refuses to write through a symlink leading outside.
-        if entry.unpack_in(project_dir).map_err(io(project_dir))? {
-            unpacked += 1;
-        }
-    }
-    Ok(unpacked)
-}
-
-/// True when a relative path, with `..` applied lexically, never climbs above its start.
-fn stays_inside(path: &Path) -> bool {
-    let mut depth: i64 = 0;
-    for component in path.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,26 +413,72 @@ mod tests {
     #[test]
     fn untracked_files_are_those_git_does_not_track_ignored_ones_included() {
         let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let status = std::process::Command::new("git")
+        let git = |args: &[&str]| {
+            let output = std::process::Command::new("git")
                 .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
                 .args(args)
                 .current_dir(dir.path())
-                .status()
+                .output()
                 .unwrap();
-            assert!(status.success(), "git {args:?}");
+            assert!(output.status.success(), "git {args:?}");
+            output.stdout
         };
-        run(&["init", "-q"]);
+        git(&["init", "-q"]);
         fs::write(dir.path().join(".gitignore"), "*.tmp\n").unwrap();
-        fs::write(dir.path().join("tracked"), "t").unwrap();
-        run(&["add", "."]);
-        run(&["commit", "-qm", "init"]);
+        fs::create_dir(dir.path().join("src")).unwrap();
+        fs::write(dir.path().join("src/tracked"), "t").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "init"]);
+        let tracked =
+            TrackedFiles::from_nul_separated(&git(&["ls-tree", "-r", "-z", "--name-only", "HEAD"]));
+        assert_eq!(tracked.len(), 2);
         fs::create_dir(dir.path().join("new")).unwrap();
         fs::write(dir.path().join("new/file"), "n").unwrap();
+        fs::write(dir.path().join("src/more"), "m").unwrap();
         fs::write(dir.path().join("scratch.tmp"), "s").unwrap();
-        let mut files = untracked_files(dir.path()).unwrap();
-        files.sort();
-        assert_eq!(files, vec!["new/file", "scratch.tmp"]);
+        std::os::unix::fs::symlink("/etc", dir.path().join("new/link")).unwrap();
+        let with_git = String::from_utf8(git(&["ls-files", "--others", "-z"])).unwrap();
+        let mut with_git: Vec<&str> = with_git.split('\0').filter(|n| !n.is_empty()).collect();
+        with_git.sort();
+
+        // What a job could plant: nothing of it may run.
+        let marker = dir.path().join("ran");
+        fs::write(
+            dir.path().join(".git/config"),
+            format!("[core]\n\tfsmonitor = \"touch {}\"\n", marker.display()),
+        )
+        .unwrap();
+        let files = untracked_files(dir.path(), &tracked).unwrap();
+        assert_eq!(files, ["new/file", "new/link", "scratch.tmp", "src/more"]);
+        assert_eq!(files, with_git, "the same list as git ls-files --others");
+        assert!(!marker.exists());
+    }
+
+    #[test]
+    fn dot_git_is_never_collected() {
+        let dir = tree();
+        let project = dir.path().join("project");
+        fs::create_dir_all(project.join(".git/hooks")).unwrap();
+        fs::write(project.join(".git/config"), "c").unwrap();
+        fs::write(project.join(".git/hooks/pre-commit"), "h").unwrap();
+        std::os::unix::fs::symlink(".git", project.join("g")).unwrap();
+        let selection = Selection {
+            patterns: vec![".git".into(), "*".into(), "g/config".into()],
+            literal: vec![".git/config".into()],
+            exclude: Vec::new(),
+        };
+        let collected = collect_selection(&project, &selection, &dir.path().join("a.tar")).unwrap();
+        let names = names(&collected);
+        assert!(names.iter().all(|n| !n.starts_with(".git")), "{names:?}");
+        assert!(names.contains(&"g".to_owned()) && names.contains(&"x.log".to_owned()));
+        assert!(
+            collected
+                .warnings
+                .iter()
+                .any(|w| w.contains(".git is never archived")),
+            "{:?}",
+            collected.warnings
+        );
     }
 
     #[test]
@@ -458,7 +509,7 @@ mod tests {
 
         let target = dir.path().join("target");
         fs::create_dir(&target).unwrap();
-        assert_eq!(extract(&archive, &target).unwrap(), 7);
+        assert_eq!(crate::archive::extract(&archive, &target).unwrap(), 7);
         assert_eq!(
             fs::read_to_string(target.join("out/sub/b.txt")).unwrap(),
             "b"
@@ -482,52 +533,5 @@ mod tests {
         assert!(collected.archive.is_none(), "{:?}", collected.entries);
         assert_eq!(collected.warnings.len(), 4, "{:?}", collected.warnings);
         assert!(collected.warnings.iter().all(|w| w.contains("refused")));
-    }
-
-    /// Writes a tar with one entry whose raw name is `name` (bypassing the
-    /// builder's own checks, as a hostile archive would).
-    fn raw_tar(path: &Path, name: &str, link: Option<&str>) {
-        let mut header = tar::Header::new_gnu();
-        let bytes = name.as_bytes();
-        header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
-        header.set_size(if link.is_some() { 0 } else { 4 });
-        header.set_mode(0o644);
-        if let Some(link) = link {
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_link_name(link).unwrap();
-        }
-        header.set_cksum();
-        let mut builder = tar::Builder::new(fs::File::create(path).unwrap());
-        let data: &[u8] = if link.is_some() { b"" } else { b"evil" };
-        builder.append(&header, data).unwrap();
-        builder.finish().unwrap();
-    }
-
-    #[test]
-    fn extraction_refuses_escaping_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let project = dir.path().join("p");
-        fs::create_dir(&project).unwrap();
-        let archive = dir.path().join("evil.tar");
-        for (name, link) in [
-            ("../evil", None),
-            ("a/../../evil", None),
-            ("/tmp/osprey-evil-abs", None),
-            ("link", Some("../../etc")),
-            ("link", Some("/etc")),
-        ] {
-            raw_tar(&archive, name, link);
-            let err = extract(&archive, &project).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ArtifactError::HostileEntry(_) | ArtifactError::HostileLink(_)
-                ),
-                "{name}: {err}"
-            );
-        }
-        assert!(!dir.path().join("evil").exists());
-        assert!(!Path::new("/tmp/osprey-evil-abs").exists());
-        assert_eq!(fs::read_dir(&project).unwrap().count(), 0);
     }
 }

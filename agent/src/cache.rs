@@ -5,12 +5,14 @@
 //! Restore: for each cache whose policy pulls, the key, else each of its
 //! `fallback_keys` in order; no cache is not an error. Save: for each cache
 //! whose policy pushes and whose `when` matches the job's result, `paths`
-//! (and with `untracked` every file git does not track) go into one tar that
+//! (and with `untracked` every file the checkout did not track) go into one tar that
 //! replaces the cache. As on GitLab, no cache problem ever fails a job: it is
-//! a warning in the log. Archives reuse [`crate::artifacts`]: collection and
-//! extraction refuse anything outside the project dir.
+//! a warning in the log. Archives reuse [`crate::artifacts`] (collection) and
+//! [`crate::archive`] (extraction): both refuse anything outside the project
+//! dir or inside its `.git/`.
 
-use crate::artifacts;
+use crate::archive;
+use crate::artifacts::{self, TrackedFiles};
 use crate::client::{AgentClient, ArchiveFile, CallError, CoordinatorApi};
 use crate::executor::OutputSink;
 use crate::retry::{with_backoff, GaveUp};
@@ -20,6 +22,7 @@ use futures::StreamExt;
 use osprey_proto::v1::{self as pb, upload_cache_request, AttemptRef, CacheSpec};
 use osprey_shared::pipeline::cache_key_problem;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,8 @@ pub struct CacheJob<'a, A> {
     pub fenced: &'a CancellationToken,
     pub dirs: &'a AttemptDirs,
     pub log: &'a OutputSink,
+    /// What the checkout tracked: `untracked: true` is everything else.
+    pub tracked: &'a Arc<TrackedFiles>,
 }
 
 impl<A: CoordinatorApi> CacheJob<'_, A> {
@@ -101,7 +106,7 @@ impl<A: CoordinatorApi> CacheJob<'_, A> {
             }
             let (from, into) = (archive.clone(), self.dirs.project_dir.clone());
             let extracted =
-                tokio::task::spawn_blocking(move || artifacts::extract(&from, &into)).await;
+                tokio::task::spawn_blocking(move || archive::extract(&from, &into)).await;
             let _ = std::fs::remove_file(&archive);
             match extracted {
                 Ok(Ok(count)) => {
@@ -164,12 +169,18 @@ impl<A: CoordinatorApi> CacheJob<'_, A> {
             cache.untracked,
         );
         let path = archive_path.clone();
+        let tracked = self.tracked.clone();
         let collected = tokio::task::spawn_blocking(move || {
-            let mut patterns = paths;
+            let mut selection = artifacts::Selection {
+                patterns: paths,
+                ..artifacts::Selection::default()
+            };
             if untracked {
-                patterns.extend(crate::artifacts::untracked_files(&project_dir)?);
+                // Literal: an untracked `a[1].txt` is a file name, not a glob.
+                selection.literal = artifacts::untracked_files(&project_dir, &tracked)?;
             }
-            artifacts::collect(&project_dir, &patterns, &path).map_err(|error| error.to_string())
+            artifacts::collect_selection(&project_dir, &selection, &path)
+                .map_err(|error| error.to_string())
         })
         .await
         .map_err(|error| error.to_string())
@@ -317,16 +328,12 @@ pub async fn download(
     }
     file.flush().await.map_err(local)?;
     let (size, sha256) = hasher.finish();
-    match expected {
-        Some(header) if header.size == size && header.sha256.eq_ignore_ascii_case(&sha256) => {
-            Ok(true)
-        }
-        Some(header) => Err(CallError::Transient(format!(
-            "downloaded {size} bytes with sha256 {sha256}, expected {} bytes with sha256 {}",
-            header.size, header.sha256
-        ))),
-        None => Err(CallError::Transient("download without header".into())),
-    }
+    crate::client::check_downloaded(
+        expected.map(|header| (header.size, header.sha256)),
+        size,
+        &sha256,
+    )
+    .map(|()| true)
 }
 
 #[cfg(test)]

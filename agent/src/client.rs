@@ -157,6 +157,10 @@ pub enum CallError {
     /// Refused for good for another reason.
     #[error("refused: {0}")]
     Refused(String),
+    /// A download ended cleanly with other bytes than its header announced:
+    /// the stored archive is corrupt, and asking again gives the same bytes.
+    #[error("corrupt archive: {0}")]
+    Corrupt(String),
 }
 
 impl From<Status> for CallError {
@@ -375,17 +379,15 @@ impl CoordinatorApi for GrpcApi {
             }
             file.flush().await.map_err(local)?;
             let (size, sha256) = hasher.finish();
-            match expected {
-                Some(header) if header.size == size && header.sha256.eq_ignore_ascii_case(&sha256) => Ok(true),
-                // A broken transfer is retried; a wrong digest too (it may be a torn stream).
-                Some(header) => Err(CallError::Transient(format!(
-                    "downloaded {size} bytes with sha256 {sha256}, expected {} bytes with sha256 {}",
-                    header.size, header.sha256
-                ))),
-                None => Err(CallError::Transient("download without header".into())),
-            }
+            check_downloaded(
+                expected.map(|header| (header.size, header.sha256)),
+                size,
+                &sha256,
+            )
+            .map(|()| true)
         })
     }
+
     fn upload_cache<'a>(
         &'a self,
         attempt: AttemptRef,
@@ -430,6 +432,30 @@ pub(crate) fn file_chunks<T>(
         let message = wrap(chunk);
         Some((message, Some((file, wrap))))
     })
+}
+
+/// Whether a finished download is what its header (`expected` size and
+/// sha256) announced. A torn transfer ends the gRPC stream with an error,
+/// which the caller retries; a stream that ended cleanly with other bytes
+/// means the stored archive no longer matches its digest, which no retry
+/// mends: [`CallError::Corrupt`], at once.
+pub(crate) fn check_downloaded(
+    expected: Option<(u64, String)>,
+    size: u64,
+    sha256: &str,
+) -> Result<(), CallError> {
+    match expected {
+        Some((want_size, want_sha))
+            if want_size == size && want_sha.eq_ignore_ascii_case(sha256) =>
+        {
+            Ok(())
+        }
+        Some((want_size, want_sha)) => Err(CallError::Corrupt(format!(
+            "its sha256 digest did not match: downloaded {size} bytes with sha256 {sha256}, \
+             the coordinator recorded {want_size} bytes with sha256 {want_sha}"
+        ))),
+        None => Err(CallError::Transient("download without header".into())),
+    }
 }
 
 /// Whether the coordinator stored exactly the archive that was sent.

@@ -360,19 +360,14 @@ fn parse_vars(vars: &[String]) -> anyhow::Result<Vec<Variable>> {
         .collect()
 }
 
+/// The same checkout as a job's on an agent (neutral git configuration):
+/// the user's repository is cloned into a directory exec just made.
 async fn clone(repo: &Path, into: &Path, sha: &str) -> anyhow::Result<()> {
-    let parent = into.parent().unwrap_or(into);
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let repo = repo.display().to_string();
-    let target = into.display().to_string();
-    git(
-        parent,
-        &["clone", "--quiet", "--no-checkout", &repo, &target],
-    )
-    .await?;
-    git(into, &["checkout", "--quiet", "--detach", sha]).await?;
-    Ok(())
+    let mut log = Vec::new();
+    let cloned = crate::workspace::checkout(&repo.to_string_lossy(), sha, into, &mut log).await;
+    cloned
+        .map(drop)
+        .map_err(|error| anyhow::anyhow!("{error}\n{}", String::from_utf8_lossy(&log).trim()))
 }
 
 /// Runs git in `dir`; its trimmed stdout, or an error with its stderr.

@@ -6,7 +6,8 @@
 //! stale-lease answer fences the attempt: the executor is stopped and nothing
 //! more is reported.
 
-use crate::artifacts;
+use crate::archive;
+use crate::artifacts::{self, TrackedFiles};
 use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
@@ -298,7 +299,11 @@ async fn run_steps<A: CoordinatorApi>(
     if !git_output.is_empty() {
         let _ = log.send(Bytes::from(git_output)).await;
     }
-    checked_out.map_err(|err| Step::Failed(format!("source checkout failed: {err}")))?;
+    // Kept in memory: once the script ran, nothing the job can write may
+    // decide what "tracked" means.
+    let tracked = Arc::new(
+        checked_out.map_err(|err| Step::Failed(format!("source checkout failed: {err}")))?,
+    );
 
     for (index, dependency) in spec.dependencies.iter().enumerate() {
         say(format!(
@@ -330,6 +335,7 @@ async fn run_steps<A: CoordinatorApi>(
         fenced: &job.fenced,
         dirs,
         log,
+        tracked: &tracked,
     };
     unless_stopped(job, caches.restore(&spec.caches))
         .await?
@@ -370,7 +376,7 @@ async fn run_steps<A: CoordinatorApi>(
             .map_err(|Fenced| Step::Fenced)?;
     }
     if uploads_artifacts(spec, &state) {
-        match upload_artifacts(ctx, job, attempt, spec, dirs, log).await {
+        match upload_artifacts(ctx, job, attempt, spec, dirs, &tracked, log).await {
             Ok(()) => {}
             // A failed job stays failed for its own reason, not the upload's.
             Err(Step::Failed(reason)) if state.state == JobState::Failed => {
@@ -461,7 +467,7 @@ async fn fetch_dependency<A: CoordinatorApi>(
         Err(GaveUp::Failed(err)) => return Err(Step::Failed(err.to_string())),
     }
     let project_dir = dirs.project_dir.clone();
-    let extracted = tokio::task::spawn_blocking(move || artifacts::extract(&archive, &project_dir))
+    let extracted = tokio::task::spawn_blocking(move || archive::extract(&archive, &project_dir))
         .await
         .map_err(|err| Step::Failed(err.to_string()))?;
     extracted.map_err(|err| Step::Failed(err.to_string()))
@@ -473,6 +479,7 @@ async fn upload_artifacts<A: CoordinatorApi>(
     attempt: &AttemptRef,
     spec: &JobSpec,
     dirs: &AttemptDirs,
+    tracked: &Arc<TrackedFiles>,
     log: &OutputSink,
 ) -> Result<(), Step> {
     let say = |text: String| async move {
@@ -489,9 +496,10 @@ async fn upload_artifacts<A: CoordinatorApi>(
         literal: Vec::new(),
         exclude: spec.artifact_exclude.clone(),
     };
+    let tracked = tracked.clone();
     let collected = tokio::task::spawn_blocking(move || {
         if untracked {
-            selection.literal = artifacts::untracked_files(&project_dir)?;
+            selection.literal = artifacts::untracked_files(&project_dir, &tracked)?;
         }
         artifacts::collect_selection(&project_dir, &selection, &archive)
             .map_err(|err| err.to_string())

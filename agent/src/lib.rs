@@ -5,6 +5,7 @@
 //! in `main.rs` only parses flags and wires signals.
 
 pub mod agent;
+pub mod archive;
 pub mod artifacts;
 pub mod cache;
 pub mod client;

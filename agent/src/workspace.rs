@@ -5,6 +5,7 @@
 //! CLI. The record lets an agent restarted after a crash kill the process
 //! groups its dead jobs left behind and remove their directories.
 
+use crate::artifacts::TrackedFiles;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -191,14 +192,16 @@ pub enum CheckoutError {
     Git(String),
 }
 
-/// Clones `repo_url` into `project_dir` and checks out exactly `sha`, detached.
-/// Git's own messages go to `log` (for the job log).
+/// Clones `repo_url` into `project_dir`, checks out exactly `sha`, detached,
+/// and lists the paths that commit tracks (for `untracked:` later, when no
+/// git may run on the project dir any more). Git's own messages go to `log`
+/// (for the job log).
 pub async fn checkout(
     repo_url: &str,
     sha: &str,
     project_dir: &Path,
     log: &mut Vec<u8>,
-) -> Result<(), CheckoutError> {
+) -> Result<TrackedFiles, CheckoutError> {
     if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(CheckoutError::BadSha(sha.to_owned()));
     }
@@ -227,20 +230,41 @@ pub async fn checkout(
         log,
     )
     .await
-    .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))
+    .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))?;
+    let listing = git(
+        &["ls-tree", "-r", "-z", "--name-only", "HEAD"],
+        &[],
+        Some(project_dir),
+        &mut Vec::new(),
+    )
+    .await
+    .map_err(|err| CheckoutError::Git(format!("cannot list the files of {sha}: {err}")))?;
+    Ok(TrackedFiles::from_nul_separated(&listing))
 }
 
+/// Runs git with a neutral configuration: no system or global config, no
+/// hooks, no fsmonitor, no pager, no prompt, no `ext::` transport. Checkout
+/// runs in a directory it just created, so its `.git/config` is the one
+/// `git clone` wrote; this makes sure nothing else on the host (a config a
+/// job could have written) configures a command either. Returns stdout.
 async fn git(
     args: &[&str],
     more: &[&std::ffi::OsStr],
     dir: Option<&Path>,
     log: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     let mut command = tokio::process::Command::new("git");
     command
+        .arg("--no-pager")
+        .args(NEUTRAL_CONFIG.iter().flat_map(|setting| ["-c", setting]))
         .args(args)
         .args(more)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_CONFIG_PARAMETERS")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if let Some(dir) = dir {
@@ -250,10 +274,9 @@ async fn git(
         .output()
         .await
         .map_err(|err| format!("cannot run git: {err}"))?;
-    log.extend_from_slice(&output.stdout);
     log.extend_from_slice(&output.stderr);
     if output.status.success() {
-        Ok(())
+        Ok(output.stdout)
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         Err(stderr
@@ -264,6 +287,15 @@ async fn git(
             .to_owned())
     }
 }
+
+/// `-c` settings of every git the agent runs: what a repository's own config
+/// could otherwise make git execute.
+const NEUTRAL_CONFIG: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.pager=cat",
+    "protocol.ext.allow=never",
+];
 
 #[cfg(test)]
 mod tests {
@@ -303,9 +335,10 @@ mod tests {
         let work = WorkDir::create(&dir.path().join("work")).unwrap();
         let dirs = work.attempt(7, "0123456789abcdef", "repo");
         let mut log = Vec::new();
-        checkout(repo.to_str().unwrap(), &first, &dirs.project_dir, &mut log)
+        let tracked = checkout(repo.to_str().unwrap(), &first, &dirs.project_dir, &mut log)
             .await
             .unwrap();
+        assert_eq!(tracked, TrackedFiles::from_nul_separated(b"f\0"));
         assert_eq!(
             std::fs::read_to_string(dirs.project_dir.join("f")).unwrap(),
             "one"
