@@ -243,7 +243,7 @@ fn devices_and_fifos_are_refused() {
     ] {
         let error = refused(&[file("ok"), special("dev", kind)]);
         assert!(
-            matches!(error, ExtractError::Unsupported { ref kind, .. } if *kind == what),
+            matches!(error, ExtractError::Unsupported { kind, .. } if kind == what),
             "{error}"
         );
     }

@@ -165,7 +165,19 @@ pub fn collect_selection(
     // GitLab never archives `.git/`: it would configure the git of whoever
     // extracts it.
     let before = files.len();
-    files.retain(|relative| !in_git_dir(relative));
+    let git_dir = root.join(".git");
+    files.retain(|relative| {
+        // A link into `.git/` is left out too: extraction would refuse it.
+        let into_git = || {
+            let path = root.join(relative);
+            path.symlink_metadata()
+                .is_ok_and(|meta| meta.file_type().is_symlink())
+                && path
+                    .canonicalize()
+                    .is_ok_and(|real| real.starts_with(&git_dir))
+        };
+        !in_git_dir(relative) && !into_git()
+    });
     if before > files.len() {
         warnings.push(format!(
             "{} entries under .git/ left out: .git is never archived",
@@ -470,7 +482,11 @@ mod tests {
         let collected = collect_selection(&project, &selection, &dir.path().join("a.tar")).unwrap();
         let names = names(&collected);
         assert!(names.iter().all(|n| !n.starts_with(".git")), "{names:?}");
-        assert!(names.contains(&"g".to_owned()) && names.contains(&"x.log".to_owned()));
+        assert!(names.contains(&"x.log".to_owned()), "{names:?}");
+        assert!(
+            !names.contains(&"g".to_owned()),
+            "a link into .git: {names:?}"
+        );
         assert!(
             collected
                 .warnings

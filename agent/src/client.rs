@@ -478,6 +478,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_download_other_than_its_header_is_corrupt_and_one_without_a_header_transient() {
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            check_downloaded(Some((3, sha.clone())), 3, &sha.to_uppercase()),
+            Ok(())
+        );
+        let error = check_downloaded(Some((3, sha.clone())), 3, &"cd".repeat(32)).unwrap_err();
+        assert!(matches!(error, CallError::Corrupt(_)), "{error}");
+        assert!(
+            error.to_string().contains("digest did not match"),
+            "{error}"
+        );
+        let short = check_downloaded(Some((3, sha.clone())), 2, &sha).unwrap_err();
+        assert!(matches!(short, CallError::Corrupt(_)), "{short}");
+        assert!(matches!(
+            check_downloaded(None, 3, &sha),
+            Err(CallError::Transient(_))
+        ));
+    }
+
+    #[test]
     fn https_trusts_the_ca_when_given_and_the_public_roots_otherwise() {
         let ca = Path::new("/etc/osprey/ca.pem");
         assert_eq!(trust("https://ci.example.com", Some(ca)), Trust::Ca(ca));

@@ -126,4 +126,20 @@ mod tests {
         assert!(matches!(result, Err(GaveUp::Failed(CallError::Refused(_)))));
         assert!(!fenced.is_cancelled());
     }
+
+    #[tokio::test]
+    async fn a_corrupt_download_is_not_retried() {
+        let fenced = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = with_backoff("t", &fenced, None, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            crate::client::check_downloaded(Some((4, "ab".repeat(32))), 4, &"cd".repeat(32))
+        })
+        .await;
+        assert!(
+            matches!(result, Err(GaveUp::Failed(CallError::Corrupt(_)))),
+            "{result:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
