@@ -77,12 +77,17 @@ impl JobUser {
     /// write there; its parent (the attempt's build dir, which also holds the
     /// agent's archives) becomes traversable but not listable. Symlinks are
     /// changed themselves, never followed: the tree was partly written by
-    /// earlier jobs' artifacts.
+    /// earlier jobs' artifacts. Contents go before their dir, so every dir
+    /// on the path being changed is still the agent's: another job of this
+    /// user cannot swap one for a symlink mid-walk.
     pub fn take_over(&self, project_dir: &Path) -> std::io::Result<()> {
         if let Some(build_dir) = project_dir.parent() {
             std::fs::set_permissions(build_dir, std::fs::Permissions::from_mode(0o711))?;
         }
-        for entry in walkdir::WalkDir::new(project_dir).follow_links(false) {
+        let walk = walkdir::WalkDir::new(project_dir)
+            .follow_links(false)
+            .contents_first(true);
+        for entry in walk {
             let entry = entry.map_err(std::io::Error::other)?;
             std::os::unix::fs::lchown(entry.path(), Some(self.uid), Some(self.gid))?;
         }
@@ -93,6 +98,41 @@ impl JobUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_project_dir_becomes_the_users_and_links_are_not_followed() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown to another user needs root");
+            return;
+        }
+        let nobody = JobUser::resolve("nobody").expect("nobody exists");
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "agent's").unwrap();
+        let project = dir.path().join("build").join("project");
+        std::fs::create_dir_all(project.join("sub")).unwrap();
+        std::fs::write(project.join("sub/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, project.join("link")).unwrap();
+        nobody.take_over(&project).unwrap();
+        for path in ["", "sub", "sub/file"] {
+            let meta = std::fs::symlink_metadata(project.join(path)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (nobody.uid, nobody.gid), "{path}");
+        }
+        assert_eq!(
+            std::fs::symlink_metadata(project.join("link"))
+                .unwrap()
+                .uid(),
+            nobody.uid
+        );
+        assert_eq!(
+            std::fs::metadata(&outside).unwrap().uid(),
+            0,
+            "followed the link"
+        );
+        let build = std::fs::metadata(dir.path().join("build")).unwrap();
+        assert_eq!((build.uid(), build.mode() & 0o777), (0, 0o711));
+    }
 
     #[test]
     fn unknown_users_are_named() {

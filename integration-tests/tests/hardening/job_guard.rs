@@ -295,3 +295,61 @@ silent:
     .await;
     eprintln!("docker job gone {took:?} after its agent's kill -9");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_job_runs_as_the_configured_user_and_cannot_read_the_agents_records() {
+    // /proc/self belongs to the process's effective user.
+    let euid =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("/proc"));
+    if euid != 0 {
+        eprintln!(
+            "skipped: running jobs as another user needs the agent, so this test, to run as root"
+        );
+        return;
+    }
+    let mut opts = AgentOpts::named("as-nobody");
+    opts.extra_args = vec!["--user".to_owned(), "nobody".to_owned()];
+    let cluster = TestCluster::builder().agent(opts).start().await;
+    // The test's temp dir is 0700; an operator puts the work dir where the
+    // job's user can reach its build dir.
+    std::fs::set_permissions(
+        cluster.dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("chmod the test dir");
+    let work = cluster.agents[0].work_dir().display().to_string();
+    let repo = TestRepo::with_pipeline(&format!(
+        r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - echo "uid=$(id -u) home=$HOME"
+    - 'cat {work}/running/*.json && echo RECORD-READABLE || true'
+    - 'ls {work}/running && echo RUNNING-LISTABLE || true'
+    - 'cat {work}/credentials.json && echo CREDENTIALS-READABLE || true'
+    - mkdir -p out
+    - echo "made by $(id -u)" > out/result.txt
+  artifacts:
+    paths: [out/]
+use:
+  stage: test
+  script:
+    - cat out/result.txt
+"#
+    ));
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    let build = pipeline.job("build").id;
+    let log = cluster.api.job_log_text(build).await;
+    assert!(log.contains("uid=65534 home=/nonexistent"), "{log}");
+    for leak in [
+        "RECORD-READABLE",
+        "RUNNING-LISTABLE",
+        "CREDENTIALS-READABLE",
+    ] {
+        assert!(!log.contains(&format!("\n{leak}")), "{leak}:\n{log}");
+    }
+    assert_eq!(pipeline.job("build").status, JobStatus::Success, "{log}");
+    let use_log = cluster.api.job_log_text(pipeline.job("use").id).await;
+    assert!(use_log.contains("made by 65534"), "{use_log}");
+}
