@@ -113,3 +113,47 @@ fn a_cancel_stops_the_script_and_the_guard_reports_it() {
     assert_eq!(status.code(), Some(128 + 15), "{status:?}");
     wait_gone(shell);
 }
+
+/// The shell executor under the guard: output, exit code and after_script as without it.
+#[tokio::test]
+async fn the_shell_executor_under_a_guard_reports_output_and_exit_code() {
+    use osprey_agent::executor::shell::ShellExecutor;
+    use osprey_agent::executor::{Executor, Outcome, PreparedJob};
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let job = PreparedJob {
+        job_id: osprey_shared::JobId(1),
+        job_name: "test".into(),
+        project_name: "p".into(),
+        project_dir: dir.path().to_owned(),
+        env: Vec::new(),
+        main_script: osprey_agent::script::main_script(&[], &lines(&["echo hi", "exit 3"])),
+        after_script: osprey_agent::script::after_script(&lines(&["echo after"])),
+        image: None,
+        services: Vec::new(),
+        timeout: Duration::from_secs(30),
+        kill_grace: Duration::from_secs(5),
+    };
+    let executor = ShellExecutor::new().with_guard(env!("CARGO_BIN_EXE_osprey-agent").into());
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(chunk) = receiver.recv().await {
+            all.extend_from_slice(&chunk);
+        }
+        String::from_utf8(all).unwrap()
+    };
+    let (outcome, log) = tokio::join!(
+        executor.run(&job, sender, tokio_util::sync::CancellationToken::new()),
+        collect
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            exit_code: Some(3),
+            reason: "script failure".into()
+        },
+        "{log}"
+    );
+    assert!(log.contains("hi\n") && log.contains("after\n"), "{log}");
+}
