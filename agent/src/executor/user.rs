@@ -3,8 +3,11 @@
 //! resolved once at start-up, checked to be one the agent may switch to, and
 //! given the job's project dir before each job. The switch itself happens in
 //! the job guard ([`crate::guard`]), which drops to this user before it
-//! starts the script. What stays the agent's (spool, records, credentials,
-//! archives) is kept 0600/0700 by the work dir code, out of this user's reach.
+//! starts the script. What stays the agent's is out of this user's reach:
+//! spool and records are 0700/0600 (work dir code), `credentials.json` 0600,
+//! and the archives sit beside the project dir in the attempt's build dir,
+//! which stays the agent's (0711: the job reaches its project dir through it
+//! but can neither list nor change what else is there).
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
