@@ -102,6 +102,8 @@ fn a_cancel_stops_the_script_and_the_guard_reports_it() {
         &format!("echo $$ > {}; sleep 300\n", pid_file.display()),
     );
     let mut guard = guard(&script);
+    // Held open as the executor holds it (`wait` would close it: a cut lifeline).
+    let _lifeline = guard.stdin.take();
     let shell = wait_pid(&pid_file);
     // What the executor's cancel does: SIGTERM to the whole group.
     nix::sys::signal::killpg(
