@@ -38,6 +38,8 @@ pub enum AgentError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Docker(#[from] crate::executor::docker::DockerError),
+    #[error("cannot find the agent binary for the job guard: {0}")]
+    Guard(std::io::Error),
 }
 
 /// Registers unless credentials are stored; returns them.
@@ -193,6 +195,8 @@ async fn build_executor(
     credentials: &Credentials,
     registry: &Arc<Registry>,
 ) -> Result<Arc<dyn Executor>, AgentError> {
+    // Every job runs beside a guard, this binary, that ends it if the agent dies.
+    let guard = std::env::current_exe().map_err(AgentError::Guard)?;
     match config.executor {
         ExecutorKind::Shell => {
             let registry = registry.clone();
@@ -201,12 +205,20 @@ async fn build_executor(
                     job.set_pgid(pgid);
                 }
             });
-            Ok(Arc::new(ShellExecutor::new().with_process_hook(hook)))
+            let mut executor = ShellExecutor::new()
+                .with_process_hook(hook)
+                .with_guard(guard);
+            if let Some(user) = config.user.clone() {
+                tracing::info!(user = %user.name, uid = user.uid, "jobs run as another user");
+                executor = executor.with_user(user);
+            }
+            Ok(Arc::new(executor))
         }
         ExecutorKind::Docker => {
             let executor = DockerExecutor::new(config.docker.clone())?
                 .with_agent_name(config.name.clone())
-                .with_agent_id(credentials.agent_id.clone());
+                .with_agent_id(credentials.agent_id.clone())
+                .with_guard(guard);
             match executor.check_engine().await {
                 Ok(version) => tracing::info!(%version, "docker engine reachable"),
                 Err(err) => tracing::warn!(error = %err, "docker engine not reachable yet"),

@@ -4,6 +4,7 @@
 //! environment or the file; the rest of the crate takes a `Config`.
 
 pub use crate::executor::docker::DockerConfig;
+pub use crate::executor::user::JobUser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub enum Command {
     Register(AgentArgs),
     /// Run one job of ./.gitlab-ci.yml locally, without a coordinator.
     Exec(ExecArgs),
+    /// The per-job guard the agent starts itself (see `guard.rs`).
+    #[command(hide = true)]
+    Guard(crate::guard::GuardArgs),
 }
 
 /// Flags of `run` and `register`. Every flag is optional here: the file and the
@@ -85,6 +89,9 @@ pub struct AgentArgs {
     /// Seconds running jobs get to finish after SIGTERM to the agent.
     #[arg(long, env = "OSPREY_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Shell executor: run jobs as this user (the agent must run as root).
+    #[arg(long, env = "OSPREY_USER")]
+    pub user: Option<String>,
 }
 
 /// Flags of `exec` (owned by the `exec` implementation).
@@ -138,6 +145,7 @@ pub struct FileConfig {
     pub max_job_timeout_secs: Option<u64>,
     pub kill_grace_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub user: Option<String>,
     pub docker: Option<DockerConfig>,
 }
 
@@ -160,6 +168,8 @@ pub struct Config {
     pub max_job_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub shutdown_grace: Duration,
+    /// Shell executor: the user jobs run as; `None` runs them as the agent.
+    pub user: Option<JobUser>,
 }
 
 /// What is wrong with the configuration.
@@ -249,6 +259,23 @@ impl AgentArgs {
             // file is not read (see `client::trust`), so it need not exist.
             tracing::warn!(tls_ca = %path.display(), %url, "tls_ca is ignored with an http:// url");
         }
+        let executor = self
+            .executor
+            .or(file.executor)
+            .unwrap_or(ExecutorKind::Shell);
+        let user = match self.user.clone().or(file.user) {
+            None => None,
+            Some(_) if executor != ExecutorKind::Shell => {
+                return Err(ConfigError::Invalid {
+                    key: "user",
+                    message: "only the shell executor runs jobs as another user".into(),
+                })
+            }
+            Some(name) => Some(JobUser::resolve(&name).map_err(|err| ConfigError::Invalid {
+                key: "user",
+                message: err.to_string(),
+            })?),
+        };
         let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map_or(default, Duration::from_secs)
         };
@@ -258,10 +285,7 @@ impl AgentArgs {
             name,
             tags,
             run_untagged,
-            executor: self
-                .executor
-                .or(file.executor)
-                .unwrap_or(ExecutorKind::Shell),
+            executor,
             concurrency,
             work_dir,
             tls_ca,
@@ -285,6 +309,7 @@ impl AgentArgs {
                 file.shutdown_grace_secs,
                 DEFAULT_SHUTDOWN_GRACE,
             ),
+            user,
         })
     }
 }
@@ -422,5 +447,31 @@ mod tests {
             }
         ));
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn user_is_resolved_and_checked() {
+        let base = ["--url", "http://x", "--work-dir", "/w"];
+        let err = args(&base)
+            .layer_over(file("user = \"no-such-user-osprey\""))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid user: unknown user \"no-such-user-osprey\""
+        );
+        let err = args(&[&base[..], &["--executor", "docker", "--user", "root"]].concat())
+            .layer_over(FileConfig::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "user", .. }),
+            "{err}"
+        );
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap();
+        let config = args(&[&base[..], &["--user", &me.name]].concat())
+            .layer_over(FileConfig::default())
+            .unwrap();
+        assert_eq!(config.user.map(|user| user.uid), Some(me.uid.as_raw()));
     }
 }

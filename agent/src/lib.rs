@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod exec;
 pub mod executor;
+pub mod guard;
 pub mod job_runner;
 pub mod log_stream;
 pub mod registry;

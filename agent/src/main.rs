@@ -1,5 +1,7 @@
 //! `osprey-agent`: parses the command line, sets up logging and signals, and
-//! hands over to the library.
+//! hands over to the library. The hidden `guard` mode (see `guard.rs`) runs
+//! before any runtime exists: it may switch users, which must apply to the
+//! whole process.
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,17 +9,31 @@ use osprey_agent::config::{Cli, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // A shell guard's stderr is the job's log: nothing of the agent goes there.
+    if !matches!(&command, Command::Guard(args) if args.writes_job_output()) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    if let Command::Guard(args) = command {
+        std::process::exit(osprey_agent::guard::main(args));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(args) => {
             let config = args.load().context("invalid configuration")?;
             let shutdown = CancellationToken::new();
@@ -51,5 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let code = osprey_agent::exec::run(args).await?;
             std::process::exit(code);
         }
+        // Handled before the runtime starts.
+        Command::Guard(args) => std::process::exit(osprey_agent::guard::main(args)),
     }
 }

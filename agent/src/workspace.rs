@@ -4,10 +4,15 @@
 //! (`running/<attempt_id>.json`), plus the source checkout with the real `git`
 //! CLI. The record lets an agent restarted after a crash kill the process
 //! groups its dead jobs left behind and remove their directories.
+//!
+//! `spool/` and `running/` are the agent's alone (0700, records 0600): a
+//! record holds the job token, and a job may run as another user, or read
+//! what other jobs' records say.
 
 use crate::artifacts::TrackedFiles;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -18,10 +23,17 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// Creates `builds/`, `spool/` and `running/` under `root`.
+    /// Creates `builds/`, and the private `spool/` and `running/`, under
+    /// `root`. Private dirs an older agent made readable are made private.
     pub fn create(root: &Path) -> std::io::Result<Self> {
-        for sub in ["builds", "spool", "running"] {
-            std::fs::create_dir_all(root.join(sub))?;
+        std::fs::create_dir_all(root.join("builds"))?;
+        for private in ["spool", "running"] {
+            let dir = root.join(private);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(Self {
             root: root.to_owned(),
@@ -143,10 +155,17 @@ impl std::fmt::Debug for RunningRecord {
 }
 
 impl RunningRecord {
-    /// Writes the record atomically (temp + rename).
+    /// Writes the record atomically (temp + rename), readable by the agent
+    /// only: the file is created 0600, never readable for a moment.
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
         let temp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&temp)?;
+        // A temp file left by a crash may have other modes; start afresh.
+        let _ = std::fs::remove_file(&temp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         file.write_all(&serde_json::to_vec(self)?)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)
@@ -375,6 +394,36 @@ mod tests {
         assert!(dirs.build_dir.starts_with("/w/builds"));
         assert!(!dirs.project_dir.to_str().unwrap().contains("/../"));
         assert!(dirs.spool.starts_with("/w/spool"));
+    }
+
+    #[test]
+    fn records_spool_and_running_dirs_are_private() {
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // An older agent's dirs, made with the default modes.
+        std::fs::create_dir_all(dir.path().join("spool")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("spool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let work = WorkDir::create(dir.path()).unwrap();
+        assert_eq!(mode(&dir.path().join("spool")), 0o700);
+        assert_eq!(mode(&dir.path().join("running")), 0o700);
+        let dirs = work.attempt(3, "abcdef123456", "p");
+        let record = RunningRecord {
+            job_id: 3,
+            attempt_id: "abcdef123456".into(),
+            lease_epoch: 1,
+            job_token: "secret".into(),
+            pgid: None,
+        };
+        // A stale temp file of a crash, world-readable.
+        std::fs::write(dirs.record.with_extension("json.tmp"), "old").unwrap();
+        record.store(&dirs.record).unwrap();
+        assert_eq!(mode(&dirs.record), 0o600);
+        record.store(&dirs.record).unwrap();
+        assert_eq!(mode(&dirs.record), 0o600, "rewritten");
     }
 
     #[test]

@@ -345,14 +345,47 @@ doomed:
     )
     .await;
 
+    let credentials =
+        std::fs::read(agent.work_dir().join("credentials.json")).expect("credentials");
+    let credentials: serde_json::Value = serde_json::from_slice(&credentials).expect("json");
+    let agent_id = credentials["agent_id"]
+        .as_str()
+        .expect("agent_id")
+        .to_owned();
     agent.kill9();
-    // Nothing of the agent ran on SIGKILL: its container and network stay.
+    // The job guard removes a dead agent's job at once (tests/hardening/job_guard.rs)...
+    wait_engine_clean(&name, job_id, Duration::from_secs(30)).await;
+    drop(agent);
+    // ...so what an agent leaves when its guard is killed too is planted here,
+    // labelled as the executor labels a run.
+    let labels: Vec<String> = [
+        "osprey.managed=true".to_owned(),
+        format!("osprey.job_id={job_id}"),
+        format!("osprey.agent={name}"),
+        format!("osprey.agent_id={agent_id}"),
+        "osprey.run=orphan".to_owned(),
+    ]
+    .iter()
+    .flat_map(|label| ["--label".to_owned(), label.clone()])
+    .collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let network = format!("osprey-job-{job_id}-orphan-{}", std::process::id());
+    let planted = docker(&[&["network", "create"], &labels[..], &[&network]].concat());
+    assert!(planted.status.success(), "{planted:?}");
+    let planted = docker(
+        &[
+            &["run", "-d", "--network", &network],
+            &labels[..],
+            &[BUSYBOX, "sleep", "300"],
+        ]
+        .concat(),
+    );
+    assert!(planted.status.success(), "{planted:?}");
     let (containers, networks) = engine_resources(&name, job_id);
     assert!(
         !containers.is_empty() && !networks.is_empty(),
-        "the killed agent's job left nothing: containers {containers:?}, networks {networks:?}"
+        "nothing planted: containers {containers:?}, networks {networks:?}"
     );
-    drop(agent);
 
     // Same name, so same work dir and credentials.
     let started = Instant::now();

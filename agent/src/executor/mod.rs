@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod shell;
+pub mod user;
 
 use futures::future::BoxFuture;
 use osprey_shared::pipeline::{ImageRef, ServiceRef};

@@ -4,7 +4,14 @@
 //! or timeout stops everything it started: SIGTERM to the group, SIGKILL after
 //! the grace period. stdout and stderr share one pipe, so the log keeps the
 //! order in which the script wrote them.
+//!
+//! In the agent every script runs under a job guard ([`crate::guard`]), the
+//! leader of the script's group, so the group dies with the agent even when
+//! the agent is SIGKILLed; and, with `user = "..."`, as that user, who is
+//! given the project dir first. Without a guard (unit tests, `exec`) `sh`
+//! leads the group itself.
 
+use super::user::JobUser;
 use super::{Executor, Outcome, OutputSink, PreparedJob};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -34,6 +41,9 @@ pub type ProcessHook = Arc<dyn Fn(JobId, Option<i32>) + Send + Sync>;
 pub struct ShellExecutor {
     hook: Option<ProcessHook>,
     after_script_timeout: Option<Duration>,
+    /// The agent binary, run as `guard shell` around each script.
+    guard: Option<PathBuf>,
+    user: Option<JobUser>,
 }
 
 impl std::fmt::Debug for ShellExecutor {
@@ -50,6 +60,19 @@ impl ShellExecutor {
     /// Reports each script's process group to `hook`.
     pub fn with_process_hook(mut self, hook: ProcessHook) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Runs each script under the job guard `program` (the agent binary,
+    /// `std::env::current_exe()`), so it dies with the agent.
+    pub fn with_guard(mut self, program: PathBuf) -> Self {
+        self.guard = Some(program);
+        self
+    }
+
+    /// Runs the scripts as `user`, who is given each job's project dir.
+    pub fn with_user(mut self, user: JobUser) -> Self {
+        self.user = Some(user);
         self
     }
 
@@ -71,6 +94,19 @@ impl ShellExecutor {
         output: OutputSink,
         cancel: CancellationToken,
     ) -> Outcome {
+        if let Some(user) = self.user.clone().filter(JobUser::is_other) {
+            let project_dir = job.project_dir.clone();
+            let taken = tokio::task::spawn_blocking(move || user.take_over(&project_dir))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|taken| taken);
+            if let Err(err) = taken {
+                return Outcome::Failed {
+                    exit_code: None,
+                    reason: format!("cannot give the project dir to the job's user: {err}"),
+                };
+            }
+        }
         let main = self
             .run_script(job, &job.main_script, &output, &cancel, job.timeout)
             .await;
@@ -125,23 +161,44 @@ impl ShellExecutor {
         cancel: &CancellationToken,
         timeout: Duration,
     ) -> std::io::Result<Ended> {
-        let file = ScriptFile::write(script)?;
+        let file = ScriptFile::write(script, self.user.as_ref())?;
         let (pipe_writer, pipe_reader) = tokio::net::unix::pipe::pipe()?;
         let stdout = pipe_writer.into_blocking_fd()?;
         let stderr = stdout.try_clone()?;
-        let mut command = tokio::process::Command::new("sh");
+        let mut command = match &self.guard {
+            Some(program) => crate::guard::shell_command(program, file.path(), self.user.as_ref()),
+            None => {
+                let mut command = tokio::process::Command::new("sh");
+                command.arg(file.path()).stdin(Stdio::null());
+                if let Some(user) = self.user.as_ref().filter(|user| user.is_other()) {
+                    command.uid(user.uid).gid(user.gid);
+                }
+                command
+            }
+        };
         command
-            .arg(file.path())
             .current_dir(&job.project_dir)
             .env_clear()
-            .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
-            .kill_on_drop(true);
-        for key in ["PATH", "HOME"] {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
+            // A guard must outlive a dropped future: the cut lifeline then
+            // makes it kill the whole group, where SIGKILL would stop it alone.
+            .kill_on_drop(self.guard.is_none());
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        match &self.user {
+            Some(user) => {
+                command
+                    .env("HOME", &user.home)
+                    .env("USER", &user.name)
+                    .env("LOGNAME", &user.name);
+            }
+            None => {
+                if let Some(home) = std::env::var_os("HOME") {
+                    command.env("HOME", home);
+                }
             }
         }
         command.envs(job.env.iter().map(|(k, v)| (k, v)));
@@ -149,6 +206,9 @@ impl ShellExecutor {
         // The command holds the pipe's write ends: drop it so EOF comes when
         // the script's processes are gone.
         drop(command);
+        // The guard's lifeline: held open until the script's group is gone
+        // (`wait` would close it).
+        let lifeline = child.stdin.take();
         let pgid = child.id().map(|pid| pid as i32);
         if let Some(pgid) = pgid {
             self.notify(job.job_id, Some(pgid));
@@ -175,6 +235,7 @@ impl ShellExecutor {
             ended
         };
         let ((), ended) = tokio::join!(pump, supervise);
+        drop(lifeline);
         self.notify(job.job_id, None);
         ended
     }
@@ -249,7 +310,8 @@ struct ScriptFile {
 }
 
 impl ScriptFile {
-    fn write(script: &str) -> std::io::Result<Self> {
+    /// Readable by `user` only (and the agent), when one is given.
+    fn write(script: &str, user: Option<&JobUser>) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::env::temp_dir().join(format!("osprey-script-{}.sh", uuid::Uuid::new_v4()));
         let mut file = std::fs::OpenOptions::new()
@@ -257,8 +319,13 @@ impl ScriptFile {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
+        // Removed on drop from here on, whatever fails next.
+        let written = Self { path };
+        if let Some(user) = user.filter(|user| user.is_other()) {
+            std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid))?;
+        }
         file.write_all(script.as_bytes())?;
-        Ok(Self { path })
+        Ok(written)
     }
 
     fn path(&self) -> &Path {

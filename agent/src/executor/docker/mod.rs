@@ -30,6 +30,11 @@
 //! `osprey.job_id`, `osprey.agent` (name), `osprey.agent_id` (once registered)
 //! and `osprey.run`, so that [`DockerExecutor::reap_orphans`] removes what a
 //! crashed agent left behind, and only that (see [`scope`]).
+//!
+//! In the agent each run also has a job guard ([`crate::guard`]), started
+//! before anything is created and disarmed after the cleanup: if the agent
+//! dies mid-job, the guard removes the run's containers and network at once
+//! ([`remove_run`]), rather than leaving them to run until the next start.
 
 mod config;
 mod containers;
@@ -46,6 +51,7 @@ use futures::future::BoxFuture;
 use globset::GlobSet;
 use osprey_shared::pipeline::ImageRef;
 use scope::{AgentIdentity, JobScope};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +84,8 @@ pub struct DockerExecutor {
     /// The client once it speaks the engine's API version (engine 20.10 is at
     /// 1.41, older than bollard's default, and refuses newer clients).
     docker: OnceCell<Docker>,
+    /// The agent binary, run as `guard docker` beside each job.
+    guard: Option<PathBuf>,
 }
 
 impl DockerExecutor {
@@ -100,7 +108,16 @@ impl DockerExecutor {
             },
             unversioned,
             docker: OnceCell::new(),
+            guard: None,
         })
+    }
+
+    /// Starts the job guard `program` (the agent binary,
+    /// `std::env::current_exe()`) beside each job, so its containers are
+    /// removed if the agent dies.
+    pub fn with_guard(mut self, program: PathBuf) -> Self {
+        self.guard = Some(program);
+        self
     }
 
     /// Names the agent in the `osprey.agent` label (default `osprey-agent`).
@@ -174,6 +191,14 @@ impl DockerExecutor {
         };
         let scope = JobScope::new(job.job_id, &self.agent);
         tracing::info!(job_id = %job.job_id, run = %scope.run_id, "docker job starting");
+        // Before anything exists on the engine, so nothing outlives the agent.
+        let guard = match &self.guard {
+            Some(program) => match crate::guard::DockerGuard::spawn(program, &scope.run_id) {
+                Ok(guard) => Some(guard),
+                Err(err) => return failed(format!("cannot start the job guard: {err}")),
+            },
+            None => None,
+        };
         let outcome = tokio::select! {
             outcome = self.execute(docker, &scope, job, &output) => outcome,
             () = cancel.cancelled() => Outcome::Canceled,
@@ -184,7 +209,10 @@ impl DockerExecutor {
             .await
             .is_err()
         {
-            tracing::warn!(job_id = %job.job_id, run = %scope.run_id, "docker cleanup did not finish; reap_orphans will retry at the next start");
+            // The guard, dropped armed, tries once more; reap_orphans at the next start after that.
+            tracing::warn!(job_id = %job.job_id, run = %scope.run_id, "docker cleanup did not finish; left to the job guard");
+        } else if let Some(guard) = guard {
+            guard.disarm().await;
         }
         tracing::info!(job_id = %job.job_id, outcome = ?outcome, "docker job finished");
         outcome
@@ -330,6 +358,19 @@ impl Executor for DockerExecutor {
     ) -> BoxFuture<'a, Outcome> {
         Box::pin(self.run_job(job, output, cancel))
     }
+}
+
+/// Removes every container and the network of the run `run_id` at once,
+/// connecting as [`DockerExecutor::new`] does: what the job guard of a dead
+/// agent does.
+pub async fn remove_run(run_id: &str) -> Result<(), DockerError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(DockerError::Unreachable)?
+        .negotiate_version()
+        .await
+        .map_err(DockerError::Unreachable)?;
+    scope::remove_run(&docker, run_id, Duration::ZERO).await;
+    Ok(())
 }
 
 fn failed(reason: String) -> Outcome {

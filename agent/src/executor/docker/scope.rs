@@ -76,13 +76,6 @@ impl JobScope {
         labels
     }
 
-    fn run_filter(&self) -> HashMap<String, Vec<String>> {
-        HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{LABEL_RUN}={}", self.run_id)],
-        )])
-    }
-
     /// Creates the job's bridge network, named after the run.
     pub async fn create_network(&self, docker: &Docker) -> Result<String, String> {
         let name = self.name();
@@ -101,26 +94,33 @@ impl JobScope {
     /// Stops every container of the run (SIGTERM, SIGKILL after `grace`), then
     /// removes containers, their anonymous volumes and the network.
     pub async fn cleanup(&self, docker: &Docker, grace: Duration) {
-        let filter = self.run_filter();
-        let containers = match list_containers(docker, &filter).await {
-            Ok(found) => ids(found, |c| c.id),
-            Err(error) => {
-                tracing::warn!(%error, "listing containers to remove failed");
-                Vec::new()
-            }
-        };
-        remove_containers(docker, &containers, grace).await;
-        // Listed after the containers are gone: a network in use cannot be removed.
-        let networks = match list_networks(docker, &filter).await {
-            Ok(found) => ids(found, |n| n.id),
-            Err(error) => {
-                tracing::warn!(%error, "listing networks to remove failed");
-                Vec::new()
-            }
-        };
-        remove_networks(docker, &networks).await;
+        remove_run(docker, &self.run_id, grace).await;
         tracing::debug!(job_id = %self.job_id, run = %self.run_id, "docker resources removed");
     }
+}
+
+/// Stops and removes every container of the run `run_id` (SIGTERM, SIGKILL
+/// after `grace`; at once for a zero grace), then its network: what cleanup
+/// after a job and the job guard of a dead agent both do.
+pub(crate) async fn remove_run(docker: &Docker, run_id: &str, grace: Duration) {
+    let filter = HashMap::from([("label".to_owned(), vec![format!("{LABEL_RUN}={run_id}")])]);
+    let containers = match list_containers(docker, &filter).await {
+        Ok(found) => ids(found, |c| c.id),
+        Err(error) => {
+            tracing::warn!(%error, "listing containers to remove failed");
+            Vec::new()
+        }
+    };
+    remove_containers(docker, &containers, grace).await;
+    // Listed after the containers are gone: a network in use cannot be removed.
+    let networks = match list_networks(docker, &filter).await {
+        Ok(found) => ids(found, |n| n.id),
+        Err(error) => {
+            tracing::warn!(%error, "listing networks to remove failed");
+            Vec::new()
+        }
+    };
+    remove_networks(docker, &networks).await;
 }
 
 /// Removes the containers and networks `agent` left behind: those labelled
