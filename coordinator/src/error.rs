@@ -37,6 +37,9 @@ pub enum CoreError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// An `Idempotency-Key` seen before with another request.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
     /// The request body is larger than the API accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -101,9 +104,9 @@ impl CoreError {
         match self {
             CoreError::NotFound(_) => ErrorCode::NotFound,
             CoreError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            CoreError::InvalidPipeline(_) | CoreError::PipelineRefused { .. } => {
-                ErrorCode::Unprocessable
-            }
+            CoreError::InvalidPipeline(_)
+            | CoreError::PipelineRefused { .. }
+            | CoreError::IdempotencyMismatch(_) => ErrorCode::Unprocessable,
             CoreError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             CoreError::StaleLease(_) | CoreError::FailedPrecondition(_) => {
                 ErrorCode::FailedPrecondition

@@ -322,6 +322,8 @@ async fn launch(
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--registration-token", REGISTRATION_TOKEN])
+            // Test repositories are local paths, which the default refuses.
+            .args(["--repo-allow", "/*"])
             .args(["--lease-ttl-ms", &opts.lease_ttl_ms.to_string()])
             .args([
                 "--heartbeat-interval-ms",
