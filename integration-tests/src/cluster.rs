@@ -322,8 +322,6 @@ async fn launch(
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--registration-token", REGISTRATION_TOKEN])
-            // Test repositories are local paths, which the default refuses.
-            .args(["--repo-allow", "/*"])
             .args(["--lease-ttl-ms", &opts.lease_ttl_ms.to_string()])
             .args([
                 "--heartbeat-interval-ms",
@@ -334,6 +332,10 @@ async fn launch(
         }
         if let Some(max) = opts.max_log_bytes {
             command.args(["--max-log-bytes", &max.to_string()]);
+        }
+        // Test repositories are local paths, which the default refuses.
+        if !opts.extra_args.iter().any(|arg| arg == "--repo-allow") {
+            command.args(["--repo-allow", "/*"]);
         }
         command.args(&opts.extra_args);
         let (process, ready) = Process::spawn("coordinator", command, &root.path);
