@@ -308,3 +308,61 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_pipeline(
     let third: PipelineView = serde_json::from_str(&text).unwrap();
     assert_eq!(third.id, next);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_run_retries_a_cut_post_with_its_key_and_creates_one_pipeline() {
+    use tokio::io::AsyncReadExt;
+    let mut coordinator = Coordinator::start(CoordinatorOpts::default()).await;
+    let url = coordinator.url();
+    let repo = TestRepo::with_pipeline("job:\n  script: ['true']\n");
+    coordinator.kill9();
+    // The coordinator's port now answers nothing: the first POST arrives and
+    // its connection is cut before any answer, as by a coordinator kill.
+    let cutter = tokio::net::TcpListener::bind(coordinator.addr())
+        .await
+        .unwrap();
+    let repo_url = repo.url();
+    let cli_url = url.clone();
+    let run = tokio::spawn(async move {
+        osprey_integration_tests::cli::osprey(
+            Some(&cli_url),
+            &[
+                "pipeline", "run", "--repo", &repo_url, "--ref", "master", "--json",
+            ],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let (mut connection, _) = tokio::time::timeout(Duration::from_secs(30), cutter.accept())
+        .await
+        .expect("the CLI posts")
+        .unwrap();
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = connection.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the request ended early");
+        request.extend_from_slice(&buffer[..read]);
+    }
+    let head = String::from_utf8_lossy(&request).to_lowercase();
+    assert!(
+        head.contains("idempotency-key: "),
+        "the POST carries a key: {head}"
+    );
+    drop(connection);
+    drop(cutter);
+    coordinator.restart().await;
+
+    let output = run.await.unwrap();
+    assert_eq!(output.code(), Some(0), "{}", output.stderr);
+    assert!(output.stderr.contains("retrying"), "{}", output.stderr);
+    let created: PipelineView = serde_json::from_slice(&output.stdout).unwrap();
+    let next = osprey_shared::PipelineId(created.id.0 + 1);
+    let missing = coordinator
+        .api()
+        .pipeline(next)
+        .await
+        .expect_err("one pipeline");
+    assert_eq!(missing.status(), Some(404), "{missing}");
+}
