@@ -23,7 +23,7 @@ git -C "$repo" -c user.name=osprey -c user.email=osprey@localhost add -A
 git -C "$repo" -c user.name=osprey -c user.email=osprey@localhost commit -qm "example pipeline"
 
 "$bin/osprey-coordinator" serve --listen "127.0.0.1:$port" --data-dir "$state/coordinator" \
-    --registration-token "$token" 2>"$state/coordinator.log" &
+    --registration-token "$token" --repo-allow "$state/*" 2>"$state/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "$url/healthz" >/dev/null || { echo "the coordinator did not start; see $state/coordinator.log"; exit 1; }

@@ -69,6 +69,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Tries of `POST /api/v1/pipelines` (0.5 + 1 + 2 + 4 s of waits between).
+const CREATE_ATTEMPTS: u32 = 5;
+const CREATE_RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
+
+/// A failure after which the request may or may not have arrived: nothing
+/// answered (refused, reset, cut before the response).
+fn retryable(error: &reqwest::Error) -> bool {
+    error.is_connect() || (error.is_request() && error.status().is_none())
+}
+
 /// Client of one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -88,11 +98,38 @@ impl Client {
         })
     }
 
+    /// Creates a pipeline under a fresh `Idempotency-Key`, retrying with the
+    /// same key while the coordinator cannot be reached or the connection
+    /// breaks before the answer: a retry of a request that did arrive gets
+    /// the pipeline it created, never a second one.
     pub async fn create_pipeline(&self, request: &CreatePipeline) -> anyhow::Result<PipelineView> {
-        let response = self
-            .send(self.http.post(self.url("/api/v1/pipelines")).json(request))
-            .await?;
-        response.json().await.context("unreadable pipeline JSON")
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut delay = CREATE_RETRY_FIRST_DELAY;
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .http
+                .post(self.url("/api/v1/pipelines"))
+                .header("Idempotency-Key", &key)
+                .json(request)
+                .send()
+                .await;
+            let response = match sent {
+                Err(source) if attempt < CREATE_ATTEMPTS && retryable(&source) => {
+                    eprintln!(
+                        "warning: {}; retrying in {delay:?} (attempt {} of {CREATE_ATTEMPTS})",
+                        error_chain(&source),
+                        attempt + 1
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                    continue;
+                }
+                sent => self.check(sent).await?,
+            };
+            return response.json().await.context("unreadable pipeline JSON");
+        }
     }
 
     pub async fn pipeline(&self, id: u64) -> anyhow::Result<PipelineView> {
@@ -143,7 +180,15 @@ impl Client {
     /// Sends a request; maps transport failures to [`Unreachable`] and error
     /// statuses to [`HttpError`].
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let response = request.send().await.map_err(|source| {
+        self.check(request.send().await).await
+    }
+
+    /// What [`Client::send`] makes of a request's outcome.
+    async fn check(
+        &self,
+        sent: Result<reqwest::Response, reqwest::Error>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let response = sent.map_err(|source| {
             if source.is_connect() || source.is_timeout() {
                 anyhow::Error::new(Unreachable {
                     url: self.base.clone(),

@@ -1,6 +1,8 @@
 //! Command line and configuration of `osprey-coordinator`, validated once.
 
 use crate::core::CoreSettings;
+use crate::repo::policy::RepoPolicy;
+use crate::repo::RepoSettings;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +63,15 @@ pub struct ServeArgs {
     /// `CI_SERVER_URL` given to jobs (default: http(s)://LISTEN).
     #[arg(long, env = "OSPREY_EXTERNAL_URL")]
     pub external_url: Option<String>,
+    /// Largest `.gitlab-ci.yml`, and largest included file (GitLab: 2 MB).
+    #[arg(long, env = "OSPREY_MAX_PIPELINE_FILE_BYTES", default_value_t = 2 << 20)]
+    pub max_pipeline_file_bytes: u64,
+    /// Repository URLs the coordinator may read: glob patterns (`*` any
+    /// text, `?` one character), e.g. `https://git.example.com/*`,
+    /// `/srv/git/*`. Repeatable; replaces the default (https://, ssh:// and
+    /// scp-like `user@host:path`; no local paths).
+    #[arg(long = "repo-allow", env = "OSPREY_REPO_ALLOW", value_delimiter = ',')]
+    pub repo_allow: Vec<String>,
 }
 
 /// Validated server configuration.
@@ -83,6 +94,16 @@ impl ServeArgs {
             self.heartbeat_interval_ms > 0 && self.heartbeat_interval_ms * 2 <= self.lease_ttl_ms,
             "--lease-ttl-ms must be at least twice --heartbeat-interval-ms"
         );
+        anyhow::ensure!(
+            self.max_pipeline_file_bytes > 0,
+            "--max-pipeline-file-bytes must be positive"
+        );
+        let repo_allow: Vec<String> = self
+            .repo_allow
+            .into_iter()
+            .map(|pattern| pattern.trim().to_owned())
+            .filter(|pattern| !pattern.is_empty())
+            .collect();
         let tls = self.tls_cert.zip(self.tls_key);
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
@@ -97,6 +118,10 @@ impl ServeArgs {
                 server_url: self
                     .external_url
                     .unwrap_or_else(|| format!("{scheme}://{bound}")),
+                repos: RepoSettings {
+                    policy: RepoPolicy { allow: repo_allow },
+                    max_pipeline_file_bytes: self.max_pipeline_file_bytes,
+                },
             },
             tls,
             max_artifact_bytes: self.max_artifact_bytes,

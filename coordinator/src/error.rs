@@ -23,6 +23,26 @@ pub enum CoreError {
     StaleLease(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The credential is genuine but no longer grants this: a job token
+    /// whose attempt has ended.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The call is well-formed but the record it would change is closed: a
+    /// sealed log, an artifact already recorded.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Too many failed attempts from one address; try again after the delay.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// An `Idempotency-Key` seen before with another request.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
+    /// The request body is larger than the API accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("{0}")]
@@ -36,8 +56,13 @@ pub enum ErrorCode {
     InvalidArgument,
     Unprocessable,
     Unauthenticated,
+    PermissionDenied,
     FailedPrecondition,
     ResourceExhausted,
+    /// Rate limited: gRPC `RESOURCE_EXHAUSTED`, HTTP 429.
+    TooManyRequests,
+    /// HTTP 413; on gRPC the same `RESOURCE_EXHAUSTED` as any limit.
+    PayloadTooLarge,
     Internal,
 }
 
@@ -47,8 +72,11 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::InvalidArgument | ErrorCode::Unprocessable => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
-            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::ResourceExhausted
+            | ErrorCode::TooManyRequests
+            | ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -60,8 +88,12 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
             ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
-            ErrorCode::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,12 +104,17 @@ impl CoreError {
         match self {
             CoreError::NotFound(_) => ErrorCode::NotFound,
             CoreError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            CoreError::InvalidPipeline(_) | CoreError::PipelineRefused { .. } => {
-                ErrorCode::Unprocessable
-            }
+            CoreError::InvalidPipeline(_)
+            | CoreError::PipelineRefused { .. }
+            | CoreError::IdempotencyMismatch(_) => ErrorCode::Unprocessable,
             CoreError::Unauthenticated(_) => ErrorCode::Unauthenticated,
-            CoreError::StaleLease(_) => ErrorCode::FailedPrecondition,
+            CoreError::StaleLease(_) | CoreError::FailedPrecondition(_) => {
+                ErrorCode::FailedPrecondition
+            }
+            CoreError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             CoreError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            CoreError::Throttled { .. } => ErrorCode::TooManyRequests,
+            CoreError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             CoreError::Storage(_) | CoreError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -88,7 +125,16 @@ impl From<CoreError> for tonic::Status {
         if matches!(error.code(), ErrorCode::Internal) {
             tracing::error!(error = %error, "internal error");
         }
-        tonic::Status::new(error.code().grpc(), error.to_string())
+        let mut status = tonic::Status::new(error.code().grpc(), error.to_string());
+        if let CoreError::Throttled { retry_after, .. } = &error {
+            // As gRPC's retry-pushback header: whole milliseconds.
+            if let Ok(value) = retry_after.as_millis().to_string().parse() {
+                status
+                    .metadata_mut()
+                    .insert("grpc-retry-pushback-ms", value);
+            }
+        }
+        status
     }
 }
 

@@ -5,12 +5,14 @@ use crate::core::{AttemptKey, Core};
 use crate::error::CoreError;
 use crate::storage::AppendResult;
 use crate::tasks::Tasks;
+use crate::throttle::{FailureThrottle, ThrottleSettings};
 use crate::transfer::{self, UploadPart};
 use futures::{Stream, StreamExt};
 use osprey_proto::v1::{self, agent_message, agent_service_server::AgentService};
 use osprey_shared::{JobId, JobStatus};
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,6 +26,8 @@ pub struct AgentGrpc {
     core: Core,
     tasks: Tasks,
     max_artifact_bytes: u64,
+    /// Wrong registration tokens per peer address.
+    registrations: FailureThrottle,
 }
 
 impl AgentGrpc {
@@ -32,6 +36,7 @@ impl AgentGrpc {
             core,
             tasks,
             max_artifact_bytes,
+            registrations: FailureThrottle::new(ThrottleSettings::default()),
         }
     }
 }
@@ -77,13 +82,40 @@ fn internal(context: &str, error: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
+    /// Registration, slowed per peer address after a few wrong tokens (see
+    /// [`crate::throttle`]): a blocked address is refused before its token
+    /// is compared.
     async fn register(
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
-        Ok(Response::new(
-            self.core.register(request.into_inner()).await?,
-        ))
+        let peer = request
+            .remote_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
+        let now = Instant::now();
+        if let Err(left) = self.registrations.check(peer, now) {
+            tracing::debug!(%peer, "registration refused: address blocked");
+            return Err(CoreError::Throttled {
+                message: format!(
+                    "too many failed registrations from {peer}; retry after {} ms",
+                    left.as_millis().max(1)
+                ),
+                retry_after: left,
+            }
+            .into());
+        }
+        match self.core.register(request.into_inner()).await {
+            Ok(registered) => {
+                self.registrations.succeeded(peer);
+                Ok(Response::new(registered))
+            }
+            Err(error @ CoreError::Unauthenticated(_)) => {
+                let blocked = self.registrations.failed(peer, now);
+                tracing::warn!(%peer, blocked_ms = blocked.map(|delay| delay.as_millis() as u64), "registration refused: wrong token");
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     type SessionStream = BoxStream<v1::CoordinatorMessage>;

@@ -1,11 +1,18 @@
 //! The HTTP JSON API adapter (axum): parses requests, calls [`Core`], maps
 //! errors through the shared code table. Shapes are `osprey_shared::api`.
+//!
+//! A request body over [`MAX_REQUEST_BODY`] is answered `413` (the limit is
+//! read as the body arrives, so a huge body costs at most that much).
+//! `POST /api/v1/pipelines` honours an `Idempotency-Key` header: a retry
+//! with the same key and body answers the first request's pipeline with the
+//! same `201` and `Idempotent-Replayed: true`; another body gets `422`.
 
 use crate::core::Core;
 use crate::error::CoreError;
+use crate::storage::IdempotencyKey;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +20,13 @@ use futures::StreamExt;
 use osprey_shared::api::{CreatePipeline, ErrorBody};
 use osprey_shared::{JobId, PipelineId};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Largest request body: a pipeline request is a repository, a ref and
+/// variables, far below this.
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Longest `Idempotency-Key` (Stripe allows 255 characters).
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The API's routes.
 pub fn router(core: Core) -> Router {
@@ -25,6 +39,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/v1/jobs/{id}/log", get(job_log))
         .route("/api/v1/jobs/{id}/play", post(play_job))
         .route("/api/v1/agents", get(list_agents))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(core)
 }
 
@@ -60,14 +75,62 @@ type ApiResult<T> = Result<T, ApiError>;
 
 async fn create_pipeline(
     State(core): State<Core>,
+    headers: HeaderMap,
     body: Result<Json<CreatePipeline>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let Json(request) =
-        body.map_err(|rejection| CoreError::InvalidArgument(rejection.body_text()))?;
-    let view = core
-        .create_pipeline(&request.repo, &request.git_ref, request.variables)
+) -> ApiResult<Response> {
+    let Json(request) = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            CoreError::PayloadTooLarge(format!("request body larger than {MAX_REQUEST_BODY} bytes"))
+        } else {
+            CoreError::InvalidArgument(rejection.body_text())
+        }
+    })?;
+    let key = idempotency_key(&headers)?;
+    // The digest of the request as parsed, so the same request with other
+    // whitespace or field order still matches its key.
+    let digest = hex::encode(Sha256::digest(
+        serde_json::to_vec(&request).unwrap_or_default(),
+    ));
+    let created = core
+        .create_pipeline_once(
+            &request.repo,
+            &request.git_ref,
+            request.variables,
+            key.as_deref().map(|key| IdempotencyKey {
+                key,
+                request_sha256: &digest,
+            }),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let mut response = (StatusCode::CREATED, Json(created.view)).into_response();
+    if created.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, CoreError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY
+                && key.bytes().all(|byte| byte.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            CoreError::InvalidArgument(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
 }
 
 async fn show_pipeline(

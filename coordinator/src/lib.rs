@@ -15,4 +15,5 @@ pub mod server;
 pub mod spec;
 pub mod storage;
 pub mod tasks;
+pub mod throttle;
 pub mod transfer;

@@ -333,6 +333,10 @@ async fn launch(
         if let Some(max) = opts.max_log_bytes {
             command.args(["--max-log-bytes", &max.to_string()]);
         }
+        // Test repositories are local paths, which the default refuses.
+        if !opts.extra_args.iter().any(|arg| arg == "--repo-allow") {
+            command.args(["--repo-allow", "/*"]);
+        }
         command.args(&opts.extra_args);
         let (process, ready) = Process::spawn("coordinator", command, &root.path);
         match tokio::time::timeout(START_TIMEOUT, ready).await {

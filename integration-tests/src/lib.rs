@@ -10,6 +10,7 @@ pub mod api;
 pub mod bins;
 pub mod cli;
 pub mod cluster;
+pub mod fake_agent;
 pub mod git;
 pub mod pipeline;
 pub mod procs;

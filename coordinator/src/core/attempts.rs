@@ -1,11 +1,15 @@
 //! Job-scoped calls of one attempt: log appends and seal, status updates,
 //! artifact upload and download. Each is authorised by the attempt's job
-//! token and fenced by its attempt id and lease epoch.
+//! token and fenced by its attempt id and lease epoch. A job token dies with
+//! its attempt: once the attempt has a final status (or went back to pending
+//! for a retry) every call with it is refused `PERMISSION_DENIED`, which the
+//! agent treats as a fence. The agent uploads caches and artifacts and seals
+//! the log before it reports the final status, so no normal job loses data.
 
 use super::Core;
 use crate::auth::{hashes_equal, token_hash};
 use crate::error::{CoreError, CoreResult};
-use crate::storage::{AppendResult, JobRow};
+use crate::storage::{AppendResult, Fence, JobRow};
 use crate::transfer::Received;
 use osprey_shared::pipeline::ArtifactsExpiry;
 use osprey_shared::{JobId, JobStatus};
@@ -22,8 +26,21 @@ pub struct AttemptKey {
     pub job_token: String,
 }
 
+impl AttemptKey {
+    /// The attempt half of the key, as storage fences its writes.
+    pub(crate) fn fence(&self) -> Fence<'_> {
+        Fence {
+            attempt_id: &self.attempt_id,
+            lease_epoch: self.lease_epoch,
+        }
+    }
+}
+
 impl Core {
-    /// Checks the job token and that the attempt is the job's current one.
+    /// Checks the job token, that the attempt is the job's current one and
+    /// that it is still running. Writes check the last two again inside
+    /// their transaction (see `storage::records`), so a call racing the
+    /// final status cannot land after it.
     pub(super) async fn authorize(&self, key: &AttemptKey) -> CoreResult<JobRow> {
         let job = self
             .store()
@@ -48,6 +65,7 @@ impl Core {
                 key.attempt_id, key.lease_epoch, key.job
             )));
         }
+        crate::storage::ended(key.job, &job.status)?;
         Ok(job)
     }
 
@@ -61,7 +79,13 @@ impl Core {
         self.authorize(key).await?;
         let result = self
             .store()
-            .append_log(key.job, offset, data, self.settings().max_log_bytes)
+            .append_log(
+                key.job,
+                key.fence(),
+                offset,
+                data,
+                self.settings().max_log_bytes,
+            )
             .await?;
         if matches!(result, AppendResult::Appended(_)) {
             self.notify();
@@ -69,7 +93,8 @@ impl Core {
         Ok(result)
     }
 
-    /// Seals a log: true if the stored bytes have exactly this size and digest.
+    /// Seals a log: true if the stored bytes have exactly this size and
+    /// digest. A sealed log takes no more bytes (see `storage::records`).
     pub async fn seal_log(
         &self,
         key: &AttemptKey,
@@ -77,6 +102,14 @@ impl Core {
         sha256: &str,
     ) -> CoreResult<(bool, u64)> {
         let job = self.authorize(key).await?;
+        if job.log_sealed {
+            // Answered by the store: true again for the same seal, else refused.
+            let sealed = self
+                .store()
+                .seal_log(key.job, key.fence(), size, sha256)
+                .await?;
+            return Ok((sealed, job.log_size as u64));
+        }
         let stored_size = job.log_size as u64;
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
@@ -89,10 +122,15 @@ impl Core {
             hasher.update(&chunk);
         }
         let digest = hex::encode(hasher.finalize());
-        let sealed = stored_size == size && digest.eq_ignore_ascii_case(sha256);
+        let mut sealed = stored_size == size && digest.eq_ignore_ascii_case(sha256);
         if sealed {
-            self.store().seal_log(key.job, &digest).await?;
-        } else {
+            // False when bytes arrived after the digest was taken.
+            sealed = self
+                .store()
+                .seal_log(key.job, key.fence(), stored_size, &digest)
+                .await?;
+        }
+        if !sealed {
             tracing::warn!(
                 job_id = %key.job, stored_size, claimed_size = size,
                 "log seal does not match the stored log"
@@ -195,9 +233,13 @@ impl Core {
     }
 
     /// Starts an artifact upload for an attempt: returns where to write the
-    /// archive while it arrives.
+    /// archive while it arrives. Refused before any byte is received when
+    /// the attempt has already recorded an archive.
     pub async fn begin_artifact_upload(&self, key: &AttemptKey) -> CoreResult<PathBuf> {
         self.authorize(key).await?;
+        self.store()
+            .check_artifact_open(key.job, key.fence())
+            .await?;
         Ok(self
             .artifact_path(key.job)
             .with_extension(format!("{}.part", key.attempt_id)))
@@ -205,8 +247,22 @@ impl Core {
 
     /// Finishes an upload whose checked bytes were written to `part` (see
     /// [`crate::transfer::receive`]): moves it in place and records it, with
-    /// its `expire_in` deadline.
+    /// its `expire_in` deadline, unless the attempt has ended or already
+    /// recorded one (then the part file is removed and the archive kept).
     pub async fn finish_artifact_upload(
+        &self,
+        key: &AttemptKey,
+        part: &std::path::Path,
+        received: &Received,
+    ) -> CoreResult<()> {
+        let result = self.record_artifact(key, part, received).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(part).await;
+        }
+        result
+    }
+
+    async fn record_artifact(
         &self,
         key: &AttemptKey,
         part: &std::path::Path,
@@ -214,9 +270,6 @@ impl Core {
     ) -> CoreResult<()> {
         let job = self.authorize(key).await?;
         let target = self.artifact_path(key.job);
-        tokio::fs::rename(part, &target)
-            .await
-            .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
         let expires_at = match job
             .definition()
             .ok()
@@ -227,8 +280,16 @@ impl Core {
             )),
             Some(ArtifactsExpiry::Never) | None => None,
         };
+        // The rename runs under the store's write lock, after its checks.
         self.store()
-            .set_artifact(key.job, received.size, &received.sha256, expires_at)
+            .set_artifact(
+                key.job,
+                key.fence(),
+                received.size,
+                &received.sha256,
+                expires_at,
+                || std::fs::rename(part, &target),
+            )
             .await?;
         tracing::info!(job_id = %key.job, size = received.size, "artifacts stored");
         Ok(())

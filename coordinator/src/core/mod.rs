@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub use attempts::AttemptKey;
 pub use cache::{CacheUpload, OpenCache};
+pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
 
 /// Settings of the domain, validated by the binary's config.
@@ -40,6 +41,8 @@ pub struct CoreSettings {
     pub cancel_grace: Duration,
     /// `CI_SERVER_URL` for jobs.
     pub server_url: String,
+    /// Which repositories may be read, and how large a pipeline file may be.
+    pub repos: crate::repo::RepoSettings,
 }
 
 /// The coordinator's state and operations. Cheap to clone.

@@ -5,7 +5,7 @@ use super::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::repo;
 use crate::repo::{GitTree, ResolvedCommit};
-use crate::storage::{CommitDetails, JobRow};
+use crate::storage::{CommitDetails, IdempotencyKey, JobRow, Keyed};
 use bytes::Bytes;
 use futures::Stream;
 use osprey_proto::v1::{self, coordinator_message::Kind};
@@ -15,6 +15,14 @@ use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// A pipeline as `POST /api/v1/pipelines` answers it.
+#[derive(Debug)]
+pub struct CreatedPipeline {
+    pub view: PipelineView,
+    /// True when an earlier request with the same key created it.
+    pub replayed: bool,
+}
 
 /// Largest piece of log one read returns.
 const LOG_READ_LIMIT: usize = 1 << 20;
@@ -30,17 +38,43 @@ impl Core {
         git_ref: &str,
         variables: Vec<Variable>,
     ) -> CoreResult<PipelineView> {
+        let created = self
+            .create_pipeline_once(repo, git_ref, variables, None)
+            .await?;
+        Ok(created.view)
+    }
+
+    /// [`Core::create_pipeline`] under an `Idempotency-Key`: a key seen with
+    /// the same request (its digest) answers the pipeline it created, without
+    /// reading the repository again; with another request it is refused.
+    /// Only a created pipeline records its key, so a refused request may be
+    /// retried with the same key after a fix.
+    pub async fn create_pipeline_once(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        variables: Vec<Variable>,
+        key: Option<IdempotencyKey<'_>>,
+    ) -> CoreResult<CreatedPipeline> {
+        if let Some(key) = key {
+            if let Some(seen) = self.store().keyed_pipeline(key).await? {
+                return self.replay(key, seen).await;
+            }
+        }
         let mirrors = self.settings().data_dir.join("mirrors");
-        let commit = repo::resolve(repo, git_ref, &mirrors).await?;
+        let commit = repo::resolve(repo, git_ref, &mirrors, &self.settings().repos).await?;
+        let max_file_bytes = self.settings().repos.max_pipeline_file_bytes;
         let before = self.store().last_sha(repo, git_ref).await?;
         let (planned, default_branch) = {
             let commit = commit.clone();
             let git_ref = git_ref.to_owned();
             let before = before.clone();
             // Planning reads included files with blocking git calls.
-            tokio::task::spawn_blocking(move || plan_pipeline(&commit, &git_ref, before, variables))
-                .await
-                .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
+            tokio::task::spawn_blocking(move || {
+                plan_pipeline(&commit, &git_ref, before, variables, max_file_bytes)
+            })
+            .await
+            .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
         };
         self.auto_cancel_redundant(repo, git_ref, &commit.sha)
             .await?;
@@ -49,20 +83,59 @@ impl Core {
             message: Some(commit.message.clone()),
             default_branch,
         };
-        let (id, pending) = self
-            .store()
-            .create_pipeline_with(
-                repo,
-                git_ref,
-                commit.ref_is_tag,
-                &commit.sha,
-                &planned,
-                &details,
-            )
-            .await?;
+        let (id, pending) = match key {
+            None => {
+                self.store()
+                    .create_pipeline_with(
+                        repo,
+                        git_ref,
+                        commit.ref_is_tag,
+                        &commit.sha,
+                        &planned,
+                        &details,
+                    )
+                    .await?
+            }
+            Some(key) => match self
+                .store()
+                .create_pipeline_keyed(
+                    repo,
+                    git_ref,
+                    commit.ref_is_tag,
+                    &commit.sha,
+                    &planned,
+                    &details,
+                    key,
+                )
+                .await?
+            {
+                Keyed::Created(id, pending) => (id, pending),
+                // Another request with this key won the race.
+                seen => return self.replay(key, seen).await,
+            },
+        };
         tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
         self.enqueue(&pending).await?;
-        self.pipeline_view(id).await
+        Ok(CreatedPipeline {
+            view: self.pipeline_view(id).await?,
+            replayed: false,
+        })
+    }
+
+    async fn replay(&self, key: IdempotencyKey<'_>, seen: Keyed) -> CoreResult<CreatedPipeline> {
+        match seen {
+            Keyed::Replayed(id) | Keyed::Created(id, _) => {
+                tracing::info!(pipeline_id = %id, key = key.key, "idempotent retry answered");
+                Ok(CreatedPipeline {
+                    view: self.pipeline_view(id).await?,
+                    replayed: true,
+                })
+            }
+            Keyed::Mismatch => Err(CoreError::IdempotencyMismatch(format!(
+                "Idempotency-Key {:?} was used with another request",
+                key.key
+            ))),
+        }
     }
 
     /// GitLab's auto-cancel of redundant pipelines (its `conservative`
@@ -232,14 +305,18 @@ fn plan_pipeline(
     git_ref: &str,
     before: Option<String>,
     variables: Vec<Variable>,
+    max_file_bytes: u64,
 ) -> CoreResult<(Pipeline, Option<String>)> {
-    let tree = GitTree {
-        git_dir: commit.git_dir.clone(),
-        sha: commit.sha.clone(),
-    };
-    let definition =
-        osprey_shared::yaml::parse_pipeline_with(repo::PIPELINE_FILE, &commit.pipeline_file, &tree)
-            .map_err(CoreError::InvalidPipeline)?;
+    let tree = GitTree::new(commit.git_dir.clone(), commit.sha.clone(), max_file_bytes);
+    let parsed =
+        osprey_shared::yaml::parse_pipeline_with(repo::PIPELINE_FILE, &commit.pipeline_file, &tree);
+    // An include over the limit is refused as the pipeline file is (400,
+    // naming the file and the limit), not as a lint error.
+    if let Some(refusal) = tree.oversized.take() {
+        return Err(refusal);
+    }
+    tree.parsed();
+    let definition = parsed.map_err(CoreError::InvalidPipeline)?;
     let source = PipelineSource::Push;
     let default_branch = tree.default_branch();
     let mut predefined = osprey_shared::variables::predefined(

@@ -6,13 +6,18 @@
 //! ([`crate::engine::advance`]) inside the same transaction, so a crash never
 //! leaves a pipeline half-advanced.
 
+mod idempotency;
 mod lifecycle;
+mod records;
 mod rows;
 mod sqlite;
 
+pub use idempotency::{IdempotencyKey, Keyed};
 pub use lifecycle::{retry_reason, FinishResult};
+pub(crate) use records::ended;
+pub use records::{AppendResult, Fence};
 pub use rows::{AgentRow, JobRow, PipelineRow};
-pub use sqlite::{AppendResult, CommitDetails, NewAgent, Store};
+pub use sqlite::{CommitDetails, NewAgent, Store};
 
 #[cfg(test)]
 mod tests;

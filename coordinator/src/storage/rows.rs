@@ -73,6 +73,8 @@ pub struct JobRow {
     pub attempt: i64,
     pub coverage: Option<f64>,
     pub scheduled_at: Option<String>,
+    /// The attempt (see `attempt`) that recorded the archive, if any.
+    pub artifact_attempt: Option<i64>,
 }
 
 impl JobRow {

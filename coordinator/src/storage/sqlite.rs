@@ -15,7 +15,7 @@ use std::time::Duration;
 pub(super) const JOB_COLUMNS: &str = "id, pipeline_id, name, stage, stage_index, status, allow_failure, when_, \
     definition, agent_id, agent_name, attempt_id, lease_epoch, job_token_sha256, cancel_requested, \
     started_at, finished_at, exit_code, failure_reason, log_size, log_sealed, artifact_size, artifact_sha256, \
-    attempt, coverage, scheduled_at";
+    attempt, coverage, scheduled_at, artifact_attempt";
 
 /// The coordinator's durable state.
 #[derive(Clone)]
@@ -44,14 +44,6 @@ pub struct NewAgent<'a> {
     pub run_untagged: bool,
     pub executor: &'a str,
     pub concurrency: u32,
-}
-
-/// What `append_log` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendResult {
-    Appended(u64),
-    Duplicate(u64),
-    Gap(u64),
 }
 
 pub(super) fn now() -> String {
@@ -181,55 +173,18 @@ impl Store {
         pipeline: &Pipeline,
         details: &CommitDetails,
     ) -> CoreResult<(PipelineId, Vec<JobId>)> {
-        let definition = serde_json::to_string(pipeline)
-            .map_err(|error| CoreError::Internal(format!("encoding pipeline: {error}")))?;
+        let new = NewPipeline {
+            repo,
+            git_ref,
+            ref_is_tag,
+            sha,
+            pipeline,
+            details,
+        };
         let (_guard, mut tx) = self.write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at, \
-             before_sha, commit_message, default_branch) \
-             VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(repo)
-        .bind(git_ref)
-        .bind(ref_is_tag)
-        .bind(sha)
-        .bind(definition)
-        .bind(now())
-        .bind(&details.before_sha)
-        .bind(&details.message)
-        .bind(&details.default_branch)
-        .fetch_one(&mut *tx)
-        .await?;
-        for (position, job) in pipeline.jobs.iter().enumerate() {
-            let stage_index = pipeline.stage_index(&job.stage).ok_or_else(|| {
-                CoreError::Internal(format!(
-                    "job {} is in unknown stage {}",
-                    job.name, job.stage
-                ))
-            })?;
-            let definition = serde_json::to_string(job)
-                .map_err(|error| CoreError::Internal(format!("encoding job: {error}")))?;
-            sqlx::query(
-                "INSERT INTO jobs (pipeline_id, position, name, stage, stage_index, status, allow_failure, when_, \
-                 definition, resource_group, interruptible) VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(position as i64)
-            .bind(&job.name)
-            .bind(&job.stage)
-            .bind(stage_index as i64)
-            .bind(job.allow_failure)
-            .bind(job.when.as_str())
-            .bind(definition)
-            .bind(&job.resource_group)
-            .bind(job.interruptible)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let pipeline_id = PipelineId(id as u64);
-        let pending = super::lifecycle::advance_in(&mut tx, pipeline_id).await?;
+        let created = insert_pipeline(&mut tx, &new).await?;
         tx.commit().await?;
-        Ok((pipeline_id, pending))
+        Ok(created)
     }
 
     /// The commit of the latest pipeline of this ref, for `changes:`.
@@ -309,129 +264,69 @@ impl Store {
         .await?;
         Ok(ids.into_iter().map(|id| PipelineId(id as u64)).collect())
     }
+}
 
-    // ------------------------------------------------------------ logs
+/// A pipeline to record.
+pub(super) struct NewPipeline<'a> {
+    pub repo: &'a str,
+    pub git_ref: &'a str,
+    pub ref_is_tag: bool,
+    pub sha: &'a str,
+    pub pipeline: &'a Pipeline,
+    pub details: &'a CommitDetails,
+}
 
-    /// Appends `data` at `offset` to a job's log, storing only bytes past the
-    /// committed end; never more than `max_size` in all.
-    pub async fn append_log(
-        &self,
-        job: JobId,
-        offset: u64,
-        data: &[u8],
-        max_size: u64,
-    ) -> CoreResult<AppendResult> {
-        let (_guard, mut tx) = self.write().await?;
-        let (size, attempt): (i64, i64) =
-            sqlx::query_as("SELECT log_size, attempt FROM jobs WHERE id = ?")
-                .bind(job.0 as i64)
-                .fetch_one(&mut *tx)
-                .await?;
-        let size = size as u64;
-        let end = offset + data.len() as u64;
-        if offset > size {
-            return Ok(AppendResult::Gap(size));
-        }
-        if end <= size {
-            return Ok(AppendResult::Duplicate(size));
-        }
-        if size >= max_size {
-            return Err(CoreError::ResourceExhausted(format!(
-                "job log limit of {max_size} bytes exceeded"
-            )));
-        }
-        // Up to the limit the log is kept whole: a chunk that crosses it is
-        // stored in part, and the answer's offset says how much.
-        let end = end.min(max_size);
-        let fresh = &data[(size - offset) as usize..(end - offset) as usize];
-        sqlx::query("INSERT INTO log_chunks (job_id, attempt, offset, data) VALUES (?, ?, ?, ?)")
-            .bind(job.0 as i64)
-            .bind(attempt)
-            .bind(size as i64)
-            .bind(fresh)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE jobs SET log_size = ? WHERE id = ?")
-            .bind(end as i64)
-            .bind(job.0 as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(AppendResult::Appended(end))
-    }
-
-    /// The stored log bytes from `offset`, at most `limit` of them.
-    pub async fn read_log(&self, job: JobId, offset: u64, limit: usize) -> CoreResult<Vec<u8>> {
-        let chunks: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT offset, data FROM log_chunks WHERE job_id = ? \
-             AND attempt = (SELECT attempt FROM jobs WHERE id = ?) \
-             AND offset + length(data) > ? ORDER BY offset",
-        )
-        .bind(job.0 as i64)
-        .bind(job.0 as i64)
-        .bind(offset as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        for (chunk_offset, data) in chunks {
-            let skip = offset.saturating_sub(chunk_offset as u64) as usize;
-            out.extend_from_slice(&data[skip.min(data.len())..]);
-            if out.len() >= limit {
-                out.truncate(limit);
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    pub async fn seal_log(&self, job: JobId, sha256: &str) -> CoreResult<()> {
-        let (_guard, mut tx) = self.write().await?;
-        sqlx::query("UPDATE jobs SET log_sealed = 1, log_sha256 = ? WHERE id = ?")
-            .bind(sha256)
-            .bind(job.0 as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    // ------------------------------------------------------------ artifacts
-
-    /// Records a job's archive; `expires_at` (RFC 3339) from `expire_in`.
-    pub async fn set_artifact(
-        &self,
-        job: JobId,
-        size: u64,
-        sha256: &str,
-        expires_at: Option<String>,
-    ) -> CoreResult<()> {
-        let (_guard, mut tx) = self.write().await?;
+/// Inserts a pipeline and its jobs and starts it, in the caller's
+/// transaction; returns its id and the jobs that became pending.
+pub(super) async fn insert_pipeline(
+    tx: &mut Transaction<'_, Sqlite>,
+    new: &NewPipeline<'_>,
+) -> CoreResult<(PipelineId, Vec<JobId>)> {
+    let definition = serde_json::to_string(new.pipeline)
+        .map_err(|error| CoreError::Internal(format!("encoding pipeline: {error}")))?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at, \
+         before_sha, commit_message, default_branch) \
+         VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(new.repo)
+    .bind(new.git_ref)
+    .bind(new.ref_is_tag)
+    .bind(new.sha)
+    .bind(definition)
+    .bind(now())
+    .bind(&new.details.before_sha)
+    .bind(&new.details.message)
+    .bind(&new.details.default_branch)
+    .fetch_one(&mut **tx)
+    .await?;
+    for (position, job) in new.pipeline.jobs.iter().enumerate() {
+        let stage_index = new.pipeline.stage_index(&job.stage).ok_or_else(|| {
+            CoreError::Internal(format!(
+                "job {} is in unknown stage {}",
+                job.name, job.stage
+            ))
+        })?;
+        let definition = serde_json::to_string(job)
+            .map_err(|error| CoreError::Internal(format!("encoding job: {error}")))?;
         sqlx::query(
-            "UPDATE jobs SET artifact_size = ?, artifact_sha256 = ?, artifact_expires_at = ? WHERE id = ?",
+            "INSERT INTO jobs (pipeline_id, position, name, stage, stage_index, status, allow_failure, when_, \
+             definition, resource_group, interruptible) VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?)",
         )
-        .bind(size as i64)
-        .bind(sha256)
-        .bind(expires_at)
-        .bind(job.0 as i64)
-        .execute(&mut *tx)
+        .bind(id)
+        .bind(position as i64)
+        .bind(&job.name)
+        .bind(&job.stage)
+        .bind(stage_index as i64)
+        .bind(job.allow_failure)
+        .bind(job.when.as_str())
+        .bind(definition)
+        .bind(&job.resource_group)
+        .bind(job.interruptible)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
     }
-
-    /// Forgets the archives whose `expire_in` has passed; returns their jobs
-    /// so their files can be deleted (after the row, so a crash in between
-    /// leaves an orphan file, never a row pointing at nothing).
-    pub async fn expire_artifacts(&self) -> CoreResult<Vec<JobId>> {
-        let (_guard, mut tx) = self.write().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET artifact_size = NULL, artifact_sha256 = NULL, artifact_expires_at = NULL \
-             WHERE artifact_expires_at <= ? RETURNING id",
-        )
-        .bind(now())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids.into_iter().map(|id| JobId(id as u64)).collect())
-    }
+    let pipeline_id = PipelineId(id as u64);
+    let pending = super::lifecycle::advance_in(tx, pipeline_id).await?;
+    Ok((pipeline_id, pending))
 }

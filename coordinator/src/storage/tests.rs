@@ -4,7 +4,7 @@
 use super::*;
 use crate::error::CoreError;
 use osprey_shared::pipeline::{Artifacts, JobDef, Pipeline, When};
-use osprey_shared::{JobId, JobStatus, PipelineStatus};
+use osprey_shared::{JobId, JobStatus, PipelineId, PipelineStatus};
 
 fn job(name: &str, stage: &str) -> JobDef {
     JobDef {
@@ -39,6 +39,12 @@ async fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// The attempt [`running_job`] assigns.
+const FENCE: Fence<'static> = Fence {
+    attempt_id: "attempt-1",
+    lease_epoch: 1,
+};
+
 async fn running_job(store: &Store) -> JobId {
     let (_, pending) = store
         .create_pipeline("/repo", "master", false, "abc", &pipeline())
@@ -66,21 +72,30 @@ async fn log_appends_are_offset_checked_and_stored_once() {
     let (_dir, store) = store().await;
     let job = running_job(&store).await;
     assert_eq!(
-        store.append_log(job, 0, b"hello ", 1 << 20).await.unwrap(),
+        store
+            .append_log(job, FENCE, 0, b"hello ", 1 << 20)
+            .await
+            .unwrap(),
         AppendResult::Appended(6)
     );
     assert_eq!(
-        store.append_log(job, 0, b"hello ", 1 << 20).await.unwrap(),
+        store
+            .append_log(job, FENCE, 0, b"hello ", 1 << 20)
+            .await
+            .unwrap(),
         AppendResult::Duplicate(6)
     );
     assert_eq!(
-        store.append_log(job, 9, b"gap", 1 << 20).await.unwrap(),
+        store
+            .append_log(job, FENCE, 9, b"gap", 1 << 20)
+            .await
+            .unwrap(),
         AppendResult::Gap(6)
     );
     // An overlapping resend stores only its new tail.
     assert_eq!(
         store
-            .append_log(job, 3, b"lo world", 1 << 20)
+            .append_log(job, FENCE, 3, b"lo world", 1 << 20)
             .await
             .unwrap(),
         AppendResult::Appended(11)
@@ -92,11 +107,11 @@ async fn log_appends_are_offset_checked_and_stored_once() {
     assert_eq!(store.read_log(job, 4, 3).await.unwrap(), b"o w");
     // A chunk crossing the limit is kept up to it; the next is refused.
     assert_eq!(
-        store.append_log(job, 11, b"!?", 12).await.unwrap(),
+        store.append_log(job, FENCE, 11, b"!?", 12).await.unwrap(),
         AppendResult::Appended(12)
     );
     assert!(matches!(
-        store.append_log(job, 12, b"too much", 12).await,
+        store.append_log(job, FENCE, 12, b"too much", 12).await,
         Err(CoreError::ResourceExhausted(_))
     ));
     assert_eq!(
@@ -191,8 +206,12 @@ async fn a_retried_failure_becomes_a_new_attempt_with_its_own_log() {
         .assign_job(job, "agent", "agent-1", "a1", 1, "hash")
         .await
         .unwrap());
+    let first = Fence {
+        attempt_id: "a1",
+        lease_epoch: 1,
+    };
     store
-        .append_log(job, 0, b"first try\n", 1 << 20)
+        .append_log(job, first, 0, b"first try\n", 1 << 20)
         .await
         .unwrap();
     let result = store
@@ -302,10 +321,26 @@ async fn expired_artifacts_are_forgotten_and_kept_ones_stay() {
         time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
     );
     store
-        .set_artifact(job, 10, "abc", Some(past))
+        .set_artifact(job, FENCE, 10, "abc", Some(past), || Ok(()))
         .await
         .unwrap();
-    store.set_artifact(JobId(2), 10, "def", None).await.unwrap();
+    store
+        .finish_job(job, "attempt-1", 1, JobStatus::Success, Some(0), None)
+        .await
+        .unwrap();
+    let later = JobId(2);
+    assert!(store
+        .assign_job(later, "agent", "agent-1", "attempt-2", 1, "hash")
+        .await
+        .unwrap());
+    let fence = Fence {
+        attempt_id: "attempt-2",
+        lease_epoch: 1,
+    };
+    store
+        .set_artifact(later, fence, 10, "def", None, || Ok(()))
+        .await
+        .unwrap();
     assert_eq!(store.expire_artifacts().await.unwrap(), vec![job]);
     assert!(store
         .job(job)
@@ -315,11 +350,113 @@ async fn expired_artifacts_are_forgotten_and_kept_ones_stay() {
         .artifact_size
         .is_none());
     assert!(store
-        .job(JobId(2))
+        .job(later)
         .await
         .unwrap()
         .unwrap()
         .artifact_size
         .is_some());
     assert!(store.expire_artifacts().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_sealed_log_takes_no_bytes_and_a_seal_is_repeatable_only_as_it_was() {
+    let (_dir, store) = store().await;
+    let job = running_job(&store).await;
+    store
+        .append_log(job, FENCE, 0, b"abc", 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        !store.seal_log(job, FENCE, 2, "d1").await.unwrap(),
+        "a seal for another size"
+    );
+    assert!(store.seal_log(job, FENCE, 3, "d3").await.unwrap());
+    assert!(store.seal_log(job, FENCE, 3, "D3").await.unwrap(), "repeat");
+    assert!(matches!(
+        store.seal_log(job, FENCE, 3, "other").await,
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        store.append_log(job, FENCE, 3, b"more", 1 << 20).await,
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    let row = store.job(job).await.unwrap().unwrap();
+    assert_eq!(row.log_size, 3);
+}
+
+#[tokio::test]
+async fn an_ended_attempt_writes_nothing_and_an_archive_is_recorded_once() {
+    let (_dir, store) = store().await;
+    let job = running_job(&store).await;
+    store
+        .set_artifact(job, FENCE, 1, "first", None, || Ok(()))
+        .await
+        .unwrap();
+    let mut placed = false;
+    assert!(matches!(
+        store
+            .set_artifact(job, FENCE, 2, "second", None, || {
+                placed = true;
+                Ok(())
+            })
+            .await,
+        Err(CoreError::FailedPrecondition(_))
+    ));
+    assert!(!placed, "a refused archive is never moved into place");
+    assert!(store.check_artifact_open(job, FENCE).await.is_err());
+    store
+        .finish_job(job, "attempt-1", 1, JobStatus::Success, Some(0), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append_log(job, FENCE, 0, b"late", 1 << 20).await,
+        Err(CoreError::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        store.seal_log(job, FENCE, 0, "x").await,
+        Err(CoreError::PermissionDenied(_))
+    ));
+    let row = store.job(job).await.unwrap().unwrap();
+    assert_eq!(row.log_size, 0);
+    assert_eq!(row.artifact_sha256.as_deref(), Some("first"));
+}
+
+#[tokio::test]
+async fn a_key_creates_one_pipeline_and_refuses_another_request() {
+    let (_dir, store) = store().await;
+    let key = IdempotencyKey {
+        key: "k-1",
+        request_sha256: "r-1",
+    };
+    let details = CommitDetails::default();
+    let create = |key| {
+        let store = store.clone();
+        let details = details.clone();
+        async move {
+            store
+                .create_pipeline_keyed("/repo", "master", false, "abc", &pipeline(), &details, key)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(store.keyed_pipeline(key).await.unwrap(), None);
+    let Keyed::Created(id, _) = create(key).await else {
+        panic!("the first request creates");
+    };
+    assert_eq!(create(key).await, Keyed::Replayed(id));
+    assert_eq!(
+        store.keyed_pipeline(key).await.unwrap(),
+        Some(Keyed::Replayed(id))
+    );
+    let other = IdempotencyKey {
+        request_sha256: "r-2",
+        ..key
+    };
+    assert_eq!(create(other).await, Keyed::Mismatch);
+    assert!(store
+        .pipeline(PipelineId(id.0 + 1))
+        .await
+        .unwrap()
+        .is_none());
 }
