@@ -7,6 +7,7 @@
 //! more is reported.
 
 use crate::artifacts;
+use crate::lease::Leases;
 use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
@@ -41,6 +42,9 @@ pub struct RunnerContext<A> {
     pub max_job_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub shipper: ShipperSettings,
+    /// Lease deadlines of the running attempts (renewed by the session,
+    /// enforced by the lease watchdog).
+    pub leases: Arc<Leases>,
 }
 
 /// The final report of an attempt.

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod exec;
 pub mod executor;
 pub mod job_runner;
+pub mod lease;
 pub mod log_stream;
 pub mod registry;
 pub mod retry;
