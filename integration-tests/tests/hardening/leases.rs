@@ -73,20 +73,26 @@ async fn partition_longer_than_the_lease(lease_ttl_ms: u64, heartbeat_interval_m
     let repo = ticking_pipeline(&ticks, &stop);
     let created = api.start_pipeline(&repo, "master").await;
     let job_id = created.job("ticker").id;
-    // The first copy ticks on agent-1 (the only agent so far).
-    let ticking = |copy: &'static str| {
+    // Waits until `copy` has ticked for `for_ms`.
+    let ticking = |copy: &'static str, for_ms: u64| {
         let ticks = ticks.clone();
         move || {
             let intervals = tick_intervals(&ticks);
             async move {
                 match intervals.get(copy) {
-                    Some(_) => Ok(()),
-                    None => Err(format!("ticks so far: {intervals:?}")),
+                    Some((first, last)) if last - first >= for_ms => Ok(()),
+                    _ => Err(format!("ticks so far: {intervals:?}")),
                 }
             }
         }
     };
-    wait_for("the first copy to tick", Duration::from_secs(60), ticking("agent-1")).await;
+    // The first copy ticks on agent-1 (the only agent so far).
+    wait_for(
+        "the first copy to tick",
+        Duration::from_secs(60),
+        ticking("agent-1", 0),
+    )
+    .await;
     // Only now can the retry go elsewhere.
     let agent_2 = Agent::start(&coordinator, AgentOpts::named("agent-2")).await;
 
@@ -98,7 +104,13 @@ async fn partition_longer_than_the_lease(lease_ttl_ms: u64, heartbeat_interval_m
             job.attempt >= 2 && job.agent.as_deref() == Some(agent_2.name())
         })
         .await;
-    wait_for("the second copy to tick", limit, ticking("agent-2")).await;
+    // Both copies would tick in this second if the first were still alive.
+    wait_for(
+        "the second copy to tick for a second",
+        limit,
+        ticking("agent-2", 1000),
+    )
+    .await;
     let partition = frozen_at.elapsed();
     // The partitioned agent comes back while the retry runs: it must not
     // report for its old attempt or disturb the new one.
