@@ -7,10 +7,10 @@
 //! more is reported.
 
 use crate::artifacts;
-use crate::lease::Leases;
 use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
+use crate::lease::Leases;
 use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
 use crate::registry::{Registry, RunningJob, StopCause};
 use crate::retry::{with_backoff, GaveUp};

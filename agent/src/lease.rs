@@ -204,13 +204,24 @@ mod tests {
         assert_eq!(leases.deadline("a"), None, "no terms, no deadline");
         leases.set_terms(terms());
         leases.renewed("a", sent);
-        assert_eq!(leases.deadline("a"), Some(sent + Duration::from_millis(2500)));
+        assert_eq!(
+            leases.deadline("a"),
+            Some(sent + Duration::from_millis(2500))
+        );
         // A late ack of an older heartbeat does not shorten it.
         leases.renewed("a", sent - Duration::from_secs(1));
-        assert_eq!(leases.deadline("a"), Some(sent + Duration::from_millis(2500)));
+        assert_eq!(
+            leases.deadline("a"),
+            Some(sent + Duration::from_millis(2500))
+        );
         leases.renewed("a", sent + Duration::from_secs(1));
-        assert_eq!(leases.deadline("a"), Some(sent + Duration::from_millis(3500)));
-        assert!(leases.take_due(sent + Duration::from_millis(3499)).is_empty());
+        assert_eq!(
+            leases.deadline("a"),
+            Some(sent + Duration::from_millis(3500))
+        );
+        assert!(leases
+            .take_due(sent + Duration::from_millis(3499))
+            .is_empty());
         assert_eq!(leases.take_due(sent + Duration::from_millis(3500)), ["a"]);
         assert_eq!(leases.deadline("a"), None);
     }

@@ -135,10 +135,10 @@ impl Dispatcher {
     /// The agent's session `session` carried a message at `now`. Returns
     /// true when the agent had been left out of matching and is back.
     pub fn seen(&mut self, id: &str, session: u64, now: Instant) -> bool {
-        if !self
+        if self
             .agents
             .get(id)
-            .is_some_and(|agent| agent.session == session)
+            .is_none_or(|agent| agent.session != session)
         {
             return false;
         }

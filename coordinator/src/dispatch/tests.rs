@@ -174,7 +174,11 @@ fn an_agent_whose_offer_timed_out_gets_no_offers_until_it_shows_life() {
         offer_ids(&mut silent_rx).is_empty(),
         "the silent agent was offered the job again"
     );
-    assert_eq!(offer_ids(&mut alive_rx).len(), 1, "the idle agent got nothing");
+    assert_eq!(
+        offer_ids(&mut alive_rx).len(),
+        1,
+        "the idle agent got nothing"
+    );
 
     // A message from the silent agent brings it back.
     assert!(dispatcher.seen("silent", silent_session, later));
@@ -228,7 +232,13 @@ fn a_renewal_never_shortens_a_lease() {
         &[(JobId(1), "x".into()), (JobId(2), "y".into())],
         start + Duration::from_secs(30),
     );
-    assert_eq!(renewed, vec!["x".to_owned()], "only the held lease is renewed");
-    assert!(dispatcher.expire(start + Duration::from_secs(31)).is_empty());
+    assert_eq!(
+        renewed,
+        vec!["x".to_owned()],
+        "only the held lease is renewed"
+    );
+    assert!(dispatcher
+        .expire(start + Duration::from_secs(31))
+        .is_empty());
     assert_eq!(dispatcher.expire(start + Duration::from_secs(35)).len(), 1);
 }

@@ -224,7 +224,9 @@ mod tests {
                     })
                     .collect();
                 let some_can = (0..4).any(|i| {
-                    responsive[i] && busy[i] < capacity[i] && can_run(&job, &agent_tags[i], i % 2 == 0)
+                    responsive[i]
+                        && busy[i] < capacity[i]
+                        && can_run(&job, &agent_tags[i], i % 2 == 0)
                 });
                 match pick_agent(&job, &views) {
                     Some(i) => {

@@ -8,8 +8,7 @@
 //! the silent agent must get no offers while another agent could run the job.
 
 use osprey_integration_tests::{
-    wait_for, Agent, AgentOpts, Coordinator, CoordinatorOpts, FreezingProxy, PipelineExt,
-    TestRepo,
+    wait_for, Agent, AgentOpts, Coordinator, CoordinatorOpts, FreezingProxy, PipelineExt, TestRepo,
 };
 use osprey_shared::{JobStatus, PipelineStatus};
 use std::collections::BTreeMap;
