@@ -423,10 +423,56 @@ async fn run_executor<A: CoordinatorApi>(
         }
         std::future::pending::<()>().await;
     };
-    tokio::select! {
-        outcome = ctx.executor.run(prepared, log, job.cancel.clone()) => outcome,
-        () = enforce_grace => unreachable_outcome(),
+    // A fenced shell job (lease lost, or abandoned by the coordinator) stops
+    // here rather than in the executor, which would run `after_script` after
+    // the cancel: another agent may already run the job, so nothing more of
+    // this copy may run. Dropping the executor's future kills the script's
+    // shell (kill_on_drop) and starts nothing new; the rest of its group gets
+    // SIGTERM, then SIGKILL after the grace. A Docker job takes the
+    // executor's cancel path, which stops and removes its containers and runs
+    // no `after_script` after a cancel.
+    let lost = async {
+        job.fenced.cancelled().await;
+        if ctx.executor_name != "shell" {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ended = tokio::select! {
+        outcome = ctx.executor.run(prepared, log, job.cancel.clone()) => Some(outcome),
+        () = enforce_grace => Some(unreachable_outcome()),
+        () = lost => None,
+    };
+    match ended {
+        Some(outcome) => outcome,
+        None => {
+            stop_lost_group(ctx, job).await;
+            Outcome::Canceled
+        }
     }
+}
+
+/// SIGTERM to the fenced job's last process group, SIGKILL once the grace
+/// is over (sooner if the group is gone).
+async fn stop_lost_group<A>(ctx: &RunnerContext<A>, job: &RunningJob) {
+    use nix::sys::signal::{killpg, Signal};
+    let Some(pgid) = job.pgid().filter(|pgid| *pgid > 1) else {
+        return;
+    };
+    let grace = match job.stop_cause() {
+        Some(StopCause::Canceled { grace }) => grace,
+        _ => ctx
+            .leases
+            .terms()
+            .map_or(ctx.kill_grace, |terms| terms.stop_grace(ctx.kill_grace)),
+    };
+    let group = nix::unistd::Pid::from_raw(pgid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workspace::kill_group(pgid);
+    tracing::info!(pgid, "fenced job's process group stopped");
 }
 
 fn unreachable_outcome() -> Outcome {

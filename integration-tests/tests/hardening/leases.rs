@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 /// A job that retries `agent lost` and, on whatever agent runs it, writes
 /// `start <agent> <unix-ms>` and then `tick <agent> <unix-ms>` every 100 ms
-/// until `stop` exists (at most ~2 minutes).
+/// until `stop` exists (at most ~2 minutes), and `after <agent> <unix-ms>`
+/// from its `after_script`.
 fn ticking_pipeline(ticks: &Path, stop: &Path) -> TestRepo {
     TestRepo::with_pipeline(&format!(
         r#"
@@ -28,6 +29,8 @@ ticker:
   script:
     - 'echo "start $CI_RUNNER_DESCRIPTION $(date +%s%3N)" >> {ticks}'
     - 'i=0; while [ ! -f {stop} ] && [ $i -lt 1200 ]; do echo "tick $CI_RUNNER_DESCRIPTION $(date +%s%3N)" >> {ticks}; i=$((i+1)); sleep 0.1; done'
+  after_script:
+    - 'echo "after $CI_RUNNER_DESCRIPTION $(date +%s%3N)" >> {ticks}'
 "#,
         ticks = ticks.display(),
         stop = stop.display()
@@ -135,6 +138,14 @@ async fn partition_longer_than_the_lease(lease_ttl_ms: u64, heartbeat_interval_m
         second.1,
         first.1.saturating_sub(second.0)
     );
+    // The lost copy runs nothing more, not even its after_script: the
+    // retry may already be running.
+    let text = std::fs::read_to_string(&ticks).unwrap();
+    assert!(
+        !text.contains("after agent-1"),
+        "the partitioned copy ran its after_script:\n{text}"
+    );
+    assert!(text.contains("after agent-2"), "{text}");
     eprintln!(
         "lease {lease_ttl_ms} ms: copy 1 stopped {} ms before copy 2 started",
         second.0 - first.1
