@@ -145,7 +145,17 @@ impl<A: CoordinatorApi> Session<A> {
         let hello = Hello {
             protocol_version: osprey_proto::PROTOCOL_VERSION,
             agent_token: self.settings.agent_token.clone(),
-            running: self.registry().running(),
+            // Every attempt still here, fenced ones too: the coordinator
+            // expires at once the leases a `Hello` leaves out, and a copy
+            // fenced for lease loss may still be inside its kill grace.
+            // (Heartbeats list only unfenced attempts, so a lost lease is
+            // never renewed by them.)
+            running: self
+                .registry()
+                .all()
+                .iter()
+                .map(|job| job.as_running())
+                .collect(),
             tags: self.settings.tags.clone(),
             run_untagged: self.settings.run_untagged,
             concurrency: self.settings.concurrency,
