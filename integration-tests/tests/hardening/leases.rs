@@ -203,6 +203,29 @@ async fn partition_longer_than_the_lease(
         "the partitioned copy ran its after_script:\n{text}"
     );
     assert!(text.contains(&format!("after {name_2} ")), "{text}");
+    if executor == Executor::Docker {
+        // The lost copy's containers are gone too, not just stopped.
+        let label = format!("label=osprey.agent={name_1}");
+        wait_for(
+            "the partitioned agent's containers to be removed",
+            Duration::from_secs(30),
+            || {
+                let label = label.clone();
+                async move {
+                    let output = std::process::Command::new("docker")
+                        .args(["ps", "-a", "-q", "--filter", &label])
+                        .output()
+                        .map_err(|error| error.to_string())?;
+                    let ids = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+                    match (output.status.success(), ids.is_empty()) {
+                        (true, true) => Ok(()),
+                        _ => Err(format!("containers: {ids:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+    }
     eprintln!(
         "{executor:?}, lease {lease_ttl_ms} ms: copy 1 stopped {} ms before copy 2 started",
         second.0 - first.1
@@ -221,7 +244,7 @@ async fn a_partition_longer_than_the_default_lease_never_runs_two_copies_at_once
     partition_longer_than_the_lease(Executor::Shell, 30_000, 5_000).await;
 }
 
-/// Docker jobs: the partitioned agent stops and removes the container.
+/// Docker jobs: the partitioned agent stops and removes its container in time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_never_runs_two_docker_copies_at_once() {
     partition_longer_than_the_lease(Executor::Docker, 3000, 500).await;
