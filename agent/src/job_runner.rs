@@ -445,34 +445,10 @@ async fn run_executor<A: CoordinatorApi>(
     match ended {
         Some(outcome) => outcome,
         None => {
-            stop_lost_group(ctx, job).await;
+            lost::stop_group(ctx, job).await;
             Outcome::Canceled
         }
     }
-}
-
-/// SIGTERM to the fenced job's last process group, SIGKILL once the grace
-/// is over (sooner if the group is gone).
-async fn stop_lost_group<A>(ctx: &RunnerContext<A>, job: &RunningJob) {
-    use nix::sys::signal::{killpg, Signal};
-    let Some(pgid) = job.pgid().filter(|pgid| *pgid > 1) else {
-        return;
-    };
-    let grace = match job.stop_cause() {
-        Some(StopCause::Canceled { grace }) => grace,
-        _ => ctx
-            .leases
-            .terms()
-            .map_or(ctx.kill_grace, |terms| terms.stop_grace(ctx.kill_grace)),
-    };
-    let group = nix::unistd::Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    workspace::kill_group(pgid);
-    tracing::info!(pgid, "fenced job's process group stopped");
 }
 
 fn unreachable_outcome() -> Outcome {
@@ -587,6 +563,7 @@ impl<A: CoordinatorApi> LogEndpoint for AttemptLog<'_, A> {
     }
 }
 
+mod lost;
 mod prepare;
 #[cfg(test)]
 #[path = "job_runner_tests.rs"]
