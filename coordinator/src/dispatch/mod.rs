@@ -3,9 +3,9 @@
 //! it never touches the database itself. It also tracks whether each agent
 //! shows life: one whose offer timed out or that has been silent past the
 //! silence limit gets no offers until its next message (a partitioned agent
-//! must not hold up jobs another agent could run). Every method is synchronous and
-//! called under one mutex by [`crate::core`]; messages to agents are queued on
-//! their session channels, never awaited.
+//! must not hold up jobs another agent could run). Every method is
+//! synchronous and called under one mutex by [`crate::core`]; messages to
+//! agents are queued on their session channels, never awaited.
 
 use crate::engine::matching::{self, AgentSlotView};
 use osprey_proto::v1::{self, coordinator_message::Kind};
