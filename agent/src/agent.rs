@@ -2,6 +2,8 @@
 //! predecessor), load or obtain credentials, build the executor, keep the
 //! session open, and on shutdown stop taking offers, give running jobs a grace
 //! period, cancel the rest, and close the session once they have reported.
+//! Beside the session runs the lease watchdog, which stops any attempt whose
+//! lease the coordinator has not been seen to renew in time.
 
 use crate::client::{self, GrpcApi};
 use crate::config::{Config, ExecutorKind};
@@ -10,6 +12,7 @@ use crate::executor::docker::DockerExecutor;
 use crate::executor::shell::ShellExecutor;
 use crate::executor::Executor;
 use crate::job_runner::RunnerContext;
+use crate::lease::{self, Leases};
 use crate::log_stream::ShipperSettings;
 use crate::registry::{Registry, StopCause};
 use crate::session::{self, SessionSettings};
@@ -124,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let client = client::authenticated(channel, &credentials)?;
     let registry = Arc::new(Registry::new(config.concurrency));
     let executor = build_executor(&config, &credentials, &registry).await?;
+    let leases = Arc::new(Leases::default());
     let ctx = Arc::new(RunnerContext {
         api: Arc::new(GrpcApi {
             client: client.clone(),
@@ -138,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         max_job_timeout: config.max_job_timeout,
         kill_grace: config.kill_grace,
         shipper: ShipperSettings::default(),
+        leases: leases.clone(),
     });
     let settings = SessionSettings {
         agent_token: credentials.agent_token.clone(),
@@ -155,6 +160,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let jobs = Tasks::new();
     let draining = CancellationToken::new();
     let close = CancellationToken::new();
+    // Ends with the session (`close`), after the jobs have reported.
+    let watchdog = lease::watchdog(leases, registry.clone(), config.kill_grace, close.clone());
     let session = session::run(
         client,
         settings,
@@ -185,7 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         }
         close.cancel();
     };
-    tokio::join!(session, lifecycle);
+    tokio::join!(session, lifecycle, watchdog);
     tracing::info!("agent stopped");
     Ok(())
 }

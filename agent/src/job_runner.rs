@@ -11,6 +11,7 @@ use crate::artifacts::{self, TrackedFiles};
 use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
+use crate::lease::Leases;
 use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
 use crate::registry::{Registry, RunningJob, StopCause};
 use crate::retry::{with_backoff, GaveUp};
@@ -42,6 +43,9 @@ pub struct RunnerContext<A> {
     pub max_job_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub shipper: ShipperSettings,
+    /// Lease deadlines of the running attempts (renewed by the session,
+    /// enforced by the lease watchdog).
+    pub leases: Arc<Leases>,
 }
 
 /// The final report of an attempt.
@@ -425,9 +429,31 @@ async fn run_executor<A: CoordinatorApi>(
         }
         std::future::pending::<()>().await;
     };
-    tokio::select! {
-        outcome = ctx.executor.run(prepared, log, job.cancel.clone()) => outcome,
-        () = enforce_grace => unreachable_outcome(),
+    // A fenced shell job (lease lost, or abandoned by the coordinator) stops
+    // here rather than in the executor, which would run `after_script` after
+    // the cancel: another agent may already run the job, so nothing more of
+    // this copy may run. Dropping the executor's future kills the script's
+    // shell (kill_on_drop) and starts nothing new; the rest of its group gets
+    // SIGTERM, then SIGKILL after the grace. A Docker job takes the
+    // executor's cancel path, which stops and removes its containers and runs
+    // no `after_script` after a cancel.
+    let lost = async {
+        job.fenced.cancelled().await;
+        if ctx.executor_name != "shell" {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ended = tokio::select! {
+        outcome = ctx.executor.run(prepared, log, job.cancel.clone()) => Some(outcome),
+        () = enforce_grace => Some(unreachable_outcome()),
+        () = lost => None,
+    };
+    match ended {
+        Some(outcome) => outcome,
+        None => {
+            lost::stop_group(ctx, job).await;
+            Outcome::Canceled
+        }
     }
 }
 
@@ -545,6 +571,7 @@ impl<A: CoordinatorApi> LogEndpoint for AttemptLog<'_, A> {
     }
 }
 
+mod lost;
 mod prepare;
 #[cfg(test)]
 #[path = "job_runner_tests.rs"]

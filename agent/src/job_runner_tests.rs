@@ -125,6 +125,7 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
         max_job_timeout: None,
         kill_grace: Duration::from_secs(1),
         shipper: ShipperSettings::default(),
+        leases: Arc::new(crate::lease::Leases::default()),
     });
     let spec = JobSpec {
         job_id: 9,

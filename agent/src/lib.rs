@@ -15,6 +15,7 @@ pub mod exec;
 pub mod executor;
 pub mod guard;
 pub mod job_runner;
+pub mod lease;
 pub mod log_stream;
 pub mod registry;
 pub mod retry;

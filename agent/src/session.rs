@@ -4,19 +4,26 @@
 //! while a slot is free, start only on a confirmed outcome), acks and relays
 //! cancels, and kills abandoned attempts. A broken stream is reopened with
 //! jittered exponential backoff while the jobs keep running.
+//!
+//! It also tells [`crate::lease`] when each lease was renewed: the send time
+//! of the accept, of this session's `Hello` (for resumed attempts) or of the
+//! heartbeat whose `HeartbeatAck` lists the attempt. The lease watchdog, not
+//! the session, stops attempts whose renewal is overdue.
 
 use crate::client::{AgentClient, CoordinatorApi};
 use crate::job_runner::{self, RunnerContext};
+use crate::lease::LeaseTerms;
 use crate::registry::{Registry, StopCause};
 use crate::tasks::Tasks;
 use osprey_proto::v1::{
     agent_message, coordinator_message, AcceptOffer, AgentMessage, CancelAck, CancelJob,
     CoordinatorMessage, Heartbeat, Hello, JobAssignment, RejectOffer,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the coordinator has to answer `Hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Heartbeats remembered while their acks are outstanding (a hung stream
+/// must not grow this forever).
+const UNACKED_HEARTBEATS: usize = 256;
 
 /// What the session needs besides the job runners' context.
 pub struct SessionSettings {
@@ -66,6 +76,8 @@ pub async fn run<A: CoordinatorApi>(
         tasks,
         draining,
         pending: HashMap::new(),
+        heartbeats_sent: BTreeMap::new(),
+        heartbeat_interval: None,
     };
     loop {
         let mut welcomed = false;
@@ -82,7 +94,14 @@ pub async fn run<A: CoordinatorApi>(
             backoff = crate::retry::backoff();
             backoff.max_interval = Duration::from_secs(10);
         }
-        let delay = crate::retry::next_delay(&mut backoff);
+        let mut delay = crate::retry::next_delay(&mut backoff);
+        if let Some(interval) = session.heartbeat_interval {
+            if !session.registry().is_empty() {
+                // Leases run out while we wait: try again at least as often
+                // as heartbeats would renew them.
+                delay = delay.min(interval);
+            }
+        }
         match result {
             Ok(()) => tracing::info!(?delay, "session ended, reconnecting"),
             Err(err) => tracing::warn!(error = %err, ?delay, "session lost, reconnecting"),
@@ -100,8 +119,13 @@ struct Session<A> {
     ctx: Arc<RunnerContext<A>>,
     tasks: Tasks,
     draining: CancellationToken,
-    /// Accepted offers awaiting their outcome, each holding a reserved slot.
-    pending: HashMap<String, JobAssignment>,
+    /// Accepted offers awaiting their outcome, each holding a reserved slot,
+    /// with when the accept was sent (the lease counts from then).
+    pending: HashMap<String, (JobAssignment, Instant)>,
+    /// When each heartbeat of this session not yet acknowledged was sent.
+    heartbeats_sent: BTreeMap<u64, Instant>,
+    /// The interval the last `Welcome` gave.
+    heartbeat_interval: Option<Duration>,
 }
 
 impl<A: CoordinatorApi> Session<A> {
@@ -121,13 +145,27 @@ impl<A: CoordinatorApi> Session<A> {
         let hello = Hello {
             protocol_version: osprey_proto::PROTOCOL_VERSION,
             agent_token: self.settings.agent_token.clone(),
-            running: self.registry().running(),
+            // Every attempt still here, fenced ones too: the coordinator
+            // expires at once the leases a `Hello` leaves out, and a copy
+            // fenced for lease loss may still be inside its kill grace.
+            // (Heartbeats list only unfenced attempts, so a lost lease is
+            // never renewed by them.)
+            running: self
+                .registry()
+                .all()
+                .iter()
+                .map(|job| job.as_running())
+                .collect(),
             tags: self.settings.tags.clone(),
             run_untagged: self.settings.run_untagged,
             concurrency: self.settings.concurrency,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let listed = hello.running.len();
+        self.heartbeats_sent.clear();
+        // Taken before the send: the coordinator renews resumed leases when
+        // it receives this, which is later.
+        let hello_sent = Instant::now();
         send(&outbound, agent_message::Kind::Hello(hello)).await?;
         let mut inbound = self
             .client
@@ -145,6 +183,13 @@ impl<A: CoordinatorApi> Session<A> {
             return Err(SessionError::NotWelcome);
         };
         *welcomed = true;
+        self.ctx.leases.set_terms(LeaseTerms::from_welcome(
+            welcome.lease_ttl_ms,
+            welcome.lease_margin_ms,
+        ));
+        for attempt_id in &welcome.resumed_attempt_ids {
+            self.ctx.leases.renewed(attempt_id, hello_sent);
+        }
         for attempt_id in &welcome.abandoned_attempt_ids {
             if let Some(job) = self.registry().get(attempt_id) {
                 tracing::warn!(job_id = job.job_id, %attempt_id, "attempt abandoned by coordinator; killing local copy");
@@ -162,6 +207,7 @@ impl<A: CoordinatorApi> Session<A> {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(ms).max(Duration::from_millis(50)),
         };
+        self.heartbeat_interval = Some(interval);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
@@ -174,6 +220,10 @@ impl<A: CoordinatorApi> Session<A> {
                         running: self.registry().running(),
                         free_slots: if self.draining.is_cancelled() { 0 } else { self.registry().free_slots() },
                     };
+                    if self.heartbeats_sent.len() >= UNACKED_HEARTBEATS {
+                        self.heartbeats_sent.pop_first();
+                    }
+                    self.heartbeats_sent.insert(seq, Instant::now());
                     send(&outbound, agent_message::Kind::Heartbeat(heartbeat)).await?;
                 }
                 message = inbound.message() => {
@@ -211,7 +261,8 @@ impl<A: CoordinatorApi> Session<A> {
                     return reject(outbound, offer.offer_id, "no free slot").await;
                 }
                 tracing::debug!(offer_id = %offer.offer_id, "offer accepted");
-                self.pending.insert(offer.offer_id.clone(), assignment);
+                self.pending
+                    .insert(offer.offer_id.clone(), (assignment, Instant::now()));
                 send(
                     outbound,
                     agent_message::Kind::Accept(AcceptOffer {
@@ -221,7 +272,7 @@ impl<A: CoordinatorApi> Session<A> {
                 .await
             }
             coordinator_message::Kind::OfferOutcome(outcome) => {
-                let Some(assignment) = self.pending.remove(&outcome.offer_id) else {
+                let Some((assignment, accepted)) = self.pending.remove(&outcome.offer_id) else {
                     return Ok(());
                 };
                 if !outcome.confirmed {
@@ -229,6 +280,8 @@ impl<A: CoordinatorApi> Session<A> {
                     self.registry().release();
                     return Ok(());
                 }
+                // The lease has a deadline before the job exists.
+                self.ctx.leases.renewed(&assignment.attempt_id, accepted);
                 self.launch(assignment);
                 Ok(())
             }
@@ -248,9 +301,18 @@ impl<A: CoordinatorApi> Session<A> {
                 }
                 Ok(())
             }
-            coordinator_message::Kind::HeartbeatAck(_) | coordinator_message::Kind::Welcome(_) => {
+            coordinator_message::Kind::HeartbeatAck(ack) => {
+                // Acks come in order: older unacked heartbeats will not be.
+                let Some(sent) = self.heartbeats_sent.remove(&ack.seq) else {
+                    return Ok(());
+                };
+                self.heartbeats_sent = self.heartbeats_sent.split_off(&ack.seq);
+                for attempt_id in &ack.renewed_attempt_ids {
+                    self.ctx.leases.renewed(attempt_id, sent);
+                }
                 Ok(())
             }
+            coordinator_message::Kind::Welcome(_) => Ok(()),
         }
     }
 

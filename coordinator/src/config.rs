@@ -36,7 +36,9 @@ pub struct ServeArgs {
     /// Secret agents present to register.
     #[arg(long, env = "OSPREY_REGISTRATION_TOKEN")]
     pub registration_token: String,
-    /// A running job whose agent is silent this long fails with `agent lost`.
+    /// Lease of a running job: an agent stops a job it could not renew for
+    /// TTL - TTL/6; the coordinator fails it (`agent lost`) after TTL + TTL/6.
+    /// See docs/ARCHITECTURE.md, "Leases: never two copies at once".
     #[arg(long, env = "OSPREY_LEASE_TTL_MS", default_value_t = 30_000)]
     pub lease_ttl_ms: u64,
     /// How often agents send heartbeats.

@@ -373,6 +373,8 @@ pub struct AgentOpts {
     pub concurrency: u32,
     pub executor: String,
     pub extra_args: Vec<String>,
+    /// Where the agent connects instead of the coordinator (a proxy).
+    pub url: Option<String>,
 }
 
 impl AgentOpts {
@@ -385,6 +387,7 @@ impl AgentOpts {
             concurrency: 1,
             executor: "shell".to_owned(),
             extra_args: Vec::new(),
+            url: None,
         }
     }
 
@@ -426,7 +429,7 @@ impl Agent {
         let root = coordinator.root.clone();
         let work_dir = root.path.join("agents").join(&opts.name);
         std::fs::create_dir_all(&work_dir).expect("create the agent's work dir");
-        let coordinator_url = coordinator.url();
+        let coordinator_url = opts.url.clone().unwrap_or_else(|| coordinator.url());
         let process = spawn_agent(&root, &coordinator_url, &work_dir, &opts);
         let agent = Self {
             process,

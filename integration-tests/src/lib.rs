@@ -14,10 +14,12 @@ pub mod fake_agent;
 pub mod git;
 pub mod pipeline;
 pub mod procs;
+pub mod proxy;
 pub mod wait;
 
 pub use api::{ApiClient, ApiError, JobTimes};
 pub use cluster::{Agent, AgentOpts, Coordinator, CoordinatorOpts, TestCluster};
 pub use git::TestRepo;
 pub use pipeline::{PipelineExt, PIPELINE_TIMEOUT};
+pub use proxy::FreezingProxy;
 pub use wait::wait_for;

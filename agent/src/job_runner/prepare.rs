@@ -68,7 +68,19 @@ pub(super) fn prepare<A>(
         image,
         services,
         timeout: job_timeout(spec.timeout_seconds, ctx.job_timeout, ctx.max_job_timeout),
-        kill_grace: ctx.kill_grace,
+        kill_grace: kill_grace(ctx),
+    }
+}
+
+/// The executor's grace between SIGTERM and SIGKILL. A shell job stopped for
+/// lease loss gets a shorter one through its process group (see
+/// `run_executor`); the Docker executor stops containers with the grace it
+/// was given at the start, so for it the grace is capped up front to what a
+/// lease loss allows (half the lease margin).
+fn kill_grace<A>(ctx: &RunnerContext<A>) -> Duration {
+    match (ctx.executor_name, ctx.leases.terms()) {
+        ("docker", Some(terms)) => terms.stop_grace(ctx.kill_grace),
+        _ => ctx.kill_grace,
     }
 }
 

@@ -45,6 +45,28 @@ pub struct CoreSettings {
     pub repos: crate::repo::RepoSettings,
 }
 
+impl CoreSettings {
+    /// The lease margin: the agent stops an unrenewed attempt this long
+    /// before the TTL, the coordinator hands the job on no earlier than this
+    /// long after it (docs/ARCHITECTURE.md, "Leases: never two copies at
+    /// once"). A sixth of the TTL: 5 s of the default 30 s, enough for the
+    /// agent's lease-loss kill grace (half the margin) and any clock-rate drift.
+    pub fn lease_margin(&self) -> Duration {
+        self.lease_ttl / 6
+    }
+
+    /// How long after receiving a renewal the coordinator keeps the lease.
+    pub fn lease_hold(&self) -> Duration {
+        self.lease_ttl + self.lease_margin()
+    }
+
+    /// An agent silent this long (no message on its session) gets no offers
+    /// until it shows life again: about two heartbeats missed.
+    pub fn silence_limit(&self) -> Duration {
+        self.heartbeat_interval * 2
+    }
+}
+
 /// The coordinator's state and operations. Cheap to clone.
 #[derive(Clone)]
 pub struct Core {
@@ -71,7 +93,7 @@ impl Core {
         let core = Core {
             inner: Arc::new(Inner {
                 store,
-                dispatch: Mutex::new(Dispatcher::default()),
+                dispatch: Mutex::new(Dispatcher::new(settings.silence_limit())),
                 settings,
                 changes: watch::channel(0).0,
             }),
@@ -80,7 +102,9 @@ impl Core {
         for pipeline in core.store().unfinished_pipelines().await? {
             core.store().advance(pipeline).await?;
         }
-        let until = Instant::now() + core.settings().lease_ttl;
+        // A fresh lease from now: the agents' own clocks count from renewals
+        // they sent earlier, so they stop first if they cannot reconnect.
+        let until = Instant::now() + core.settings().lease_hold();
         for job in core.store().jobs_with_status(JobStatus::Running).await? {
             if let (Some(agent), Some(attempt_id)) = (job.agent_id.clone(), job.attempt_id.clone())
             {

@@ -98,6 +98,7 @@ impl Core {
             .await?;
 
         let ttl = self.settings().lease_ttl;
+        let hold = self.settings().lease_hold();
         let mut resumed = Vec::new();
         let mut abandoned = Vec::new();
         let session = {
@@ -118,7 +119,7 @@ impl Core {
                     dispatcher.renew(
                         &agent.id,
                         &[(job, running.attempt_id.clone())],
-                        Instant::now() + ttl,
+                        Instant::now() + hold,
                     );
                     resumed.push(running.attempt_id.clone());
                 } else {
@@ -130,6 +131,7 @@ impl Core {
                     agent_id: agent.id.clone(),
                     heartbeat_interval_ms: self.settings().heartbeat_interval.as_millis() as u64,
                     lease_ttl_ms: ttl.as_millis() as u64,
+                    lease_margin_ms: self.settings().lease_margin().as_millis() as u64,
                     resumed_attempt_ids: resumed.clone(),
                     abandoned_attempt_ids: abandoned.clone(),
                 })),
@@ -196,6 +198,15 @@ impl Core {
         handle: &SessionHandle,
         message: v1::AgentMessage,
     ) -> CoreResult<()> {
+        // Any message is a sign of life: an agent that was left out of
+        // matching (silent, or an offer timed out) gets offers again.
+        let back = self
+            .dispatcher()
+            .seen(&handle.agent_id, handle.session, Instant::now());
+        if back {
+            tracing::info!(agent = %handle.agent_name, "agent responsive again");
+            self.dispatch_now();
+        }
         match message.kind {
             Some(agent_message::Kind::Accept(accept)) => {
                 self.accept_offer(handle, &accept.offer_id).await
@@ -248,7 +259,7 @@ impl Core {
                                 agent: handle.agent_id.clone(),
                                 attempt_id: offer.attempt_id.clone(),
                                 epoch: offer.queued.next_epoch,
-                                expires_at: Instant::now() + self.settings().lease_ttl,
+                                expires_at: Instant::now() + self.settings().lease_hold(),
                             },
                         );
                         tracing::info!(job_id = %offer.job, agent = %handle.agent_name, "job assigned");
@@ -274,22 +285,19 @@ impl Core {
         Ok(())
     }
 
+    /// Renews the leases a heartbeat lists and acknowledges it with the
+    /// attempts renewed: the agent's lease-holder clock runs from that ack.
     fn heartbeat(&self, handle: &SessionHandle, heartbeat: &v1::Heartbeat) {
-        let until = Instant::now() + self.settings().lease_ttl;
+        let until = Instant::now() + self.settings().lease_hold();
         let attempts: Vec<(JobId, String)> = heartbeat
             .running
             .iter()
             .map(|running| (JobId(running.job_id), running.attempt_id.clone()))
             .collect();
         let mut dispatcher = self.dispatcher();
-        dispatcher.renew(&handle.agent_id, &attempts, until);
+        let renewed = dispatcher.renew(&handle.agent_id, &attempts, until);
         for running in &heartbeat.running {
-            let ours = dispatcher
-                .lease(JobId(running.job_id))
-                .is_some_and(|lease| {
-                    lease.agent == handle.agent_id && lease.attempt_id == running.attempt_id
-                });
-            if !ours {
+            if !renewed.contains(&running.attempt_id) {
                 dispatcher.send(
                     &handle.agent_id,
                     Kind::Abandon(v1::AbandonAttempt {
@@ -302,7 +310,10 @@ impl Core {
         }
         dispatcher.send(
             &handle.agent_id,
-            Kind::HeartbeatAck(v1::HeartbeatAck { seq: heartbeat.seq }),
+            Kind::HeartbeatAck(v1::HeartbeatAck {
+                seq: heartbeat.seq,
+                renewed_attempt_ids: renewed,
+            }),
         );
     }
 

@@ -1,8 +1,11 @@
 //! Dispatch: the in-memory view of connected agents, the pending queue,
 //! outstanding offers and leases. A cache over the store, rebuilt at start;
-//! it never touches the database itself. Every method is synchronous and
-//! called under one mutex by [`crate::core`]; messages to agents are queued on
-//! their session channels, never awaited.
+//! it never touches the database itself. It also tracks whether each agent
+//! shows life: one whose offer timed out or that has been silent past the
+//! silence limit gets no offers until its next message (a partitioned agent
+//! must not hold up jobs another agent could run). Every method is
+//! synchronous and called under one mutex by [`crate::core`]; messages to
+//! agents are queued on their session channels, never awaited.
 
 use crate::engine::matching::{self, AgentSlotView};
 use osprey_proto::v1::{self, coordinator_message::Kind};
@@ -54,10 +57,21 @@ pub struct Lease {
     pub expires_at: Instant,
 }
 
+/// Whether an agent shows life, as the dispatcher last saw it.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// When its session last carried a message (or opened).
+    last_seen: Instant,
+    /// An offer to it timed out since that message.
+    offer_timed_out: bool,
+}
+
 /// The dispatcher's state.
-#[derive(Default)]
 pub struct Dispatcher {
     agents: HashMap<String, ConnectedAgent>,
+    liveness: HashMap<String, Liveness>,
+    /// Silence after which an agent gets no offers.
+    silence_limit: Duration,
     queue: BTreeMap<JobId, QueuedJob>,
     offers: HashMap<String, Offer>,
     leases: HashMap<JobId, Lease>,
@@ -69,10 +83,31 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// An empty dispatcher; agents silent for `silence_limit` get no offers.
+    pub fn new(silence_limit: Duration) -> Self {
+        Self {
+            agents: HashMap::new(),
+            liveness: HashMap::new(),
+            silence_limit,
+            queue: BTreeMap::new(),
+            offers: HashMap::new(),
+            leases: HashMap::new(),
+            lease_caps: HashMap::new(),
+            next_session: 0,
+        }
+    }
+
     /// Adds (or replaces) a connected agent; returns its session number.
     pub fn connect(&mut self, id: &str, mut agent: ConnectedAgent) -> u64 {
         self.next_session += 1;
         agent.session = self.next_session;
+        self.liveness.insert(
+            id.to_owned(),
+            Liveness {
+                last_seen: Instant::now(),
+                offer_timed_out: false,
+            },
+        );
         if self.agents.insert(id.to_owned(), agent).is_some() {
             self.requeue_offers(|offer| offer.agent == id);
         }
@@ -88,12 +123,40 @@ impl Dispatcher {
             .is_some_and(|agent| agent.session == session)
         {
             self.agents.remove(id);
+            self.liveness.remove(id);
             self.requeue_offers(|offer| offer.agent == id);
         }
     }
 
     pub fn is_connected(&self, id: &str) -> bool {
         self.agents.contains_key(id)
+    }
+
+    /// The agent's session `session` carried a message at `now`. Returns
+    /// true when the agent had been left out of matching and is back.
+    pub fn seen(&mut self, id: &str, session: u64, now: Instant) -> bool {
+        if self
+            .agents
+            .get(id)
+            .is_none_or(|agent| agent.session != session)
+        {
+            return false;
+        }
+        let silence_limit = self.silence_limit;
+        let Some(liveness) = self.liveness.get_mut(id) else {
+            return false;
+        };
+        let was_out = !liveness.responsive(now, silence_limit);
+        liveness.last_seen = liveness.last_seen.max(now);
+        liveness.offer_timed_out = false;
+        was_out
+    }
+
+    /// Whether the agent may be offered jobs at `now`.
+    pub fn is_responsive(&self, id: &str, now: Instant) -> bool {
+        self.liveness
+            .get(id)
+            .is_some_and(|liveness| liveness.responsive(now, self.silence_limit))
     }
 
     pub fn enqueue(&mut self, job: JobId, queued: QueuedJob) {
@@ -143,6 +206,7 @@ impl Dispatcher {
                 run_untagged: agent.run_untagged,
                 capacity: agent.capacity,
                 busy: busy.get(id.as_str()).copied().unwrap_or(0),
+                responsive: self.is_responsive(id, now),
             })
             .collect();
         let mut offers = Vec::new();
@@ -252,18 +316,29 @@ impl Dispatcher {
         expired
     }
 
-    /// Renews the leases the agent holds for these attempts.
-    pub fn renew(&mut self, agent: &str, attempts: &[(JobId, String)], until: Instant) {
+    /// Renews the leases the agent holds for these attempts and returns the
+    /// attempts renewed. A renewal never shortens a lease (a log append's
+    /// renewal may come after a heartbeat's longer one); only a cap does.
+    pub fn renew(
+        &mut self,
+        agent: &str,
+        attempts: &[(JobId, String)],
+        until: Instant,
+    ) -> Vec<String> {
+        let mut renewed = Vec::new();
         for (job, attempt_id) in attempts {
             if let Some(lease) = self.leases.get_mut(job) {
                 if lease.agent == agent && &lease.attempt_id == attempt_id {
+                    let longer = lease.expires_at.max(until);
                     lease.expires_at = match self.lease_caps.get(job) {
-                        Some(cap) => until.min(*cap),
-                        None => until,
+                        Some(cap) => longer.min(*cap),
+                        None => longer,
                     };
+                    renewed.push(attempt_id.clone());
                 }
             }
         }
+        renewed
     }
 
     /// Sends a message to a connected agent; false if it is not connected.
@@ -280,7 +355,16 @@ impl Dispatcher {
 
     /// Expired offers go back to the queue (not counted as a try); expired
     /// leases are removed and returned for the store to fence and fail.
+    /// An agent whose offer timed out gets no more offers until it shows life.
     pub fn expire(&mut self, now: Instant) -> Vec<(JobId, Lease)> {
+        for offer in self.offers.values().filter(|offer| offer.deadline <= now) {
+            if let Some(liveness) = self.liveness.get_mut(&offer.agent) {
+                if !liveness.offer_timed_out {
+                    tracing::warn!(agent_id = %offer.agent, "offer timed out; no offers to the agent until it shows life");
+                }
+                liveness.offer_timed_out = true;
+            }
+        }
         self.requeue_offers(|offer| offer.deadline <= now);
         let expired: Vec<JobId> = self
             .leases
@@ -312,6 +396,12 @@ impl Dispatcher {
     /// Connected agents, for the API.
     pub fn connected_ids(&self) -> BTreeSet<String> {
         self.agents.keys().cloned().collect()
+    }
+}
+
+impl Liveness {
+    fn responsive(&self, now: Instant, silence_limit: Duration) -> bool {
+        !self.offer_timed_out && now.saturating_duration_since(self.last_seen) <= silence_limit
     }
 }
 

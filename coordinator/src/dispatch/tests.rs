@@ -1,6 +1,9 @@
 use super::*;
 use tokio::sync::mpsc;
 
+/// The silence limit of these tests: two heartbeats of 500 ms.
+const SILENCE: Duration = Duration::from_secs(1);
+
 fn agent(
     tags: &[&str],
     capacity: usize,
@@ -44,7 +47,7 @@ fn offer_ids(
 
 #[test]
 fn offers_never_exceed_capacity_and_respect_tags() {
-    let mut dispatcher = Dispatcher::default();
+    let mut dispatcher = Dispatcher::new(SILENCE);
     let (docker, mut docker_rx) = agent(&["docker"], 1);
     dispatcher.connect("docker", docker);
     for id in 1..=3 {
@@ -62,7 +65,7 @@ fn offers_never_exceed_capacity_and_respect_tags() {
 
 #[test]
 fn an_unanswered_offer_returns_to_the_queue_without_a_lease() {
-    let mut dispatcher = Dispatcher::default();
+    let mut dispatcher = Dispatcher::new(SILENCE);
     let (untagged, mut rx) = agent(&[], 1);
     dispatcher.connect("a", untagged);
     dispatcher.enqueue(JobId(1), queued(&[]));
@@ -78,7 +81,7 @@ fn an_unanswered_offer_returns_to_the_queue_without_a_lease() {
 
 #[test]
 fn expired_leases_are_returned_once() {
-    let mut dispatcher = Dispatcher::default();
+    let mut dispatcher = Dispatcher::new(SILENCE);
     let start = Instant::now();
     dispatcher.add_lease(
         JobId(7),
@@ -103,7 +106,7 @@ fn expired_leases_are_returned_once() {
 
 #[test]
 fn a_disconnected_agent_gets_no_offers_and_its_offers_return() {
-    let mut dispatcher = Dispatcher::default();
+    let mut dispatcher = Dispatcher::new(SILENCE);
     let (untagged, mut rx) = agent(&[], 2);
     let session = dispatcher.connect("a", untagged);
     dispatcher.enqueue(JobId(1), queued(&[]));
@@ -116,7 +119,7 @@ fn a_disconnected_agent_gets_no_offers_and_its_offers_return() {
 
 #[test]
 fn a_capped_lease_expires_despite_heartbeats() {
-    let mut dispatcher = Dispatcher::default();
+    let mut dispatcher = Dispatcher::new(SILENCE);
     let start = Instant::now();
     let lease = Lease {
         agent: "a".into(),
@@ -142,4 +145,100 @@ fn a_capped_lease_expires_despite_heartbeats() {
     // Reconnecting without attempt "y" gives it up at once.
     assert_eq!(dispatcher.expire_unlisted("a", &[], start), 1);
     assert_eq!(dispatcher.expire(start + Duration::from_secs(7)).len(), 1);
+}
+
+#[test]
+fn an_agent_whose_offer_timed_out_gets_no_offers_until_it_shows_life() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let start = Instant::now();
+    let (silent, mut silent_rx) = agent(&[], 1);
+    let silent_session = dispatcher.connect("silent", silent);
+    dispatcher.seen("silent", silent_session, start);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    // An offer timeout shorter than the silence limit: the timeout alone
+    // must take the agent out of matching.
+    let offer_timeout = SILENCE / 2;
+    dispatcher.dispatch(start, offer_timeout);
+    assert_eq!(offer_ids(&mut silent_rx).len(), 1);
+
+    // The offer times out; an idle agent has connected meanwhile.
+    let (alive, mut alive_rx) = agent(&[], 1);
+    let alive_session = dispatcher.connect("alive", alive);
+    let later = start + offer_timeout + Duration::from_millis(100);
+    assert!(dispatcher.is_responsive("silent", later));
+    dispatcher.seen("alive", alive_session, later);
+    assert!(dispatcher.expire(later).is_empty());
+    assert!(!dispatcher.is_responsive("silent", later));
+    dispatcher.dispatch(later, offer_timeout);
+    assert!(
+        offer_ids(&mut silent_rx).is_empty(),
+        "the silent agent was offered the job again"
+    );
+    assert_eq!(
+        offer_ids(&mut alive_rx).len(),
+        1,
+        "the idle agent got nothing"
+    );
+
+    // A message from the silent agent brings it back.
+    assert!(dispatcher.seen("silent", silent_session, later));
+    assert!(dispatcher.is_responsive("silent", later));
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    dispatcher.dispatch(later, Duration::from_secs(5));
+    assert_eq!(offer_ids(&mut silent_rx).len(), 1);
+}
+
+#[test]
+fn an_agent_silent_past_the_limit_gets_no_offers_while_another_is_idle() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let start = Instant::now();
+    let (silent, mut silent_rx) = agent(&[], 4);
+    let (alive, mut alive_rx) = agent(&[], 1);
+    let silent_session = dispatcher.connect("silent", silent);
+    let alive_session = dispatcher.connect("alive", alive);
+    // Both were heard from at `start`; only one goes on talking.
+    dispatcher.seen("silent", silent_session, start);
+    let later = start + SILENCE + Duration::from_millis(100);
+    dispatcher.seen("alive", alive_session, later);
+    for id in 1..=2 {
+        dispatcher.enqueue(JobId(id), queued(&[]));
+    }
+    dispatcher.dispatch(later, Duration::from_secs(5));
+    assert!(offer_ids(&mut silent_rx).is_empty());
+    assert_eq!(offer_ids(&mut alive_rx).len(), 1);
+    // The second job waits for a slot rather than go to the silent agent.
+    assert!(dispatcher.is_queued(JobId(2)));
+    // Within the limit the agent still counts as alive.
+    assert!(dispatcher.is_responsive("silent", start + SILENCE));
+    // A message from an old session says nothing of the current one.
+    assert!(!dispatcher.seen("silent", silent_session + 100, later));
+}
+
+#[test]
+fn a_renewal_never_shortens_a_lease() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let start = Instant::now();
+    dispatcher.add_lease(
+        JobId(1),
+        Lease {
+            agent: "a".into(),
+            attempt_id: "x".into(),
+            epoch: 1,
+            expires_at: start + Duration::from_secs(35),
+        },
+    );
+    let renewed = dispatcher.renew(
+        "a",
+        &[(JobId(1), "x".into()), (JobId(2), "y".into())],
+        start + Duration::from_secs(30),
+    );
+    assert_eq!(
+        renewed,
+        vec!["x".to_owned()],
+        "only the held lease is renewed"
+    );
+    assert!(dispatcher
+        .expire(start + Duration::from_secs(31))
+        .is_empty());
+    assert_eq!(dispatcher.expire(start + Duration::from_secs(35)).len(), 1);
 }

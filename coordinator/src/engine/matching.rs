@@ -11,6 +11,9 @@ pub struct AgentSlotView<'a, K> {
     pub run_untagged: bool,
     pub capacity: usize,
     pub busy: usize,
+    /// False while the agent shows no life (silent past the limit, or an
+    /// offer to it timed out): it gets no offers, whatever its free slots.
+    pub responsive: bool,
 }
 
 /// Whether an agent may run a job with these tags at all (ignoring capacity).
@@ -28,15 +31,15 @@ pub fn can_run(
     }
 }
 
-/// The agent that should take a job now: an eligible agent with a free slot,
-/// the least loaded first (by busy/capacity, then by fewest busy).
+/// The agent that should take a job now: a responsive eligible agent with a
+/// free slot, the least loaded first (by busy/capacity, then by fewest busy).
 pub fn pick_agent<K: Clone>(
     job_tags: &BTreeSet<String>,
     agents: &[AgentSlotView<'_, K>],
 ) -> Option<K> {
     agents
         .iter()
-        .filter(|agent| agent.busy < agent.capacity)
+        .filter(|agent| agent.responsive && agent.busy < agent.capacity)
         .filter(|agent| can_run(job_tags, agent.tags, agent.run_untagged))
         .min_by(|a, b| {
             // Compare busy/capacity without floats: a.busy * b.cap vs b.busy * a.cap.
@@ -119,6 +122,7 @@ mod tests {
                 run_untagged: true,
                 capacity: 1,
                 busy: 1,
+                responsive: true,
             },
             AgentSlotView {
                 key: "busy",
@@ -126,6 +130,7 @@ mod tests {
                 run_untagged: true,
                 capacity: 4,
                 busy: 2,
+                responsive: true,
             },
             AgentSlotView {
                 key: "idle",
@@ -133,6 +138,7 @@ mod tests {
                 run_untagged: true,
                 capacity: 4,
                 busy: 0,
+                responsive: true,
             },
             AgentSlotView {
                 key: "untagged",
@@ -140,10 +146,28 @@ mod tests {
                 run_untagged: true,
                 capacity: 4,
                 busy: 0,
+                responsive: true,
             },
         ];
         assert_eq!(pick_agent(&tags(&["docker"]), &agents), Some("idle"));
         assert_eq!(pick_agent(&tags(&["gpu"]), &agents), None);
+    }
+
+    #[test]
+    fn an_unresponsive_agent_gets_nothing_while_another_is_idle() {
+        let none = tags(&[]);
+        let view = |key, busy, responsive| AgentSlotView {
+            key,
+            tags: &none,
+            run_untagged: true,
+            capacity: 2,
+            busy,
+            responsive,
+        };
+        // The silent agent is the least loaded; the responsive one still wins.
+        let agents = [view("silent", 0, false), view("alive", 1, true)];
+        assert_eq!(pick_agent(&tags(&[]), &agents), Some("alive"));
+        assert_eq!(pick_agent(&tags(&[]), &agents[..1]), None);
     }
 
     #[test]
@@ -158,7 +182,8 @@ mod tests {
     }
 
     /// Property: however jobs and agents are drawn, repeated picks never put an
-    /// agent over capacity and never give a job to an agent lacking its tags.
+    /// agent over capacity, never give a job to an agent lacking its tags or
+    /// showing no life, and pick whenever some agent could take the job.
     #[test]
     fn repeated_picks_respect_capacity_and_tags() {
         let universe = ["a", "b", "c"];
@@ -187,6 +212,7 @@ mod tests {
                     .filter(|_| next() % 3 == 0)
                     .map(|tag| (*tag).to_owned())
                     .collect();
+                let responsive: Vec<bool> = (0..4).map(|_| next() % 4 != 0).collect();
                 let views: Vec<_> = (0..4)
                     .map(|i| AgentSlotView {
                         key: i,
@@ -194,12 +220,23 @@ mod tests {
                         run_untagged: i % 2 == 0,
                         capacity: capacity[i],
                         busy: busy[i],
+                        responsive: responsive[i],
                     })
                     .collect();
-                if let Some(i) = pick_agent(&job, &views) {
-                    assert!(can_run(&job, &agent_tags[i], i % 2 == 0));
-                    busy[i] += 1;
-                    assert!(busy[i] <= capacity[i]);
+                let some_can = (0..4).any(|i| {
+                    responsive[i]
+                        && busy[i] < capacity[i]
+                        && can_run(&job, &agent_tags[i], i % 2 == 0)
+                });
+                match pick_agent(&job, &views) {
+                    Some(i) => {
+                        assert!(can_run(&job, &agent_tags[i], i % 2 == 0));
+                        assert!(responsive[i], "an unresponsive agent was picked");
+                        busy[i] += 1;
+                        assert!(busy[i] <= capacity[i]);
+                    }
+                    // Liveness: a job is left waiting only when no agent could take it.
+                    None => assert!(!some_can, "no pick although an agent could take the job"),
                 }
             }
         }
