@@ -161,7 +161,7 @@ impl ShellExecutor {
         cancel: &CancellationToken,
         timeout: Duration,
     ) -> std::io::Result<Ended> {
-        let file = ScriptFile::write(script, self.user.as_ref())?;
+        let file = ScriptFile::write(&job.project_dir, script, self.user.as_ref())?;
         let (pipe_writer, pipe_reader) = tokio::net::unix::pipe::pipe()?;
         let stdout = pipe_writer.into_blocking_fd()?;
         let stderr = stdout.try_clone()?;
@@ -310,10 +310,17 @@ struct ScriptFile {
 }
 
 impl ScriptFile {
-    /// Readable by `user` only (and the agent), when one is given.
-    fn write(script: &str, user: Option<&JobUser>) -> std::io::Result<Self> {
+    /// Readable by `user` only (and the agent), when one is given. Written
+    /// beside the project dir, in the attempt's build dir, so that what a
+    /// killed agent leaves behind goes with that dir when the next agent
+    /// process reaps it (rather than piling up in the system's temp dir).
+    fn write(project_dir: &Path, script: &str, user: Option<&JobUser>) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = std::env::temp_dir().join(format!("osprey-script-{}.sh", uuid::Uuid::new_v4()));
+        let dir = project_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("osprey-script-{}.sh", uuid::Uuid::new_v4()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
