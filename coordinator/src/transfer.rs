@@ -116,10 +116,11 @@ async fn receive_into(
     Ok(Received { size, sha256 })
 }
 
-/// A download: `header(size, sha256)` first, then the file in chunks made
-/// into messages by `data`.
+/// A download: `header(size, sha256)` first, then the file's first `size`
+/// bytes in chunks made into messages by `data` (what follows them, such as
+/// a cache's record, is not sent).
 pub fn send<T: Send + 'static>(
-    mut file: tokio::fs::File,
+    file: tokio::fs::File,
     size: u64,
     sha256: String,
     header: fn(v1::ArtifactTrailer) -> T,
@@ -127,6 +128,7 @@ pub fn send<T: Send + 'static>(
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     async_stream::try_stream! {
         yield header(v1::ArtifactTrailer { size, sha256 });
+        let mut file = file.take(size);
         let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
         loop {
             let read = file.read(&mut buffer).await.map_err(|error| internal("reading a download", error))?;

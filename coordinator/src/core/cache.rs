@@ -10,6 +10,15 @@
 //! or a broken upload never leaves a half cache, and a reader that opened the
 //! previous file keeps reading it whole. The transport adapter streams the
 //! bytes; this module owns the names, the checks and the rename.
+//!
+//! The digest checked at upload is recorded in the stored file itself, as a
+//! fixed trailer after the tar ([`RECORD_MAGIC`], size, sha256), so that the
+//! record and the bytes are replaced by one rename. A download announces the
+//! recorded digest, not one taken from the bytes on disk: a cache damaged
+//! where it is stored no longer matches, and the agent finds out (as it does
+//! for artifacts, whose digest is in the database). The trailer sits past the
+//! tar's end-of-archive blocks, where tar readers do not look; files stored
+//! before it existed are digested when opened, as they always were.
 
 use super::attempts::AttemptKey;
 use super::Core;
@@ -26,6 +35,11 @@ const MAX_KEY_BYTES: usize = 1024;
 
 /// Suffix of upload files in progress; left-overs are removed at start-up.
 const PART_SUFFIX: &str = "part";
+
+/// Opens the trailer recording a stored cache's size and sha256.
+const RECORD_MAGIC: &[u8; 8] = b"OSPCACH1";
+/// Magic, size (u64, big-endian), raw sha256.
+const RECORD_LEN: u64 = 8 + 8 + 32;
 
 /// Where an upload writes, and the cache it replaces once verified.
 #[derive(Debug)]
@@ -115,6 +129,7 @@ impl Core {
         let result = async {
             // Still the current attempt: a fenced copy must not write.
             self.authorize(attempt).await?;
+            append_record(&upload.part, received).await?;
             tokio::fs::rename(&upload.part, &upload.target)
                 .await
                 .map_err(internal("storing cache"))
@@ -155,6 +170,49 @@ impl Core {
     }
 }
 
+/// Appends the record of what was received to the upload's file.
+async fn append_record(part: &Path, received: &Received) -> CoreResult<()> {
+    use tokio::io::AsyncWriteExt;
+    let sha256 = hex::decode(&received.sha256)
+        .ok()
+        .filter(|raw| raw.len() == 32)
+        .ok_or_else(|| CoreError::Internal("a received digest is not sha256 hex".to_owned()))?;
+    let mut record = Vec::with_capacity(RECORD_LEN as usize);
+    record.extend_from_slice(RECORD_MAGIC);
+    record.extend_from_slice(&received.size.to_be_bytes());
+    record.extend_from_slice(&sha256);
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(part)
+        .await
+        .map_err(internal("recording cache digest"))?;
+    file.write_all(&record)
+        .await
+        .map_err(internal("recording cache digest"))?;
+    file.sync_all()
+        .await
+        .map_err(internal("recording cache digest"))
+}
+
+/// The size and sha256 recorded at the end of a stored cache of `length`
+/// bytes, if it has a record that fits.
+fn read_record(file: &mut std::fs::File, length: u64) -> std::io::Result<Option<(u64, String)>> {
+    if length < RECORD_LEN {
+        return Ok(None);
+    }
+    file.seek(std::io::SeekFrom::Start(length - RECORD_LEN))?;
+    let mut record = [0u8; RECORD_LEN as usize];
+    file.read_exact(&mut record)?;
+    file.rewind()?;
+    let (magic, rest) = record.split_at(8);
+    let (size, sha256) = rest.split_at(8);
+    let size = u64::from_be_bytes(size.try_into().expect("eight bytes"));
+    if magic != RECORD_MAGIC || size != length - RECORD_LEN {
+        return Ok(None);
+    }
+    Ok(Some((size, hex::encode(sha256))))
+}
+
 fn digest_open(path: &Path, key: &str) -> CoreResult<OpenCache> {
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
@@ -163,6 +221,13 @@ fn digest_open(path: &Path, key: &str) -> CoreResult<OpenCache> {
         }
         Err(error) => return Err(internal("opening cache")(error)),
     };
+    let length = file.metadata().map_err(internal("opening cache"))?.len();
+    if let Some((size, sha256)) =
+        read_record(&mut file, length).map_err(internal("reading cache"))?
+    {
+        return Ok(OpenCache { file, size, sha256 });
+    }
+    // Stored before caches carried their record: digest the bytes.
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buffer = vec![0u8; 1 << 16];
@@ -218,6 +283,37 @@ mod tests {
         assert!(repo.join("k.tar").exists());
         assert!(!repo.join("k.attempt.1234.part").exists());
         remove_parts(&dir.path().join("missing")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_open_cache_announces_the_digest_recorded_at_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.tar");
+        std::fs::write(&path, b"abc").unwrap();
+        let received = Received {
+            size: 3,
+            sha256: hex::encode(Sha256::digest(b"abc")),
+        };
+        append_record(&path, &received).await.unwrap();
+        let mut open = digest_open(&path, "k").unwrap();
+        assert_eq!(
+            (open.size, open.sha256.as_str()),
+            (3, received.sha256.as_str())
+        );
+        let mut head = vec![0u8; 3];
+        open.file.read_exact(&mut head).unwrap();
+        assert_eq!(head, b"abc", "the file is opened at the start of the tar");
+
+        // Damage where it is stored: the announced digest no longer matches.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let open = digest_open(&path, "k").unwrap();
+        assert_eq!(
+            open.sha256, received.sha256,
+            "the recorded digest, not the bytes'"
+        );
+        assert_ne!(open.sha256, hex::encode(Sha256::digest(&bytes[..3])));
     }
 
     #[test]

@@ -263,8 +263,8 @@ restore:
     );
 
     // As on GitLab a cache problem never fails the job, and it is not
-    // retried for minutes either. (The coordinator digests a cache when it
-    // serves it, so here the broken tar itself is what the agent finds.)
+    // retried for minutes either. The coordinator announces the digest it
+    // recorded when the cache was uploaded, so the damage is found as such.
     let restore = pipeline.job("restore").id;
     play(restore).await;
     let restored = api
@@ -272,7 +272,8 @@ restore:
         .await;
     let log = api.job_log_text(restored.id).await;
     assert!(
-        log.contains("WARNING: failed to") && log.contains("cache stored"),
+        log.contains("WARNING: failed to download cache stored")
+            && log.contains("digest did not match"),
         "{log}"
     );
 }
