@@ -188,6 +188,7 @@ fn prepare(
             .timeout_seconds
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
         kill_grace: KILL_GRACE,
+        stop_grace: Default::default(),
     }
 }
 

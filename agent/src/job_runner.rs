@@ -345,7 +345,7 @@ async fn run_steps<A: CoordinatorApi>(
         .await?
         .map_err(|Fenced| Step::Fenced)?;
 
-    let prepared = prepare(ctx, spec, dirs);
+    let prepared = prepare(ctx, spec, dirs, job.stop_grace.clone());
     let outcome = run_executor(ctx, job, &prepared, log.clone()).await;
     if job.fenced.is_cancelled() {
         return Err(Step::Fenced);

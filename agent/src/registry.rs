@@ -2,6 +2,7 @@
 //! takes offers, lists attempts in `Hello` and heartbeats, and relays cancels
 //! and abandons) and the job runners (which add and remove themselves).
 
+use crate::executor::StopGrace;
 use crate::workspace::{AttemptDirs, RunningRecord};
 use osprey_proto::v1::RunningAttempt;
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct RunningJob {
     pub cancel: CancellationToken,
     /// The attempt is no longer ours: kill it and report nothing more.
     pub fenced: CancellationToken,
+    /// The grace its stop asks for, read by the executor.
+    pub stop_grace: StopGrace,
     stop_cause: Mutex<Option<StopCause>>,
     record: Mutex<RunningRecord>,
     dirs: AttemptDirs,
@@ -45,6 +48,7 @@ impl RunningJob {
             acked,
             cancel: CancellationToken::new(),
             fenced: CancellationToken::new(),
+            stop_grace: StopGrace::default(),
             stop_cause: Mutex::new(None),
             record: Mutex::new(record),
             dirs,
@@ -53,6 +57,9 @@ impl RunningJob {
 
     /// Stops the job for `cause`; the first cause wins.
     pub fn stop(&self, cause: StopCause) {
+        if let StopCause::Canceled { grace } = cause {
+            self.stop_grace.request(grace);
+        }
         lock(&self.stop_cause).get_or_insert(cause);
         self.cancel.cancel();
     }

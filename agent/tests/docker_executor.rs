@@ -79,6 +79,7 @@ fn job(script: &[&str]) -> TestJob {
         services: Vec::new(),
         timeout: Duration::from_secs(120),
         kill_grace: Duration::from_secs(1),
+        stop_grace: Default::default(),
     };
     TestJob {
         job,
@@ -450,6 +451,35 @@ async fn cancel_stops_and_removes_everything() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
     eprintln!("a job canceled while running returned after {took:?}");
+}
+
+#[tokio::test]
+async fn a_stop_asking_for_a_shorter_grace_stops_the_container_within_it() {
+    // A lost lease asks for a part of the lease margin, not the whole
+    // kill_grace: the container must be gone well before the long grace.
+    let docker = engine().await;
+    let executor = executor(busybox_config());
+    // The script ignores SIGTERM: only the SIGKILL after the grace stops it.
+    let mut test = job(&["trap '' TERM", "echo running-now", "sleep 300"]);
+    test.job.kill_grace = Duration::from_secs(8);
+    test.job.stop_grace.request(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let (outcome, log) = run_with(
+        &executor,
+        &test.job,
+        CancellationToken::new(),
+        Some("running-now\n"),
+    )
+    .await;
+    let took = started.elapsed();
+
+    assert_eq!(outcome, Outcome::Canceled, "log:\n{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}, as if the whole 8 s grace applied"
+    );
+    assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
 }
 
 /// Creates a running container and a network with `labels` (plus the managed

@@ -135,6 +135,7 @@ async fn the_shell_executor_under_a_guard_reports_output_and_exit_code() {
         services: Vec::new(),
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_secs(5),
+        stop_grace: Default::default(),
     };
     let executor = ShellExecutor::new().with_guard(env!("CARGO_BIN_EXE_osprey-agent").into());
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);

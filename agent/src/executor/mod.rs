@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use osprey_shared::pipeline::{ImageRef, ServiceRef};
 use osprey_shared::JobId;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,35 @@ pub struct PreparedJob {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL on cancel or timeout.
     pub kill_grace: Duration,
+    /// A shorter grace a stop may ask for (a `CancelJob` grace, a lost lease).
+    pub stop_grace: StopGrace,
+}
+
+/// The grace the stop of a running job asks for, set before its cancel
+/// fires and read by the executor when it stops the job: a lost lease must
+/// end the job within part of the lease margin, while a plain cancel keeps
+/// the agent's whole `kill_grace`. Shared by the job runner and the executor.
+#[derive(Debug, Clone, Default)]
+pub struct StopGrace(Arc<Mutex<Option<Duration>>>);
+
+impl StopGrace {
+    /// Asks for `grace`; the shortest asked for wins.
+    pub fn request(&self, grace: Duration) {
+        let mut asked = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *asked = Some(asked.map_or(grace, |earlier| earlier.min(grace)));
+    }
+
+    /// The grace to stop with: `default`, or less if a stop asked for less.
+    pub fn within(&self, default: Duration) -> Duration {
+        let asked = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        asked.map_or(default, |grace| grace.min(default))
+    }
 }
 
 /// How a job ended.

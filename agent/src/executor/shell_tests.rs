@@ -22,6 +22,7 @@ fn job(dir: &Path, script: &[&str], after: &[&str]) -> PreparedJob {
         services: Vec::new(),
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_secs(5),
+        stop_grace: Default::default(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! generated scripts, and the timeout capped by the agent's maximum.
 
 use super::RunnerContext;
-use crate::executor::PreparedJob;
+use crate::executor::{PreparedJob, StopGrace};
 use crate::workspace::AttemptDirs;
 use osprey_proto::v1::JobSpec;
 use osprey_shared::pipeline::{ImageRef, ServiceRef, Variable};
@@ -16,6 +16,7 @@ pub(super) fn prepare<A>(
     ctx: &RunnerContext<A>,
     spec: &JobSpec,
     dirs: &AttemptDirs,
+    stop_grace: StopGrace,
 ) -> PreparedJob {
     let mut env: Vec<(String, String)> = spec
         .variables
@@ -68,19 +69,11 @@ pub(super) fn prepare<A>(
         image,
         services,
         timeout: job_timeout(spec.timeout_seconds, ctx.job_timeout, ctx.max_job_timeout),
-        kill_grace: kill_grace(ctx),
-    }
-}
-
-/// The executor's grace between SIGTERM and SIGKILL. A shell job stopped for
-/// lease loss gets a shorter one through its process group (see
-/// `run_executor`); the Docker executor stops containers with the grace it
-/// was given at the start, so for it the grace is capped up front to what a
-/// lease loss allows (half the lease margin).
-fn kill_grace<A>(ctx: &RunnerContext<A>) -> Duration {
-    match (ctx.executor_name, ctx.leases.terms()) {
-        ("docker", Some(terms)) => terms.stop_grace(ctx.kill_grace),
-        _ => ctx.kill_grace,
+        kill_grace: ctx.kill_grace,
+        // A stop for a lost lease or a `CancelJob` asks for less here: the
+        // shell job's group is then killed by the job runner, the Docker
+        // executor stops its containers within it.
+        stop_grace,
     }
 }
 

@@ -204,8 +204,10 @@ impl DockerExecutor {
             () = cancel.cancelled() => Outcome::Canceled,
             () = tokio::time::sleep(job.timeout) => Outcome::TimedOut,
         };
-        let cleanup_limit = job.kill_grace + CLEANUP_SLACK;
-        if tokio::time::timeout(cleanup_limit, scope.cleanup(docker, job.kill_grace))
+        // A lost lease asks for less than the whole grace (see StopGrace).
+        let grace = job.stop_grace.within(job.kill_grace);
+        let cleanup_limit = grace + CLEANUP_SLACK;
+        if tokio::time::timeout(cleanup_limit, scope.cleanup(docker, grace))
             .await
             .is_err()
         {
