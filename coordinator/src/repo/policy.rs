@@ -39,7 +39,8 @@ impl RepoPolicy {
     pub fn check(&self, repo: &str) -> CoreResult<RepoKind> {
         let refuse = |why: &str| {
             CoreError::InvalidArgument(format!(
-                "repository {repo:?} is not allowed: {why} (see --repo-allow)"
+                "repository {:?} is not allowed: {why} (see --repo-allow)",
+                super::redact_credentials(repo)
             ))
         };
         if repo.is_empty() || repo.starts_with('-') || repo.chars().any(char::is_control) {

@@ -390,3 +390,25 @@ async fn pipeline_run_retries_a_cut_post_with_its_key_and_creates_one_pipeline()
         .expect_err("one pipeline");
     assert_eq!(missing.status(), Some(404), "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_in_a_repository_url_reaches_neither_the_answer_nor_the_log() {
+    let coordinator = Coordinator::start(CoordinatorOpts {
+        extra_args: vec!["--repo-allow".to_owned(), "https://*".to_owned()],
+        ..CoordinatorOpts::default()
+    })
+    .await;
+    let secret = "glpat-s3cret-in-the-url";
+    // Nothing listens on port 9: git fails at once, naming the URL it tried.
+    let repo = format!("https://oauth2:{secret}@127.0.0.1:9/group/app.git");
+    let (status, error) = refusal(&coordinator.url(), &repo).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(!error.contains(secret), "the answer: {error}");
+    assert!(
+        error.contains("https://[MASKED]@127.0.0.1:9/group/app.git"),
+        "{error}"
+    );
+    let log = std::fs::read_to_string(coordinator.dir().join("coordinator.stderr")).unwrap();
+    assert!(log.contains("cannot read repository"), "{log}");
+    assert!(!log.contains(secret), "the coordinator's log: {log}");
+}
