@@ -10,6 +10,7 @@
 //! what other jobs' records say.
 
 use crate::artifacts::TrackedFiles;
+use osprey_shared::redact::url_credentials;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -241,7 +242,12 @@ pub async fn checkout(
         log,
     )
     .await
-    .map_err(|err| CheckoutError::Git(format!("git clone of {repo_url} failed: {err}")))?;
+    .map_err(|err| {
+        CheckoutError::Git(format!(
+            "git clone of {} failed: {err}",
+            url_credentials(repo_url)
+        ))
+    })?;
     git(
         &["checkout", "--quiet", "--detach"],
         &[sha.as_ref()],
@@ -249,7 +255,12 @@ pub async fn checkout(
         log,
     )
     .await
-    .map_err(|err| CheckoutError::Git(format!("commit {sha} not found in {repo_url}: {err}")))?;
+    .map_err(|err| {
+        CheckoutError::Git(format!(
+            "commit {sha} not found in {}: {err}",
+            url_credentials(repo_url)
+        ))
+    })?;
     let listing = git(
         &["ls-tree", "-r", "-z", "--name-only", "HEAD"],
         &[],
@@ -293,11 +304,14 @@ async fn git(
         .output()
         .await
         .map_err(|err| format!("cannot run git: {err}"))?;
-    log.extend_from_slice(&output.stderr);
+    // Git repeats the URL it was given, token and all: the job log and the
+    // failure reason get it masked.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = url_credentials(&stderr);
+    log.extend_from_slice(stderr.as_bytes());
     if output.status.success() {
         Ok(output.stdout)
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
         Err(stderr
             .trim()
             .lines()
@@ -336,6 +350,27 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_token_in_the_repository_url_never_reaches_the_log_or_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "glpat-s3cret-in-the-url";
+        // Nothing listens on port 9: the clone fails at once, git naming the URL.
+        let url = format!("https://oauth2:{secret}@127.0.0.1:9/group/app.git");
+        let mut log = Vec::new();
+        let error = checkout(&url, "0123abcd", &dir.path().join("app"), &mut log)
+            .await
+            .expect_err("nothing to clone from");
+        let (error, log) = (error.to_string(), String::from_utf8_lossy(&log));
+        assert!(
+            !error.contains(secret) && !log.contains(secret),
+            "{error}\n{log}"
+        );
+        assert!(
+            error.contains("https://[MASKED]@127.0.0.1:9/group/app.git"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod ids;
 pub mod pipeline;
 pub mod plan;
+pub mod redact;
 pub mod status;
 pub mod variables;
 pub mod yaml;

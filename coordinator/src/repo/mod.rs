@@ -12,6 +12,7 @@
 pub mod policy;
 
 use crate::error::{CoreError, CoreResult};
+use osprey_shared::redact::url_credentials;
 use osprey_shared::yaml::{IncludeLoader, LoadError};
 use policy::{RepoKind, RepoPolicy};
 use sha2::{Digest, Sha256};
@@ -55,23 +56,12 @@ pub struct ResolvedCommit {
 /// reason (no such path, not a repository, no such ref, a host refusing)
 /// would tell them what exists on the coordinator's host.
 fn unreadable(repo: &str, git_ref: &str, detail: &str) -> CoreError {
-    let repo = redact_credentials(repo);
-    let detail = redact_credentials(detail);
+    let repo = url_credentials(repo);
+    let detail = url_credentials(detail);
     tracing::warn!(repo = %repo, git_ref, detail = %detail, "cannot read repository");
     CoreError::InvalidArgument(format!(
         "cannot read repository {repo} (ref {git_ref}): no such repository or ref, or no access"
     ))
-}
-
-/// `text` with the user and password of every URL in it replaced by
-/// `[MASKED]` (`https://oauth2:TOKEN@host/x` → `https://[MASKED]@host/x`):
-/// a repository URL may carry a token, which must reach neither the
-/// coordinator's log nor an API answer.
-pub fn redact_credentials(text: &str) -> std::borrow::Cow<'_, str> {
-    static USERINFO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@").expect("a valid pattern")
-    });
-    USERINFO.replace_all(text, "${1}[MASKED]@")
 }
 
 /// Resolves `git_ref` in `repo` (local path or URL) and reads the pipeline file.
@@ -362,25 +352,7 @@ pub fn project_name(repo: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{project_name, redact_credentials};
-
-    #[test]
-    fn credentials_in_urls_are_masked() {
-        assert_eq!(
-            redact_credentials(
-                "fatal: https://oauth2:glpat-s3cret@git.example.com/a.git not found"
-            ),
-            "fatal: https://[MASKED]@git.example.com/a.git not found"
-        );
-        assert_eq!(
-            redact_credentials("ssh://git@host/x and https://host/y"),
-            "ssh://[MASKED]@host/x and https://host/y"
-        );
-        assert_eq!(
-            redact_credentials("git@host:group/x.git"),
-            "git@host:group/x.git"
-        );
-    }
+    use super::project_name;
 
     #[test]
     fn project_names_come_from_the_last_segment() {

@@ -40,7 +40,7 @@ impl RepoPolicy {
         let refuse = |why: &str| {
             CoreError::InvalidArgument(format!(
                 "repository {:?} is not allowed: {why} (see --repo-allow)",
-                super::redact_credentials(repo)
+                osprey_shared::redact::url_credentials(repo)
             ))
         };
         if repo.is_empty() || repo.starts_with('-') || repo.chars().any(char::is_control) {
