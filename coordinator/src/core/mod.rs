@@ -2,7 +2,8 @@
 //! dispatcher (in-memory cache). Transport adapters (`grpc`, `http`) call
 //! these and do nothing else. Each submodule is the narrow face one role sees:
 //! `session` for agent sessions, `attempts` for job-scoped agent calls, `cache`
-//! for the caches of `cache:`, `pipelines` for the API.
+//! for the caches of `cache:`, `pipelines` for the API; `offers` builds and
+//! sends the offers the dispatcher reserves.
 
 mod attempts;
 mod cache;
