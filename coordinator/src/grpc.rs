@@ -160,7 +160,7 @@ impl AgentService for AgentGrpc {
                     }
                 }
             }
-            core.close_session(&handle);
+            core.close_session(&handle).await;
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
             receiver,

@@ -198,6 +198,8 @@ pub struct CoordinatorOpts {
     pub offer_timeout_ms: Option<u64>,
     pub max_log_bytes: Option<u64>,
     pub extra_args: Vec<String>,
+    /// Environment variables set for the process (e.g. `MALLOC_ARENA_MAX`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for CoordinatorOpts {
@@ -208,6 +210,7 @@ impl Default for CoordinatorOpts {
             offer_timeout_ms: None,
             max_log_bytes: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -267,6 +270,11 @@ impl Coordinator {
     /// The test's temp dir (process output, agent work dirs, scratch files).
     pub fn dir(&self) -> &Path {
         &self.root.path
+    }
+
+    /// The process id while it runs (to read its memory in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid().map(|pid| pid.as_raw() as u32)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -338,6 +346,7 @@ async fn launch(
             command.args(["--repo-allow", "/*"]);
         }
         command.args(&opts.extra_args);
+        command.envs(opts.env.iter().map(|(key, value)| (key, value)));
         let (process, ready) = Process::spawn("coordinator", command, &root.path);
         match tokio::time::timeout(START_TIMEOUT, ready).await {
             Ok(Ok(addr)) => {

@@ -2,22 +2,21 @@
 //! dispatcher (in-memory cache). Transport adapters (`grpc`, `http`) call
 //! these and do nothing else. Each submodule is the narrow face one role sees:
 //! `session` for agent sessions, `attempts` for job-scoped agent calls, `cache`
-//! for the caches of `cache:`, `pipelines` for the API.
+//! for the caches of `cache:`, `pipelines` for the API; `offers` builds and
+//! sends the offers the dispatcher reserves.
 
 mod attempts;
 mod cache;
+mod offers;
 mod pipelines;
 mod session;
 
 use crate::dispatch::{Dispatcher, QueuedJob};
 use crate::error::{CoreError, CoreResult};
-use crate::spec;
+use crate::storage::JobRow;
 use crate::storage::Store;
-use crate::storage::{JobRow, PipelineRow};
-use osprey_shared::pipeline::Pipeline;
 use osprey_shared::{JobId, JobStatus, PipelineId};
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -119,14 +118,8 @@ impl Core {
                 );
             }
         }
-        let pending: Vec<JobId> = core
-            .store()
-            .jobs_with_status(JobStatus::Pending)
-            .await?
-            .iter()
-            .map(|job| job.id())
-            .collect();
-        core.enqueue(&pending).await?;
+        let pending = core.store().jobs_with_status(JobStatus::Pending).await?;
+        core.enqueue_rows(&pending).await?;
         Ok(core)
     }
 
@@ -156,47 +149,30 @@ impl Core {
         self.inner.changes.subscribe()
     }
 
-    /// Queues newly pending jobs (building each one's spec once) and offers
-    /// what can be offered.
+    /// Queues newly pending jobs and offers what can be offered.
     async fn enqueue(&self, jobs: &[JobId]) -> CoreResult<()> {
-        // Jobs made pending together mostly share a pipeline: read it, decode
-        // it and list its jobs once per pipeline, not once per job.
-        let mut pipelines: HashMap<PipelineId, (PipelineRow, Pipeline, Vec<JobRow>)> =
-            HashMap::new();
-        let mut queued = Vec::new();
+        let mut rows = Vec::with_capacity(jobs.len());
         for &job_id in jobs {
-            let Some(job) = self.store().job(job_id).await? else {
-                continue;
-            };
-            let pipeline_id = job.pipeline_id();
-            if let Entry::Vacant(entry) = pipelines.entry(pipeline_id) {
-                let Some(pipeline) = self.store().pipeline(pipeline_id).await? else {
-                    continue;
-                };
-                let definition = serde_json::from_str(&pipeline.definition)
-                    .map_err(|error| CoreError::Internal(format!("decoding pipeline: {error}")))?;
-                let pipeline_jobs = self.store().jobs_of(pipeline_id).await?;
-                entry.insert((pipeline, definition, pipeline_jobs));
+            if let Some(job) = self.store().job(job_id).await? {
+                rows.push(job);
             }
-            let (pipeline, definition, pipeline_jobs) = &pipelines[&pipeline_id];
+        }
+        self.enqueue_rows(&rows).await
+    }
+
+    /// Queues these pending jobs by their tags and next epoch only; the spec
+    /// is built when a job is offered (`offers`), so the queue stays small.
+    async fn enqueue_rows(&self, jobs: &[JobRow]) -> CoreResult<()> {
+        let mut queued = Vec::with_capacity(jobs.len());
+        for job in jobs {
             let job_def = job
                 .definition()
                 .map_err(|error| CoreError::Internal(format!("decoding job: {error}")))?;
-            let sources = spec::artifact_sources(&job, &job_def, pipeline_jobs);
-            let spec = spec::job_spec(
-                pipeline,
-                definition,
-                &job,
-                &job_def,
-                &sources,
-                &self.settings().server_url,
-            );
             queued.push((
-                job_id,
+                job.id(),
                 QueuedJob {
-                    tags: job_def.tags.iter().cloned().collect::<BTreeSet<_>>(),
+                    tags: job_def.tags.into_iter().collect::<BTreeSet<_>>(),
                     next_epoch: job.lease_epoch as u64 + 1,
-                    spec,
                 },
             ));
         }
@@ -206,14 +182,9 @@ impl Core {
                 dispatcher.enqueue(job, queued);
             }
         }
-        self.dispatch_now();
+        self.dispatch_now().await;
         self.notify();
         Ok(())
-    }
-
-    fn dispatch_now(&self) {
-        let timeout = self.settings().offer_timeout;
-        self.dispatcher().dispatch(Instant::now(), timeout);
     }
 
     /// One tick of the housekeeping loop: delayed jobs whose time has come
@@ -243,7 +214,7 @@ impl Core {
             self.enqueue(&result.newly_pending).await?;
         }
         // Expired offers may have returned jobs to the queue.
-        self.dispatch_now();
+        self.dispatch_now().await;
         if changed {
             self.notify();
         }

@@ -156,7 +156,7 @@ impl Core {
         );
         self.resend_cancellations(&agent.id, &hello.running, &resumed)
             .await?;
-        self.dispatch_now();
+        self.dispatch_now().await;
         self.notify();
         Ok(SessionHandle {
             agent_id: agent.id,
@@ -205,7 +205,7 @@ impl Core {
             .seen(&handle.agent_id, handle.session, Instant::now());
         if back {
             tracing::info!(agent = %handle.agent_name, "agent responsive again");
-            self.dispatch_now();
+            self.dispatch_now().await;
         }
         match message.kind {
             Some(agent_message::Kind::Accept(accept)) => {
@@ -215,7 +215,7 @@ impl Core {
                 tracing::debug!(agent = %handle.agent_name, reason = %reject.reason, "offer rejected");
                 self.dispatcher()
                     .reject_offer(&handle.agent_id, &reject.offer_id);
-                self.dispatch_now();
+                self.dispatch_now().await;
                 Ok(())
             }
             Some(agent_message::Kind::Heartbeat(heartbeat)) => {
@@ -281,7 +281,7 @@ impl Core {
             }),
         );
         self.notify();
-        self.dispatch_now();
+        self.dispatch_now().await;
         Ok(())
     }
 
@@ -318,11 +318,11 @@ impl Core {
     }
 
     /// The session ended; offers return to the queue, leases run on.
-    pub fn close_session(&self, handle: &SessionHandle) {
+    pub async fn close_session(&self, handle: &SessionHandle) {
         self.dispatcher()
             .disconnect(&handle.agent_id, handle.session);
         tracing::info!(agent_id = %handle.agent_id, agent = %handle.agent_name, "agent disconnected");
-        self.dispatch_now();
+        self.dispatch_now().await;
         self.notify();
     }
 }

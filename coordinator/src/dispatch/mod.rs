@@ -6,6 +6,17 @@
 //! must not hold up jobs another agent could run). Every method is
 //! synchronous and called under one mutex by [`crate::core`]; messages to
 //! agents are queued on their session channels, never awaited.
+//!
+//! The queue holds only what matching needs (tags, next epoch), never a job's
+//! spec: memory grows with what is offered or running, not with the backlog.
+//! Offering is two steps. [`Dispatcher::dispatch`] picks (job, agent) pairs
+//! and reserves each slot as a *preparing* offer, which counts as busy so no
+//! second round picks it; the caller builds the spec from the store without
+//! the lock and hands it to [`Dispatcher::send_offer`], which sends it if the
+//! reservation still stands (the job not canceled, the agent's session the
+//! same). A reservation whose builder never comes back (its future dropped)
+//! returns to the queue after the offer timeout, like an unanswered offer but
+//! without holding it against the agent.
 
 use crate::engine::matching::{self, AgentSlotView};
 use osprey_proto::v1::{self, coordinator_message::Kind};
@@ -28,24 +39,43 @@ pub struct ConnectedAgent {
     pub sender: SessionSender,
 }
 
-/// A pending job ready to offer: its assignment is built once at enqueue.
-#[derive(Clone)]
+/// A pending job waiting for an agent: only what matching needs, small and
+/// bounded whatever the job's scripts and variables (the spec is built from
+/// the store when the job is offered).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedJob {
     pub tags: BTreeSet<String>,
     /// Epoch of the next attempt (the job's stored epoch + 1).
     pub next_epoch: u64,
-    pub spec: v1::JobSpec,
 }
 
-/// An offer waiting for the agent's answer.
+/// An offer: reserved by matching, then sent with its spec, then answered.
 pub struct Offer {
     pub job: JobId,
     pub agent: String,
     pub session: u64,
-    pub deadline: Instant,
+    pub state: OfferState,
     pub queued: QueuedJob,
     pub attempt_id: String,
     pub job_token: String,
+}
+
+/// Where an offer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferState {
+    /// The slot is reserved while the spec is built; the reservation lapses
+    /// at `until` if it is never sent.
+    Preparing { until: Instant },
+    /// Sent to the agent, which must answer by `deadline` (counted from the send).
+    Sent { deadline: Instant },
+}
+
+/// A slot reserved by [`Dispatcher::dispatch`]: build the job's spec and pass
+/// it to [`Dispatcher::send_offer`], or give it up with [`Dispatcher::unreserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub offer_id: String,
+    pub job: JobId,
 }
 
 /// An attempt's lease: renewed by the agent's heartbeats.
@@ -185,15 +215,18 @@ impl Dispatcher {
         )
     }
 
-    /// Offers every queued job that an agent with a free slot can take.
-    pub fn dispatch(&mut self, now: Instant, offer_timeout: Duration) {
+    /// Reserves a slot for every queued job that an agent with a free slot
+    /// can take; the caller builds each spec and sends it (module doc).
+    /// Pure matching: no spec is built or sent under the lock.
+    pub fn dispatch(&mut self, now: Instant, offer_timeout: Duration) -> Vec<Reservation> {
         if self.queue.is_empty() || self.agents.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut busy: HashMap<&str, usize> = HashMap::new();
         for lease in self.leases.values() {
             *busy.entry(lease.agent.as_str()).or_default() += 1;
         }
+        // Preparing offers count too: a slot is reserved once.
         for offer in self.offers.values() {
             *busy.entry(offer.agent.as_str()).or_default() += 1;
         }
@@ -209,7 +242,7 @@ impl Dispatcher {
                 responsive: self.is_responsive(id, now),
             })
             .collect();
-        let mut offers = Vec::new();
+        let mut picks = Vec::new();
         for (job, queued) in &self.queue {
             let Some(agent_id) = matching::pick_agent(&queued.tags, &views) else {
                 continue;
@@ -217,55 +250,112 @@ impl Dispatcher {
             if let Some(view) = views.iter_mut().find(|view| view.key == agent_id) {
                 view.busy += 1;
             }
-            offers.push((*job, agent_id));
+            picks.push((*job, agent_id));
         }
         drop(views);
-        for (job, agent_id) in offers {
+        let mut reservations = Vec::new();
+        for (job, agent_id) in picks {
+            let Some(agent) = self.agents.get(&agent_id) else {
+                continue;
+            };
             let Some(queued) = self.queue.remove(&job) else {
                 continue;
             };
-            let Some(agent) = self.agents.get(&agent_id) else {
-                self.queue.insert(job, queued);
-                continue;
-            };
             let offer_id = uuid::Uuid::new_v4().to_string();
-            let attempt_id = uuid::Uuid::new_v4().to_string();
-            let job_token = crate::auth::new_token();
-            let message = v1::CoordinatorMessage {
-                kind: Some(Kind::Offer(v1::JobOffer {
-                    offer_id: offer_id.clone(),
-                    assignment: Some(v1::JobAssignment {
-                        attempt_id: attempt_id.clone(),
-                        lease_epoch: queued.next_epoch,
-                        job_token: job_token.clone(),
-                        spec: Some(with_job_token(queued.spec.clone(), &job_token)),
-                    }),
-                })),
-            };
-            if agent.sender.send(Ok(message)).is_err() {
-                self.queue.insert(job, queued);
-                continue;
-            }
-            tracing::debug!(job_id = %job, agent = %agent.name, "job offered");
             self.offers.insert(
-                offer_id,
+                offer_id.clone(),
                 Offer {
                     job,
                     agent: agent_id,
                     session: agent.session,
-                    deadline: now + offer_timeout,
+                    state: OfferState::Preparing {
+                        until: now + offer_timeout,
+                    },
                     queued,
-                    attempt_id,
-                    job_token,
+                    attempt_id: uuid::Uuid::new_v4().to_string(),
+                    job_token: crate::auth::new_token(),
                 },
             );
+            reservations.push(Reservation { offer_id, job });
+        }
+        reservations
+    }
+
+    /// Sends a reserved offer with its spec; the agent has `offer_timeout`
+    /// from now to answer. False when the reservation is gone (the job
+    /// canceled, the agent disconnected or replaced, the reservation lapsed)
+    /// or the session is closed, in which case the job is back in the queue
+    /// if it still belongs there.
+    pub fn send_offer(
+        &mut self,
+        offer_id: &str,
+        spec: v1::JobSpec,
+        now: Instant,
+        offer_timeout: Duration,
+    ) -> bool {
+        let Some(offer) = self.offers.get(offer_id) else {
+            return false;
+        };
+        if !matches!(offer.state, OfferState::Preparing { .. }) {
+            return false;
+        }
+        let sent = self
+            .agents
+            .get(&offer.agent)
+            .filter(|agent| agent.session == offer.session)
+            .is_some_and(|agent| {
+                let message = v1::CoordinatorMessage {
+                    kind: Some(Kind::Offer(v1::JobOffer {
+                        offer_id: offer_id.to_owned(),
+                        assignment: Some(v1::JobAssignment {
+                            attempt_id: offer.attempt_id.clone(),
+                            lease_epoch: offer.queued.next_epoch,
+                            job_token: offer.job_token.clone(),
+                            spec: Some(with_job_token(spec, &offer.job_token)),
+                        }),
+                    })),
+                };
+                agent.sender.send(Ok(message)).is_ok()
+            });
+        if !sent {
+            self.unreserve(offer_id, true);
+            return false;
+        }
+        if let Some(offer) = self.offers.get_mut(offer_id) {
+            tracing::debug!(job_id = %offer.job, agent_id = %offer.agent, "job offered");
+            offer.state = OfferState::Sent {
+                deadline: now + offer_timeout,
+            };
+        }
+        true
+    }
+
+    /// Gives up a reservation that was not sent: the job returns to the queue
+    /// when `requeue` (its spec could not be built this time), else it is
+    /// dropped (the job is no longer pending).
+    pub fn unreserve(&mut self, offer_id: &str, requeue: bool) {
+        let preparing = self
+            .offers
+            .get(offer_id)
+            .is_some_and(|offer| matches!(offer.state, OfferState::Preparing { .. }));
+        if !preparing {
+            return;
+        }
+        if let Some(offer) = self.offers.remove(offer_id) {
+            if requeue {
+                self.queue.insert(offer.job, offer.queued);
+            }
         }
     }
 
     /// Takes an offer the agent accepted, if it is still open and theirs.
     pub fn take_offer(&mut self, agent: &str, offer_id: &str) -> Option<Offer> {
         match self.offers.get(offer_id) {
-            Some(offer) if offer.agent == agent => self.offers.remove(offer_id),
+            Some(offer)
+                if offer.agent == agent && matches!(offer.state, OfferState::Sent { .. }) =>
+            {
+                self.offers.remove(offer_id)
+            }
             _ => None,
         }
     }
@@ -355,9 +445,16 @@ impl Dispatcher {
 
     /// Expired offers go back to the queue (not counted as a try); expired
     /// leases are removed and returned for the store to fence and fail.
-    /// An agent whose offer timed out gets no more offers until it shows life.
+    /// An agent whose offer timed out gets no more offers until it shows life;
+    /// a lapsed reservation (never sent) says nothing of the agent.
     pub fn expire(&mut self, now: Instant) -> Vec<(JobId, Lease)> {
-        for offer in self.offers.values().filter(|offer| offer.deadline <= now) {
+        for offer in self.offers.values() {
+            let OfferState::Sent { deadline } = offer.state else {
+                continue;
+            };
+            if deadline > now {
+                continue;
+            }
             if let Some(liveness) = self.liveness.get_mut(&offer.agent) {
                 if !liveness.offer_timed_out {
                     tracing::warn!(agent_id = %offer.agent, "offer timed out; no offers to the agent until it shows life");
@@ -365,7 +462,10 @@ impl Dispatcher {
                 liveness.offer_timed_out = true;
             }
         }
-        self.requeue_offers(|offer| offer.deadline <= now);
+        self.requeue_offers(|offer| match offer.state {
+            OfferState::Preparing { until } => until <= now,
+            OfferState::Sent { deadline } => deadline <= now,
+        });
         let expired: Vec<JobId> = self
             .leases
             .iter()

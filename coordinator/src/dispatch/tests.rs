@@ -29,8 +29,24 @@ fn queued(tags: &[&str]) -> QueuedJob {
     QueuedJob {
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         next_epoch: 1,
-        spec: v1::JobSpec::default(),
     }
+}
+
+/// One dispatch round as the core runs it: reserve, then send each offer
+/// with a spec (here an empty one) at `now`.
+fn offer_all(dispatcher: &mut Dispatcher, now: Instant, offer_timeout: Duration) -> usize {
+    let reservations = dispatcher.dispatch(now, offer_timeout);
+    reservations
+        .iter()
+        .filter(|reservation| {
+            dispatcher.send_offer(
+                &reservation.offer_id,
+                v1::JobSpec::default(),
+                now,
+                offer_timeout,
+            )
+        })
+        .count()
 }
 
 fn offer_ids(
@@ -54,7 +70,7 @@ fn offers_never_exceed_capacity_and_respect_tags() {
         dispatcher.enqueue(JobId(id), queued(&["docker"]));
     }
     dispatcher.enqueue(JobId(4), queued(&["gpu"]));
-    dispatcher.dispatch(Instant::now(), Duration::from_secs(5));
+    offer_all(&mut dispatcher, Instant::now(), Duration::from_secs(5));
     assert_eq!(offer_ids(&mut docker_rx).len(), 1);
     assert!(dispatcher.is_queued(JobId(4)));
     assert!(dispatcher
@@ -70,7 +86,7 @@ fn an_unanswered_offer_returns_to_the_queue_without_a_lease() {
     dispatcher.connect("a", untagged);
     dispatcher.enqueue(JobId(1), queued(&[]));
     let start = Instant::now();
-    dispatcher.dispatch(start, Duration::from_secs(5));
+    offer_all(&mut dispatcher, start, Duration::from_secs(5));
     let offer = offer_ids(&mut rx).pop().expect("an offer");
     assert!(!dispatcher.is_queued(JobId(1)));
     assert!(dispatcher.expire(start + Duration::from_secs(6)).is_empty());
@@ -110,7 +126,7 @@ fn a_disconnected_agent_gets_no_offers_and_its_offers_return() {
     let (untagged, mut rx) = agent(&[], 2);
     let session = dispatcher.connect("a", untagged);
     dispatcher.enqueue(JobId(1), queued(&[]));
-    dispatcher.dispatch(Instant::now(), Duration::from_secs(5));
+    offer_all(&mut dispatcher, Instant::now(), Duration::from_secs(5));
     assert_eq!(offer_ids(&mut rx).len(), 1);
     dispatcher.disconnect("a", session);
     assert!(dispatcher.is_queued(JobId(1)));
@@ -158,7 +174,7 @@ fn an_agent_whose_offer_timed_out_gets_no_offers_until_it_shows_life() {
     // An offer timeout shorter than the silence limit: the timeout alone
     // must take the agent out of matching.
     let offer_timeout = SILENCE / 2;
-    dispatcher.dispatch(start, offer_timeout);
+    offer_all(&mut dispatcher, start, offer_timeout);
     assert_eq!(offer_ids(&mut silent_rx).len(), 1);
 
     // The offer times out; an idle agent has connected meanwhile.
@@ -169,7 +185,7 @@ fn an_agent_whose_offer_timed_out_gets_no_offers_until_it_shows_life() {
     dispatcher.seen("alive", alive_session, later);
     assert!(dispatcher.expire(later).is_empty());
     assert!(!dispatcher.is_responsive("silent", later));
-    dispatcher.dispatch(later, offer_timeout);
+    offer_all(&mut dispatcher, later, offer_timeout);
     assert!(
         offer_ids(&mut silent_rx).is_empty(),
         "the silent agent was offered the job again"
@@ -184,7 +200,7 @@ fn an_agent_whose_offer_timed_out_gets_no_offers_until_it_shows_life() {
     assert!(dispatcher.seen("silent", silent_session, later));
     assert!(dispatcher.is_responsive("silent", later));
     dispatcher.enqueue(JobId(2), queued(&[]));
-    dispatcher.dispatch(later, Duration::from_secs(5));
+    offer_all(&mut dispatcher, later, Duration::from_secs(5));
     assert_eq!(offer_ids(&mut silent_rx).len(), 1);
 }
 
@@ -203,7 +219,7 @@ fn an_agent_silent_past_the_limit_gets_no_offers_while_another_is_idle() {
     for id in 1..=2 {
         dispatcher.enqueue(JobId(id), queued(&[]));
     }
-    dispatcher.dispatch(later, Duration::from_secs(5));
+    offer_all(&mut dispatcher, later, Duration::from_secs(5));
     assert!(offer_ids(&mut silent_rx).is_empty());
     assert_eq!(offer_ids(&mut alive_rx).len(), 1);
     // The second job waits for a slot rather than go to the silent agent.
@@ -241,4 +257,104 @@ fn a_renewal_never_shortens_a_lease() {
         .expire(start + Duration::from_secs(31))
         .is_empty());
     assert_eq!(dispatcher.expire(start + Duration::from_secs(35)).len(), 1);
+}
+
+#[test]
+fn a_reserved_slot_is_busy_until_its_offer_is_sent_or_given_up() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let start = Instant::now();
+    let (untagged, mut rx) = agent(&[], 1);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, start);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    let first = dispatcher.dispatch(start, Duration::from_secs(5));
+    assert_eq!(first.len(), 1);
+    // A second round while the spec is being built picks nothing: the
+    // preparing offer holds the only slot.
+    assert!(dispatcher
+        .dispatch(start, Duration::from_secs(5))
+        .is_empty());
+    assert!(
+        offer_ids(&mut rx).is_empty(),
+        "nothing sent before the spec"
+    );
+    // The job went away meanwhile: its reservation is dropped, not requeued,
+    // and the slot goes to the other job.
+    dispatcher.unreserve(&first[0].offer_id, false);
+    assert!(!dispatcher.is_queued(first[0].job));
+    let second = dispatcher.dispatch(start, Duration::from_secs(5));
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].job, first[0].job);
+    // A spec for the dropped reservation arriving late is not sent.
+    assert!(!dispatcher.send_offer(
+        &first[0].offer_id,
+        v1::JobSpec::default(),
+        start,
+        Duration::from_secs(5)
+    ));
+    assert!(dispatcher.send_offer(
+        &second[0].offer_id,
+        v1::JobSpec::default(),
+        start,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(offer_ids(&mut rx), vec![second[0].offer_id.clone()]);
+}
+
+#[test]
+fn a_canceled_or_disconnected_reservation_is_never_sent() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let now = Instant::now();
+    let (untagged, mut rx) = agent(&[], 2);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    let reserved = dispatcher.dispatch(now, Duration::from_secs(5));
+    assert_eq!(reserved.len(), 2);
+    let canceled = reserved.iter().find(|r| r.job == JobId(1)).unwrap();
+    let other = reserved.iter().find(|r| r.job == JobId(2)).unwrap();
+    dispatcher.dequeue(JobId(1));
+    dispatcher.disconnect("a", session);
+    let spec = v1::JobSpec::default;
+    let timeout = Duration::from_secs(5);
+    assert!(!dispatcher.send_offer(&canceled.offer_id, spec(), now, timeout));
+    assert!(!dispatcher.send_offer(&other.offer_id, spec(), now, timeout));
+    assert!(offer_ids(&mut rx).is_empty());
+    assert!(!dispatcher.is_queued(JobId(1)), "a canceled job stays out");
+    assert!(
+        dispatcher.is_queued(JobId(2)),
+        "the other job waits for an agent"
+    );
+}
+
+#[test]
+fn the_offer_deadline_counts_from_the_send_and_a_lapsed_reservation_spares_the_agent() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let start = Instant::now();
+    let (untagged, mut rx) = agent(&[], 1);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, start);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    let timeout = Duration::from_millis(400);
+    let reserved = dispatcher.dispatch(start, timeout).pop().unwrap();
+    // The spec took a while to build: the answer is due `timeout` after the
+    // send, not after the reservation.
+    let sent_at = start + Duration::from_millis(300);
+    assert!(dispatcher.send_offer(&reserved.offer_id, v1::JobSpec::default(), sent_at, timeout));
+    assert_eq!(offer_ids(&mut rx).len(), 1);
+    dispatcher.expire(start + Duration::from_millis(500));
+    assert!(!dispatcher.is_queued(JobId(1)), "the offer is still open");
+    assert!(dispatcher.take_offer("a", &reserved.offer_id).is_some());
+
+    // A reservation whose builder never came back lapses after the offer
+    // timeout; the agent did nothing wrong and stays responsive.
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    let lapsed = dispatcher.dispatch(start, timeout).pop().unwrap();
+    let later = start + timeout;
+    assert!(dispatcher.expire(later).is_empty());
+    assert!(dispatcher.is_queued(JobId(2)));
+    assert!(dispatcher.is_responsive("a", later));
+    assert!(!dispatcher.send_offer(&lapsed.offer_id, v1::JobSpec::default(), later, timeout));
+    assert!(dispatcher.take_offer("a", &lapsed.offer_id).is_none());
 }

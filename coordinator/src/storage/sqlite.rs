@@ -217,6 +217,36 @@ impl Store {
         .await?)
     }
 
+    /// The pipeline with its definition's `jobs` left out (`[]`). Each job's
+    /// definition is in its own row, and the pipeline's copy of them all is
+    /// jobs × what they share (inherited variables, `default:`): too much to
+    /// read and decode for every offer.
+    pub async fn pipeline_without_jobs(&self, id: PipelineId) -> CoreResult<Option<PipelineRow>> {
+        Ok(sqlx::query_as::<_, PipelineRow>(
+            "SELECT id, repo, git_ref, ref_is_tag, sha, status, \
+             json_set(definition, '$.jobs', json('[]')) AS definition, before_sha, commit_message, \
+             default_branch FROM pipelines WHERE id = ?",
+        )
+        .bind(id.0 as i64)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The jobs of a pipeline with empty `definition`s: enough to choose
+    /// artifact sources without reading every job's scripts and variables.
+    pub async fn jobs_of_without_definitions(
+        &self,
+        pipeline: PipelineId,
+    ) -> CoreResult<Vec<JobRow>> {
+        let columns = JOB_COLUMNS.replacen("definition", "'' AS definition", 1);
+        Ok(sqlx::query_as::<_, JobRow>(&format!(
+            "SELECT {columns} FROM jobs WHERE pipeline_id = ? ORDER BY stage_index, position"
+        ))
+        .bind(pipeline.0 as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn job(&self, id: JobId) -> CoreResult<Option<JobRow>> {
         Ok(
             sqlx::query_as::<_, JobRow>(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))

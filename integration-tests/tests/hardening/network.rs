@@ -2,10 +2,13 @@
 //! slowed per address, a pipeline file (or include) over the size limit and
 //! a repository outside `--repo-allow` are refused before anything is read,
 //! git's errors do not tell callers what exists on the host, an oversized
-//! body gets `413`, and a retried create with the same `Idempotency-Key`
-//! returns the pipeline the first one made.
+//! body gets `413`, a retried create with the same `Idempotency-Key`
+//! returns the pipeline the first one made, and a backlog of pending jobs
+//! costs the coordinator memory by their number, not by their specs.
 
-use osprey_integration_tests::{Coordinator, CoordinatorOpts, TestCluster, TestRepo};
+use osprey_integration_tests::{
+    Agent, AgentOpts, Coordinator, CoordinatorOpts, TestCluster, TestRepo,
+};
 use osprey_proto::v1::agent_service_client::AgentServiceClient;
 use osprey_proto::v1::RegisterRequest;
 use osprey_shared::api::{ErrorBody, PipelineView};
@@ -411,4 +414,76 @@ async fn a_token_in_a_repository_url_reaches_neither_the_answer_nor_the_log() {
     let log = std::fs::read_to_string(coordinator.dir().join("coordinator.stderr")).unwrap();
     assert!(log.contains("cannot read repository"), "{log}");
     assert!(!log.contains(secret), "the coordinator's log: {log}");
+}
+
+/// The resident memory of a process, from `/proc/PID/status`, in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib / 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_does_not_grow_with_pending_jobs_and_their_big_specs() {
+    // One malloc arena: what is measured is what the coordinator holds, not
+    // what each of glibc's per-thread arenas keeps of its peak for reuse.
+    let coordinator = Coordinator::start(CoordinatorOpts {
+        env: vec![("MALLOC_ARENA_MAX".to_owned(), "1".to_owned())],
+        ..CoordinatorOpts::default()
+    })
+    .await;
+    let pid = coordinator.pid().expect("the coordinator runs");
+    let api = coordinator.api();
+    // 256 KiB of global variables (4 of 64 KiB: one variable of the
+    // environment may not pass 128 KiB), copied into every job's spec; the
+    // first job checks it gets them, the others do nothing.
+    let mut file = String::from("variables:\n");
+    for index in 0..4 {
+        file.push_str(&format!("  BIG_{index}: \"{}\"\n", "x".repeat(64 << 10)));
+    }
+    file.push_str("check:\n  script: ['test ${#BIG_0} -eq 65536 && test ${#BIG_3} -eq 65536']\n");
+    for index in 1..125 {
+        file.push_str(&format!("job-{index:03}:\n  script: ['true']\n"));
+    }
+    let repo = TestRepo::with_pipeline(&file);
+    // Creating such a pipeline costs memory while it is planned and stored
+    // (each job's stored definition holds its inherited variables), which
+    // the allocator keeps for reuse; what must not grow is what the queued
+    // jobs hold once created. When the queue kept each job's spec, eight of
+    // these pipelines (1,000 jobs, 250 MiB of specs) grew it past 300 MiB.
+    let first = api.start_pipeline(&repo, "master").await;
+    let mut pipelines = vec![first.id];
+    let after_one = resident_mib(pid);
+    for _ in 1..8 {
+        pipelines.push(api.start_pipeline(&repo, "master").await.id);
+    }
+    let after_eight = resident_mib(pid);
+    eprintln!("coordinator memory with pending jobs: {after_one} MiB for 125, {after_eight} MiB for 1,000");
+    assert!(
+        after_eight < after_one + 64 && after_eight < 200,
+        "seven more pipelines of 125 queued jobs took the coordinator from {after_one} MiB to {after_eight} MiB"
+    );
+
+    // An agent connecting then gets the jobs, spec and all.
+    let _agent = Agent::start(&coordinator, AgentOpts::named("lazy").run_untagged()).await;
+    let check = first
+        .jobs
+        .iter()
+        .find(|job| job.name == "check")
+        .expect("the check job");
+    api.wait_for_job_status(
+        check.id,
+        osprey_shared::JobStatus::Success,
+        Duration::from_secs(60),
+    )
+    .await;
+    for id in pipelines {
+        api.cancel(id).await.expect("cancel the rest");
+        let canceled = api.wait_for_pipeline(id).await;
+        assert_eq!(canceled.status, osprey_shared::PipelineStatus::Canceled);
+    }
 }
