@@ -107,8 +107,10 @@ async fn a_finished_jobs_token_is_refused_for_append_seal_status_artifact_and_ca
     assert_eq!(cluster.api.job_log(build).await.unwrap(), log);
     let archive = std::fs::read(artifact_file(&data_dir, build)).unwrap();
     assert_eq!(archive, b"the archive");
+    // The stored cache is the upload plus its 48-byte digest record.
     let cache = std::fs::read(cache_file(&data_dir, &repo.url(), "deps")).unwrap();
-    assert_eq!(cache, b"the cache");
+    assert_eq!(&cache[..9], b"the cache");
+    assert_eq!(cache.len(), 9 + 48, "the first upload and its record only");
     let view = cluster.api.job(build).await.unwrap();
     assert_eq!(view.status, JobStatus::Success);
 }
