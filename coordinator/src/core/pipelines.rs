@@ -5,7 +5,7 @@ use super::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::repo;
 use crate::repo::{GitTree, ResolvedCommit};
-use crate::storage::{CommitDetails, IdempotencyKey, JobRow, Keyed};
+use crate::storage::{CommitDetails, IdempotencyKey, JobRow, Keyed, NewPipeline};
 use bytes::Bytes;
 use futures::Stream;
 use osprey_proto::v1::{self, coordinator_message::Kind};
@@ -83,32 +83,17 @@ impl Core {
             message: Some(commit.message.clone()),
             default_branch,
         };
+        let new = NewPipeline {
+            repo,
+            git_ref,
+            ref_is_tag: commit.ref_is_tag,
+            sha: &commit.sha,
+            pipeline: &planned,
+            details: &details,
+        };
         let (id, pending) = match key {
-            None => {
-                self.store()
-                    .create_pipeline_with(
-                        repo,
-                        git_ref,
-                        commit.ref_is_tag,
-                        &commit.sha,
-                        &planned,
-                        &details,
-                    )
-                    .await?
-            }
-            Some(key) => match self
-                .store()
-                .create_pipeline_keyed(
-                    repo,
-                    git_ref,
-                    commit.ref_is_tag,
-                    &commit.sha,
-                    &planned,
-                    &details,
-                    key,
-                )
-                .await?
-            {
+            None => self.store().create_pipeline_with(&new).await?,
+            Some(key) => match self.store().create_pipeline_keyed(&new, key).await? {
                 Keyed::Created(id, pending) => (id, pending),
                 // Another request with this key won the race.
                 seen => return self.replay(key, seen).await,

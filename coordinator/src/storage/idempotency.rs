@@ -6,10 +6,8 @@
 //! is refused.
 
 use super::sqlite::{insert_pipeline, now, NewPipeline, Store};
-use super::CommitDetails;
 use crate::error::CoreResult;
 use osprey_shared::api::format_time;
-use osprey_shared::pipeline::Pipeline;
 use osprey_shared::{JobId, PipelineId};
 
 /// How long a key is remembered (as Stripe's 24 hours).
@@ -59,15 +57,9 @@ impl Store {
     /// [`Store::create_pipeline_with`] under a key: the check and the record
     /// are in the pipeline's transaction (under the write lock), so two
     /// requests racing with one key create one pipeline.
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_pipeline_keyed(
         &self,
-        repo: &str,
-        git_ref: &str,
-        ref_is_tag: bool,
-        sha: &str,
-        pipeline: &Pipeline,
-        details: &CommitDetails,
+        new: &NewPipeline<'_>,
         key: IdempotencyKey<'_>,
     ) -> CoreResult<Keyed> {
         let (_guard, mut tx) = self.write().await?;
@@ -88,15 +80,7 @@ impl Store {
                 Keyed::Mismatch
             });
         }
-        let new = NewPipeline {
-            repo,
-            git_ref,
-            ref_is_tag,
-            sha,
-            pipeline,
-            details,
-        };
-        let (id, pending) = insert_pipeline(&mut tx, &new).await?;
+        let (id, pending) = insert_pipeline(&mut tx, new).await?;
         sqlx::query(
             "INSERT INTO idempotency_keys (key, request_sha256, pipeline_id, created_at) VALUES (?, ?, ?, ?)",
         )

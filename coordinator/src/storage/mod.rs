@@ -17,7 +17,7 @@ pub use lifecycle::{retry_reason, FinishResult};
 pub(crate) use records::ended;
 pub use records::{AppendResult, Fence};
 pub use rows::{AgentRow, JobRow, PipelineRow};
-pub use sqlite::{CommitDetails, NewAgent, Store};
+pub use sqlite::{CommitDetails, NewAgent, NewPipeline, Store};
 
 #[cfg(test)]
 mod tests;

@@ -152,37 +152,24 @@ impl Store {
         sha: &str,
         pipeline: &Pipeline,
     ) -> CoreResult<(PipelineId, Vec<JobId>)> {
-        self.create_pipeline_with(
+        self.create_pipeline_with(&NewPipeline {
             repo,
             git_ref,
             ref_is_tag,
             sha,
             pipeline,
-            &CommitDetails::default(),
-        )
+            details: &CommitDetails::default(),
+        })
         .await
     }
 
     /// [`Store::create_pipeline`] with what jobs learn of the commit.
     pub async fn create_pipeline_with(
         &self,
-        repo: &str,
-        git_ref: &str,
-        ref_is_tag: bool,
-        sha: &str,
-        pipeline: &Pipeline,
-        details: &CommitDetails,
+        new: &NewPipeline<'_>,
     ) -> CoreResult<(PipelineId, Vec<JobId>)> {
-        let new = NewPipeline {
-            repo,
-            git_ref,
-            ref_is_tag,
-            sha,
-            pipeline,
-            details,
-        };
         let (_guard, mut tx) = self.write().await?;
-        let created = insert_pipeline(&mut tx, &new).await?;
+        let created = insert_pipeline(&mut tx, new).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -296,8 +283,8 @@ impl Store {
     }
 }
 
-/// A pipeline to record.
-pub(super) struct NewPipeline<'a> {
+/// A pipeline to record, with what its jobs learn of the commit.
+pub struct NewPipeline<'a> {
     pub repo: &'a str,
     pub git_ref: &'a str,
     pub ref_is_tag: bool,

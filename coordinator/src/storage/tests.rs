@@ -435,7 +435,17 @@ async fn a_key_creates_one_pipeline_and_refuses_another_request() {
         let details = details.clone();
         async move {
             store
-                .create_pipeline_keyed("/repo", "master", false, "abc", &pipeline(), &details, key)
+                .create_pipeline_keyed(
+                    &NewPipeline {
+                        repo: "/repo",
+                        git_ref: "master",
+                        ref_is_tag: false,
+                        sha: "abc",
+                        pipeline: &pipeline(),
+                        details: &details,
+                    },
+                    key,
+                )
                 .await
                 .unwrap()
         }
