@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bins;
+mod child;
 pub mod cli;
 pub mod cluster;
 pub mod fake_agent;
