@@ -43,14 +43,7 @@ impl FakeAgent {
             .await
             .expect("connect to the coordinator");
         let registered = client
-            .register(RegisterRequest {
-                registration_token: registration_token.to_owned(),
-                name: "fake-agent".to_owned(),
-                tags: vec![],
-                run_untagged: true,
-                executor: "shell".to_owned(),
-                concurrency: 1,
-            })
+            .register(register_request(registration_token, "fake-agent"))
             .await
             .expect("register the fake agent")
             .into_inner();
@@ -157,6 +150,18 @@ async fn heartbeats(outbound: mpsc::Sender<AgentMessage>, held: Arc<Mutex<Vec<Ru
 }
 
 /// The fencing triple and token of an assignment, as every job-scoped call carries it.
+/// A `Register` of an untagged shell agent with one slot named `name`.
+pub fn register_request(registration_token: &str, name: &str) -> RegisterRequest {
+    RegisterRequest {
+        registration_token: registration_token.to_owned(),
+        name: name.to_owned(),
+        tags: vec![],
+        run_untagged: true,
+        executor: "shell".to_owned(),
+        concurrency: 1,
+    }
+}
+
 pub fn attempt_ref(assignment: &JobAssignment) -> AttemptRef {
     AttemptRef {
         job_id: assignment.spec.as_ref().expect("a spec").job_id,

@@ -9,8 +9,7 @@ use osprey_proto::v1::agent_service_client::AgentServiceClient;
 use osprey_proto::v1::coordinator_message::Kind as CoordinatorKind;
 use osprey_proto::v1::{
     AcceptOffer, AgentMessage, AppendLogRequest, AppendOutcome, AttemptRef, CoordinatorMessage,
-    Heartbeat, Hello, JobState, RegisterRequest, RunningAttempt, SealLogRequest,
-    UpdateStatusRequest,
+    Heartbeat, Hello, JobState, RunningAttempt, SealLogRequest, UpdateStatusRequest,
 };
 use osprey_shared::{JobStatus, PipelineStatus};
 use sha2::{Digest, Sha256};
@@ -154,14 +153,10 @@ impl FakeAgent {
             .expect("connect to the coordinator's gRPC service");
         let mut client = AgentServiceClient::new(channel);
         let registered = client
-            .register(RegisterRequest {
-                registration_token: registration_token.to_owned(),
-                name: "fake-agent".to_owned(),
-                tags: Vec::new(),
-                run_untagged: true,
-                executor: "shell".to_owned(),
-                concurrency: 1,
-            })
+            .register(osprey_integration_tests::fake_agent::register_request(
+                registration_token,
+                "fake-agent",
+            ))
             .await
             .expect("register")
             .into_inner();

@@ -21,14 +21,7 @@ async fn client(url: &str) -> AgentServiceClient<Channel> {
 }
 
 fn register_request(token: &str) -> RegisterRequest {
-    RegisterRequest {
-        registration_token: token.to_owned(),
-        name: "probe".to_owned(),
-        tags: vec![],
-        run_untagged: true,
-        executor: "shell".to_owned(),
-        concurrency: 1,
-    }
+    osprey_integration_tests::fake_agent::register_request(token, "probe")
 }
 
 /// Opens a session whose first message is `first`; returns the status the

@@ -6,7 +6,6 @@
 
 use osprey_integration_tests::bins::binary;
 use osprey_proto::v1::agent_service_client::AgentServiceClient;
-use osprey_proto::v1::RegisterRequest;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -72,14 +71,10 @@ fn start_coordinator(dir: &Path) -> (Guard, u16) {
 
 async fn register(channel: Channel) -> Result<String, tonic::Status> {
     let response = AgentServiceClient::new(channel)
-        .register(RegisterRequest {
-            registration_token: TOKEN.to_owned(),
-            name: "tls-probe".to_owned(),
-            tags: vec![],
-            run_untagged: true,
-            executor: "shell".to_owned(),
-            concurrency: 1,
-        })
+        .register(osprey_integration_tests::fake_agent::register_request(
+            TOKEN,
+            "tls-probe",
+        ))
         .await?;
     Ok(response.into_inner().agent_id)
 }

@@ -16,14 +16,7 @@ use std::time::Duration;
 use tonic::Code;
 
 fn register_request(token: &str) -> RegisterRequest {
-    RegisterRequest {
-        registration_token: token.to_owned(),
-        name: "probe".to_owned(),
-        tags: vec![],
-        run_untagged: true,
-        executor: "shell".to_owned(),
-        concurrency: 1,
-    }
+    osprey_integration_tests::fake_agent::register_request(token, "probe")
 }
 
 /// `POST /api/v1/pipelines` with a JSON body and optional key; the status

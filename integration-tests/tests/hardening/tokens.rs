@@ -9,7 +9,8 @@ use osprey_integration_tests::fake_agent::{
     append, attempt_ref, seal, sha256_hex, upload_artifact, upload_cache, FakeAgent,
 };
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
-use osprey_proto::v1::{JobState, UpdateStatusRequest};
+use osprey_proto::v1::{AttemptRef, JobState, UpdateStatusRequest};
+use osprey_shared::api::PipelineView;
 use osprey_shared::{JobId, JobStatus};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,38 @@ fn cache_file(data_dir: &std::path::Path, repo: &str, key: &str) -> PathBuf {
         .join(format!("{}.tar", sha256_hex(key.as_bytes())))
 }
 
+/// A cluster with no agent of its own, a pipeline, and its `build` job
+/// assigned to a [`FakeAgent`].
+struct Assigned {
+    cluster: TestCluster,
+    data_dir: PathBuf,
+    repo: TestRepo,
+    created: PipelineView,
+    build: JobId,
+    agent: FakeAgent,
+    attempt: AttemptRef,
+}
+
+async fn assigned() -> Assigned {
+    let cluster = TestCluster::builder().start().await;
+    let url = cluster.coordinator.url();
+    let data_dir = cluster.coordinator.data_dir().to_path_buf();
+    let repo = TestRepo::with_pipeline(PIPELINE);
+    let created = cluster.api.start_pipeline(&repo, "master").await;
+    let build = created.job("build").id;
+    let mut agent = FakeAgent::connect(&url, cluster.coordinator.registration_token()).await;
+    let attempt = attempt_ref(&agent.take_job(Duration::from_secs(30)).await);
+    Assigned {
+        cluster,
+        data_dir,
+        repo,
+        created,
+        build,
+        agent,
+        attempt,
+    }
+}
+
 fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
     let status = result.expect_err(what);
     assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
@@ -46,16 +79,15 @@ fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, what: &st
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_finished_jobs_token_is_refused_for_append_seal_status_artifact_and_cache() {
-    let cluster = TestCluster::builder().start().await;
-    let url = cluster.coordinator.url();
-    let data_dir = cluster.coordinator.data_dir().to_path_buf();
-    let repo = TestRepo::with_pipeline(PIPELINE);
-    let created = cluster.api.start_pipeline(&repo, "master").await;
-    let build = created.job("build").id;
-
-    let mut agent = FakeAgent::connect(&url, cluster.coordinator.registration_token()).await;
-    let assignment = agent.take_job(Duration::from_secs(30)).await;
-    let attempt = attempt_ref(&assignment);
+    let Assigned {
+        cluster,
+        data_dir,
+        repo,
+        created: _,
+        build,
+        mut agent,
+        attempt,
+    } = assigned().await;
     assert_eq!(attempt.job_id, build.0);
     let client = &mut agent.client;
 
@@ -117,15 +149,15 @@ async fn a_finished_jobs_token_is_refused_for_append_seal_status_artifact_and_ca
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sealed_log_and_a_recorded_archive_are_closed_even_to_their_own_attempt() {
-    let cluster = TestCluster::builder().start().await;
-    let url = cluster.coordinator.url();
-    let data_dir = cluster.coordinator.data_dir().to_path_buf();
-    let repo = TestRepo::with_pipeline(PIPELINE);
-    let created = cluster.api.start_pipeline(&repo, "master").await;
-    let build = created.job("build").id;
-
-    let mut agent = FakeAgent::connect(&url, cluster.coordinator.registration_token()).await;
-    let attempt = attempt_ref(&agent.take_job(Duration::from_secs(30)).await);
+    let Assigned {
+        cluster,
+        data_dir,
+        repo: _repo,
+        created,
+        build,
+        mut agent,
+        attempt,
+    } = assigned().await;
     let client = &mut agent.client;
 
     let log = b"one line\n";
