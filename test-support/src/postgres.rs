@@ -1,0 +1,1 @@
+//! PostgreSQL in a temp dir (filled in by the Store work).
