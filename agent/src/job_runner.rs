@@ -19,8 +19,9 @@ use crate::workspace::{self, AttemptDirs, RunningRecord, WorkDir};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use osprey_proto::v1::{
-    ArtifactWhen, AttemptRef, JobAssignment, JobSpec, JobState, UpdateStatusRequest,
+    ArtifactWhen, AttemptRef, FailureKind, JobAssignment, JobSpec, JobState, UpdateStatusRequest,
 };
+use osprey_shared::{Failure, FailureReason};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,14 +55,17 @@ pub struct FinalState {
     pub state: JobState,
     pub exit_code: Option<i32>,
     pub reason: String,
+    /// Why, as GitLab classifies it (with `Failed` only).
+    pub kind: Option<FailureReason>,
 }
 
 impl FinalState {
-    fn failed(reason: impl Into<String>) -> Self {
+    fn failed(failure: Failure) -> Self {
         Self {
             state: JobState::Failed,
             exit_code: None,
-            reason: reason.into(),
+            reason: failure.message,
+            kind: Some(failure.reason),
         }
     }
 }
@@ -197,6 +201,10 @@ async fn report<A: CoordinatorApi>(
         state: state.state.into(),
         exit_code: state.exit_code,
         failure_reason: state.reason.clone(),
+        failure_kind: state
+            .kind
+            .map_or(FailureKind::Unspecified, FailureKind::from)
+            .into(),
     };
     with_backoff("update status", &job.fenced, None, || {
         ctx.api.update_status(request.clone())
@@ -217,6 +225,7 @@ async fn drive<A: CoordinatorApi>(
         state: JobState::Running,
         exit_code: None,
         reason: String::new(),
+        kind: None,
     };
     report(ctx, job, attempt, &running).await?;
     let say = |text: String| {
@@ -236,9 +245,9 @@ async fn drive<A: CoordinatorApi>(
         Ok(state) => state,
         Err(Step::Fenced) => return Err(GaveUp::Fenced),
         Err(Step::Canceled) => stopped_state(job),
-        Err(Step::Failed(reason)) => {
-            say(format!("ERROR: {reason}\n")).await;
-            FinalState::failed(reason)
+        Err(Step::Failed(failure)) => {
+            say(format!("ERROR: {}\n", failure.message)).await;
+            FinalState::failed(failure)
         }
     };
     let summary = match state.state {
@@ -256,17 +265,21 @@ async fn drive<A: CoordinatorApi>(
 enum Step {
     Fenced,
     Canceled,
-    Failed(String),
+    Failed(Failure),
 }
 
 /// The state of a job stopped by its cancel token.
 fn stopped_state(job: &RunningJob) -> FinalState {
     match job.stop_cause() {
-        Some(StopCause::Shutdown) => FinalState::failed("agent shutdown"),
+        Some(StopCause::Shutdown) => FinalState::failed(Failure::new(
+            FailureReason::RunnerSystemFailure,
+            "agent shutdown",
+        )),
         _ => FinalState {
             state: JobState::Canceled,
             exit_code: None,
             reason: "canceled".to_owned(),
+            kind: None,
         },
     }
 }
@@ -305,9 +318,12 @@ async fn run_steps<A: CoordinatorApi>(
     }
     // Kept in memory: once the script ran, nothing the job can write may
     // decide what "tracked" means.
-    let tracked = Arc::new(
-        checked_out.map_err(|err| Step::Failed(format!("source checkout failed: {err}")))?,
-    );
+    let tracked = Arc::new(checked_out.map_err(|err| {
+        Step::Failed(Failure::new(
+            FailureReason::RunnerSystemFailure,
+            format!("source checkout failed: {err}"),
+        ))
+    })?);
 
     for (index, dependency) in spec.dependencies.iter().enumerate() {
         say(format!(
@@ -323,10 +339,13 @@ async fn run_steps<A: CoordinatorApi>(
         match fetched {
             Ok(0) => say(format!("No artifacts for {}\n", dependency.job_name)).await,
             Ok(count) => say(format!("Extracted {count} entries\n")).await,
-            Err(Step::Failed(reason)) => {
-                return Err(Step::Failed(format!(
-                    "artifact download of {} failed: {reason}",
-                    dependency.job_name
+            Err(Step::Failed(failure)) => {
+                return Err(Step::Failed(Failure::new(
+                    failure.reason,
+                    format!(
+                        "artifact download of {} failed: {}",
+                        dependency.job_name, failure.message
+                    ),
                 )))
             }
             Err(other) => return Err(other),
@@ -355,11 +374,19 @@ async fn run_steps<A: CoordinatorApi>(
             state: JobState::Success,
             exit_code: None,
             reason: String::new(),
+            kind: None,
         },
         Outcome::Failed { exit_code, reason } => FinalState {
             state: JobState::Failed,
             exit_code,
             reason,
+            // The script ran and exited non-zero, or the executor failed
+            // around it (image, service, container).
+            kind: Some(if exit_code.is_some() {
+                FailureReason::ScriptFailure
+            } else {
+                FailureReason::RunnerSystemFailure
+            }),
         },
         Outcome::Canceled => stopped_state(job),
         Outcome::TimedOut => {
@@ -368,7 +395,10 @@ async fn run_steps<A: CoordinatorApi>(
                 prepared.timeout.as_secs()
             ))
             .await;
-            FinalState::failed("job timeout")
+            FinalState::failed(Failure::new(
+                FailureReason::JobExecutionTimeout,
+                "job timeout",
+            ))
         }
     };
     // GitLab saves caches after after_script and before the artifacts; a
@@ -383,8 +413,10 @@ async fn run_steps<A: CoordinatorApi>(
         match upload_artifacts(ctx, job, attempt, spec, dirs, &tracked, log).await {
             Ok(()) => {}
             // A failed job stays failed for its own reason, not the upload's.
-            Err(Step::Failed(reason)) if state.state == JobState::Failed => {
-                let _ = log.send(Bytes::from(format!("WARNING: {reason}\n"))).await;
+            Err(Step::Failed(failure)) if state.state == JobState::Failed => {
+                let _ = log
+                    .send(Bytes::from(format!("WARNING: {}\n", failure.message)))
+                    .await;
             }
             Err(other) => return Err(other),
         }
@@ -474,7 +506,13 @@ async fn fetch_dependency<A: CoordinatorApi>(
     dirs: &AttemptDirs,
     index: usize,
 ) -> Result<usize, Step> {
-    std::fs::create_dir_all(&dirs.downloads).map_err(|err| Step::Failed(err.to_string()))?;
+    let failed = |err: &dyn std::fmt::Display| {
+        Step::Failed(Failure::new(
+            FailureReason::UnmetPrerequisites,
+            err.to_string(),
+        ))
+    };
+    std::fs::create_dir_all(&dirs.downloads).map_err(|err| failed(&err))?;
     let archive = dirs.downloads.join(format!("{index}-{source_job}.tar"));
     let downloaded = with_backoff(
         "download artifact",
@@ -490,13 +528,13 @@ async fn fetch_dependency<A: CoordinatorApi>(
         Ok(true) => {}
         Ok(false) => return Ok(0),
         Err(GaveUp::Fenced) => return Err(Step::Fenced),
-        Err(GaveUp::Failed(err)) => return Err(Step::Failed(err.to_string())),
+        Err(GaveUp::Failed(err)) => return Err(failed(&err)),
     }
     let project_dir = dirs.project_dir.clone();
     let extracted = tokio::task::spawn_blocking(move || archive::extract(&archive, &project_dir))
         .await
-        .map_err(|err| Step::Failed(err.to_string()))?;
-    extracted.map_err(|err| Step::Failed(err.to_string()))
+        .map_err(|err| failed(&err))?;
+    extracted.map_err(|err| failed(&err))
 }
 
 async fn upload_artifacts<A: CoordinatorApi>(
@@ -531,8 +569,8 @@ async fn upload_artifacts<A: CoordinatorApi>(
             .map_err(|err| err.to_string())
     })
     .await
-    .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?
-    .map_err(|err| Step::Failed(format!("artifact upload failed: {err}")))?;
+    .map_err(|err| upload_failed(&err))?
+    .map_err(|err| upload_failed(&err))?;
     for warning in &collected.warnings {
         say(format!("WARNING: {warning}\n")).await;
     }
@@ -555,8 +593,15 @@ async fn upload_artifacts<A: CoordinatorApi>(
             Ok(())
         }
         Err(GaveUp::Fenced) => Err(Step::Fenced),
-        Err(GaveUp::Failed(err)) => Err(Step::Failed(format!("artifact upload failed: {err}"))),
+        Err(GaveUp::Failed(err)) => Err(upload_failed(&err)),
     }
+}
+
+fn upload_failed(err: &dyn std::fmt::Display) -> Step {
+    Step::Failed(Failure::new(
+        FailureReason::RunnerSystemFailure,
+        format!("artifact upload failed: {err}"),
+    ))
 }
 
 /// `AppendLog` of one attempt.

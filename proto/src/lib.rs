@@ -11,3 +11,5 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub mod v1 {
     tonic::include_proto!("osprey.v1");
 }
+
+mod convert;

@@ -3,6 +3,7 @@
 //! and the JSON shapes of the coordinator's HTTP API. No I/O lives here.
 
 pub mod api;
+pub mod failure;
 pub mod ids;
 pub mod pipeline;
 pub mod plan;
@@ -11,5 +12,6 @@ pub mod status;
 pub mod variables;
 pub mod yaml;
 
+pub use failure::{Failure, FailureReason};
 pub use ids::{AgentId, AttemptId, JobId, PipelineId};
 pub use status::{JobStatus, PipelineStatus};

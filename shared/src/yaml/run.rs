@@ -19,23 +19,6 @@ pub(crate) const MAX_START_IN_SECONDS: u64 = 604_800;
 /// Most retries GitLab allows after the first attempt.
 const MAX_RETRIES: u32 = 2;
 
-/// GitLab's failure reasons for `retry:when`.
-pub(crate) const RETRY_WHEN: &[&str] = &[
-    "always",
-    "unknown_failure",
-    "script_failure",
-    "api_failure",
-    "stuck_or_timeout_failure",
-    "runner_system_failure",
-    "runner_unsupported",
-    "stale_schedule",
-    "job_execution_timeout",
-    "archived_failure",
-    "unmet_prerequisites",
-    "scheduler_failure",
-    "data_integrity_failure",
-];
-
 /// `environment:action` values.
 const ENVIRONMENT_ACTIONS: &[&str] = &["start", "prepare", "stop", "verify", "access"];
 
@@ -249,7 +232,7 @@ fn retry_when(report: &mut Report, cx: Context, node: &Node) -> Vec<String> {
         let Some(text) = values::string(report, cx, item, "retry:when") else {
             continue;
         };
-        if RETRY_WHEN.contains(&text.as_str()) {
+        if text == "always" || text.parse::<crate::FailureReason>().is_ok() {
             out.push(text);
         } else {
             cx.error(
@@ -257,7 +240,14 @@ fn retry_when(report: &mut Report, cx: Context, node: &Node) -> Vec<String> {
                 item.location,
                 format!(
                     "retry:when: unknown failure reason {text}{}",
-                    did_you_mean(suggest(&text, RETRY_WHEN.iter().copied()))
+                    did_you_mean(suggest(
+                        &text,
+                        std::iter::once("always").chain(
+                            crate::FailureReason::ALL
+                                .iter()
+                                .map(|reason| reason.as_str())
+                        )
+                    ))
                 ),
             );
         }
