@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Where the SQLite database and artifacts live.
     #[arg(long, env = "OSPREY_DATA_DIR", default_value = "./osprey-data")]
     pub data_dir: PathBuf,
+    /// Where the state lives: `postgres://USER@HOST/DB` for PostgreSQL, or
+    /// `sqlite://PATH`. Default: SQLite at DATA_DIR/osprey.db.
+    #[arg(long, env = "OSPREY_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Secret agents present to register.
     #[arg(long, env = "OSPREY_REGISTRATION_TOKEN")]
     pub registration_token: String,
@@ -110,6 +114,7 @@ impl ServeArgs {
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
             settings: CoreSettings {
+                database_url: self.database_url,
                 data_dir: self.data_dir,
                 registration_token: self.registration_token,
                 lease_ttl: Duration::from_millis(self.lease_ttl_ms),

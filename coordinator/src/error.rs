@@ -44,7 +44,7 @@ pub enum CoreError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("storage: {0}")]
-    Storage(#[from] sqlx::Error),
+    Storage(crate::storage::StoreError),
     #[error("{0}")]
     Internal(String),
 }

@@ -2,6 +2,7 @@
 //! No scheduling or state transitions live here.
 
 use crate::core::{AttemptKey, Core};
+use crate::engine::AttemptEnd;
 use crate::error::CoreError;
 use crate::storage::AppendResult;
 use crate::tasks::Tasks;
@@ -9,7 +10,7 @@ use crate::throttle::{FailureThrottle, ThrottleSettings};
 use crate::transfer::{self, UploadPart};
 use futures::{Stream, StreamExt};
 use osprey_proto::v1::{self, agent_message, agent_service_server::AgentService};
-use osprey_shared::{JobId, JobStatus};
+use osprey_shared::{Failure, FailureReason, JobId, JobStatus};
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -211,13 +212,22 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<v1::UpdateStatusResponse>, Status> {
         let request = request.into_inner();
         let state = job_status(request.state())?;
+        let kind = request.failure_kind();
         let key = attempt_key(request.attempt)?;
-        let reason =
-            (!request.failure_reason.is_empty()).then_some(request.failure_reason.as_str());
-        let stored = self
-            .core
-            .update_status(&key, state, request.exit_code, reason)
-            .await?;
+        let message = (!request.failure_reason.is_empty()).then(|| request.failure_reason.clone());
+        let end = match state {
+            JobStatus::Success => Some(AttemptEnd::Success),
+            JobStatus::Failed => Some(AttemptEnd::Failed {
+                exit_code: request.exit_code,
+                failure: Failure::new(
+                    FailureReason::from(kind),
+                    message.unwrap_or_else(|| "failed".to_owned()),
+                ),
+            }),
+            JobStatus::Canceled => Some(AttemptEnd::Canceled { message }),
+            _ => None,
+        };
+        let stored = self.core.update_status(&key, end).await?;
         Ok(Response::new(v1::UpdateStatusResponse {
             state: job_state(stored) as i32,
         }))

@@ -306,6 +306,7 @@ async fn a_log_chunk_sent_twice_is_stored_once() {
             state: JobState::Running as i32,
             exit_code: None,
             failure_reason: String::new(),
+            ..Default::default()
         }))
         .await
         .expect("report running")
@@ -388,6 +389,7 @@ async fn a_log_chunk_sent_twice_is_stored_once() {
             state: JobState::Success as i32,
             exit_code: Some(0),
             failure_reason: String::new(),
+            ..Default::default()
         }))
         .await
         .expect("report success")

@@ -9,7 +9,8 @@
 use super::Core;
 use crate::auth::{hashes_equal, token_hash};
 use crate::error::{CoreError, CoreResult};
-use crate::storage::{AppendResult, Fence, JobRow};
+use crate::engine::AttemptEnd;
+use crate::storage::{AppendResult, Fence, JobRow, NewArtifact};
 use crate::transfer::Received;
 use osprey_shared::pipeline::ArtifactsExpiry;
 use osprey_shared::{JobId, JobStatus};
@@ -65,7 +66,7 @@ impl Core {
                 key.attempt_id, key.lease_epoch, key.job
             )));
         }
-        crate::storage::ended(key.job, &job.status)?;
+        crate::storage::ended(key.job, job.status)?;
         Ok(job)
     }
 
@@ -139,37 +140,27 @@ impl Core {
         Ok((sealed, stored_size))
     }
 
-    /// Records the attempt's status. Running is a no-op; a final status ends
-    /// the attempt, releases its lease and advances the pipeline.
+    /// Records the end of the attempt (`None`: it runs, a no-op): the
+    /// attempt's lease is released and the pipeline advances.
     pub async fn update_status(
         &self,
         key: &AttemptKey,
-        status: JobStatus,
-        exit_code: Option<i32>,
-        reason: Option<&str>,
+        end: Option<AttemptEnd>,
     ) -> CoreResult<JobStatus> {
         let job = self.authorize(key).await?;
-        if !status.is_finished() {
+        let Some(end) = end else {
             return Ok(job.status());
-        }
-        let result = self
-            .store()
-            .finish_job(
-                key.job,
-                &key.attempt_id,
-                key.lease_epoch,
-                status,
-                exit_code,
-                reason,
-            )
-            .await?;
+        };
+        let canceled = matches!(end, AttemptEnd::Canceled { .. });
+        let result = self.store().finish_job(key.job, key.fence(), end).await?;
         self.dispatcher().remove_lease(key.job);
-        tracing::info!(job_id = %key.job, status = %status, "job finished");
-        if status != JobStatus::Canceled {
+        let stored = result.stored.unwrap_or(job.status());
+        tracing::info!(job_id = %key.job, status = %stored, "job finished");
+        if !canceled {
             self.record_coverage(&job).await?;
         }
         self.enqueue(&result.newly_pending).await?;
-        Ok(result.stored.unwrap_or(status))
+        Ok(stored)
     }
 
     /// `coverage:`: the last match of the job's regex in its log, as GitLab
@@ -213,8 +204,8 @@ impl Core {
 
     /// Deletes the archives whose `artifacts: expire_in` has passed.
     pub async fn expire_artifacts(&self) -> CoreResult<()> {
-        for job in self.store().expire_artifacts().await? {
-            match tokio::fs::remove_file(self.artifact_path(job)).await {
+        for (job, key) in self.store().expire_artifacts().await? {
+            match tokio::fs::remove_file(self.artifact_path(job, key.as_deref())).await {
                 Ok(()) => tracing::info!(job_id = %job, "artifacts expired"),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
@@ -225,11 +216,10 @@ impl Core {
         Ok(())
     }
 
-    fn artifact_path(&self, job: JobId) -> PathBuf {
-        self.settings()
-            .data_dir
-            .join("artifacts")
-            .join(format!("{job}.tar"))
+    /// Where an archive is: at its key, or (recorded before keys) `{job}.tar`.
+    fn artifact_path(&self, job: JobId, key: Option<&str>) -> PathBuf {
+        let name = key.map_or_else(|| format!("{job}.tar"), str::to_owned);
+        self.settings().data_dir.join("artifacts").join(name)
     }
 
     /// Starts an artifact upload for an attempt: returns where to write the
@@ -241,7 +231,7 @@ impl Core {
             .check_artifact_open(key.job, key.fence())
             .await?;
         Ok(self
-            .artifact_path(key.job)
+            .artifact_path(key.job, None)
             .with_extension(format!("{}.part", key.attempt_id)))
     }
 
@@ -269,7 +259,10 @@ impl Core {
         received: &Received,
     ) -> CoreResult<()> {
         let job = self.authorize(key).await?;
-        let target = self.artifact_path(key.job);
+        // Every upload has a key of its own, so a refused one never touches
+        // the recorded archive.
+        let object_key = format!("{}.{}.tar", key.job, uuid::Uuid::new_v4());
+        let target = self.artifact_path(key.job, Some(&object_key));
         let expires_at = match job
             .definition()
             .ok()
@@ -280,17 +273,26 @@ impl Core {
             )),
             Some(ArtifactsExpiry::Never) | None => None,
         };
-        // The rename runs under the store's write lock, after its checks.
-        self.store()
+        tokio::fs::rename(part, &target)
+            .await
+            .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
+        let recorded = self
+            .store()
             .set_artifact(
                 key.job,
                 key.fence(),
-                received.size,
-                &received.sha256,
-                expires_at,
-                || std::fs::rename(part, &target),
+                NewArtifact {
+                    size: received.size,
+                    sha256: &received.sha256,
+                    expires_at: expires_at.as_deref(),
+                    key: &object_key,
+                },
             )
-            .await?;
+            .await;
+        if let Err(error) = recorded {
+            let _ = tokio::fs::remove_file(&target).await;
+            return Err(error.into());
+        }
         tracing::info!(job_id = %key.job, size = received.size, "artifacts stored");
         Ok(())
     }
@@ -316,7 +318,11 @@ impl Core {
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("job {source} not found")))?;
         match (row.artifact_size, row.artifact_sha256) {
-            (Some(size), Some(sha)) => Ok((self.artifact_path(source), size as u64, sha)),
+            (Some(size), Some(sha)) => Ok((
+                self.artifact_path(source, row.artifact_key.as_deref()),
+                size as u64,
+                sha,
+            )),
             _ => Err(CoreError::NotFound(format!(
                 "job {source} has no artifacts"
             ))),

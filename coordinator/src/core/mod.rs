@@ -13,8 +13,8 @@ mod session;
 
 use crate::dispatch::{Dispatcher, QueuedJob};
 use crate::error::{CoreError, CoreResult};
-use crate::storage::JobRow;
-use crate::storage::Store;
+use crate::storage::prelude::*;
+use crate::storage::{JobRow, SharedStore, SqlStore};
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -30,6 +30,8 @@ pub use session::SessionHandle;
 /// Settings of the domain, validated by the binary's config.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
+    /// The store's database (`None`: SQLite under `data_dir`).
+    pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub registration_token: String,
     pub lease_ttl: Duration,
@@ -73,7 +75,7 @@ pub struct Core {
 }
 
 struct Inner {
-    store: Store,
+    store: SharedStore,
     dispatch: Mutex<Dispatcher>,
     settings: CoreSettings,
     /// Bumped whenever a log grows or a job changes status; followers wait on it.
@@ -88,7 +90,16 @@ impl Core {
         tokio::fs::create_dir_all(settings.data_dir.join("artifacts"))
             .await
             .map_err(|error| CoreError::Internal(format!("creating data dir: {error}")))?;
-        let store = Store::open(&settings.data_dir).await?;
+        let url = match &settings.database_url {
+            Some(url) => url.clone(),
+            None => crate::storage::sqlite_url(&settings.data_dir),
+        };
+        let store: SharedStore = Arc::new(SqlStore::open(&url).await?);
+        Core::open_with_store(settings, store).await
+    }
+
+    /// [`Core::open`] on a store the caller opened.
+    pub async fn open_with_store(settings: CoreSettings, store: SharedStore) -> CoreResult<Core> {
         let core = Core {
             inner: Arc::new(Inner {
                 store,
@@ -123,8 +134,8 @@ impl Core {
         Ok(core)
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
     }
 
     pub fn settings(&self) -> &CoreSettings {
@@ -199,7 +210,13 @@ impl Core {
             tracing::warn!(job_id = %job, agent_id = %lease.agent, "lease expired: agent lost");
             let result = self
                 .store()
-                .expire_lease(job, &lease.attempt_id, lease.epoch)
+                .expire_lease(
+                    job,
+                    crate::storage::Fence {
+                        attempt_id: &lease.attempt_id,
+                        lease_epoch: lease.epoch,
+                    },
+                )
                 .await?;
             self.dispatcher().send(
                 &lease.agent,

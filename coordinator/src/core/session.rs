@@ -5,7 +5,7 @@ use super::Core;
 use crate::auth::{new_token, token_hash};
 use crate::dispatch::{ConnectedAgent, Lease, SessionSender};
 use crate::error::{CoreError, CoreResult};
-use crate::storage::NewAgent;
+use crate::storage::{Assignment, NewAgent};
 use osprey_proto::v1::{self, agent_message, coordinator_message::Kind};
 use osprey_shared::JobId;
 use std::collections::BTreeSet;
@@ -244,11 +244,13 @@ impl Core {
                     .store()
                     .assign_job(
                         offer.job,
-                        &handle.agent_id,
-                        &handle.agent_name,
-                        &offer.attempt_id,
-                        offer.queued.next_epoch,
-                        &token_hash(&offer.job_token),
+                        Assignment {
+                            agent_id: &handle.agent_id,
+                            agent_name: &handle.agent_name,
+                            attempt_id: &offer.attempt_id,
+                            lease_epoch: offer.queued.next_epoch,
+                            job_token_sha256: &token_hash(&offer.job_token),
+                        },
                     )
                     .await;
                 match assigned {
@@ -268,7 +270,7 @@ impl Core {
                     Ok(false) => false,
                     Err(error) => {
                         self.dispatcher().return_offer(offer);
-                        return Err(error);
+                        return Err(error.into());
                     }
                 }
             }

@@ -1,14 +1,55 @@
-//! Rows as stored, and their conversion to API views.
+//! Rows as stored, typed as they are read: a status, a `when` or a failure
+//! reason that does not parse is an error, never silently `failed`.
 
 use osprey_shared::api::{JobView, PipelineView};
 use osprey_shared::pipeline::{JobDef, When};
-use osprey_shared::{JobId, JobStatus, PipelineId, PipelineStatus};
+use osprey_shared::{FailureReason, JobId, JobStatus, PipelineId, PipelineStatus};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::str::FromStr;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A column that holds text of a type with `FromStr`.
+pub(super) fn parsed<T>(row: &AnyRow, column: &str) -> sqlx::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|error: T::Err| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(error),
+    })
+}
+
+fn parsed_opt<T>(row: &AnyRow, column: &str) -> sqlx::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| {
+        text.parse().map_err(|error: T::Err| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: Box::new(error),
+        })
+    })
+    .transpose()
+}
+
+/// Flags are 0/1 integers in every backend.
+pub(super) fn flag(row: &AnyRow, column: &str) -> sqlx::Result<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown when {0:?}")]
+struct UnknownWhen(String);
+
+#[derive(Debug, Clone)]
 pub struct AgentRow {
     pub id: String,
     pub name: String,
-    pub tags: String,
+    pub tags: Vec<String>,
     pub run_untagged: bool,
     pub executor: String,
     pub concurrency: i64,
@@ -16,22 +57,56 @@ pub struct AgentRow {
 
 impl AgentRow {
     pub fn tag_list(&self) -> Vec<String> {
-        serde_json::from_str(&self.tags).unwrap_or_default()
+        self.tags.clone()
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+impl<'r> sqlx::FromRow<'r, AnyRow> for AgentRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        let tags: String = row.try_get("tags")?;
+        Ok(AgentRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            tags: serde_json::from_str(&tags).map_err(|error| sqlx::Error::ColumnDecode {
+                index: "tags".into(),
+                source: Box::new(error),
+            })?,
+            run_untagged: flag(row, "run_untagged")?,
+            executor: row.try_get("executor")?,
+            concurrency: row.try_get("concurrency")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct PipelineRow {
     pub id: i64,
     pub repo: String,
     pub git_ref: String,
     pub ref_is_tag: bool,
     pub sha: String,
-    pub status: String,
+    pub status: PipelineStatus,
     pub definition: String,
     pub before_sha: Option<String>,
     pub commit_message: Option<String>,
     pub default_branch: Option<String>,
+}
+
+impl<'r> sqlx::FromRow<'r, AnyRow> for PipelineRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(PipelineRow {
+            id: row.try_get("id")?,
+            repo: row.try_get("repo")?,
+            git_ref: row.try_get("git_ref")?,
+            ref_is_tag: flag(row, "ref_is_tag")?,
+            sha: row.try_get("sha")?,
+            status: parsed(row, "status")?,
+            definition: row.try_get("definition")?,
+            before_sha: row.try_get("before_sha")?,
+            commit_message: row.try_get("commit_message")?,
+            default_branch: row.try_get("default_branch")?,
+        })
+    }
 }
 
 impl PipelineRow {
@@ -40,20 +115,30 @@ impl PipelineRow {
     }
 
     pub fn status(&self) -> PipelineStatus {
-        self.status.parse().unwrap_or(PipelineStatus::Failed)
+        self.status
+    }
+
+    pub fn view(&self, jobs: Vec<JobView>) -> PipelineView {
+        PipelineView {
+            id: self.id(),
+            status: self.status,
+            git_ref: self.git_ref.clone(),
+            sha: self.sha.clone(),
+            jobs,
+        }
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: i64,
     pub pipeline_id: i64,
     pub name: String,
     pub stage: String,
     pub stage_index: i64,
-    pub status: String,
+    pub status: JobStatus,
     pub allow_failure: bool,
-    pub when_: String,
+    pub when: When,
     pub definition: String,
     pub agent_id: Option<String>,
     pub agent_name: Option<String>,
@@ -64,17 +149,67 @@ pub struct JobRow {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub exit_code: Option<i64>,
+    pub failure_kind: Option<FailureReason>,
     pub failure_reason: Option<String>,
     pub log_size: i64,
     pub log_sealed: bool,
     pub artifact_size: Option<i64>,
     pub artifact_sha256: Option<String>,
+    /// Where the archive is in the artifact store (`None`: an archive
+    /// recorded before keys, at the legacy `{job}.tar`).
+    pub artifact_key: Option<String>,
     /// Assignments so far (1 for a job's first run; more after retries).
     pub attempt: i64,
     pub coverage: Option<f64>,
     pub scheduled_at: Option<String>,
     /// The attempt (see `attempt`) that recorded the archive, if any.
     pub artifact_attempt: Option<i64>,
+}
+
+/// The columns of [`JobRow`], in a form every backend reads.
+pub(super) const JOB_COLUMNS: &str = "id, pipeline_id, name, stage, stage_index, status, allow_failure, \
+    when_, definition, agent_id, agent_name, attempt_id, lease_epoch, job_token_sha256, cancel_requested, \
+    started_at, finished_at, exit_code, failure_kind, failure_reason, log_size, log_sealed, artifact_size, \
+    artifact_sha256, artifact_key, attempt, coverage, scheduled_at, artifact_attempt";
+
+impl<'r> sqlx::FromRow<'r, AnyRow> for JobRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        let when: String = row.try_get("when_")?;
+        Ok(JobRow {
+            id: row.try_get("id")?,
+            pipeline_id: row.try_get("pipeline_id")?,
+            name: row.try_get("name")?,
+            stage: row.try_get("stage")?,
+            stage_index: row.try_get("stage_index")?,
+            status: parsed(row, "status")?,
+            allow_failure: flag(row, "allow_failure")?,
+            when: When::parse(&when).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "when_".into(),
+                source: Box::new(UnknownWhen(when.clone())),
+            })?,
+            definition: row.try_get("definition")?,
+            agent_id: row.try_get("agent_id")?,
+            agent_name: row.try_get("agent_name")?,
+            attempt_id: row.try_get("attempt_id")?,
+            lease_epoch: row.try_get("lease_epoch")?,
+            job_token_sha256: row.try_get("job_token_sha256")?,
+            cancel_requested: flag(row, "cancel_requested")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            exit_code: row.try_get("exit_code")?,
+            failure_kind: parsed_opt(row, "failure_kind")?,
+            failure_reason: row.try_get("failure_reason")?,
+            log_size: row.try_get("log_size")?,
+            log_sealed: flag(row, "log_sealed")?,
+            artifact_size: row.try_get("artifact_size")?,
+            artifact_sha256: row.try_get("artifact_sha256")?,
+            artifact_key: row.try_get("artifact_key")?,
+            attempt: row.try_get("attempt")?,
+            coverage: row.try_get("coverage")?,
+            scheduled_at: row.try_get("scheduled_at")?,
+            artifact_attempt: row.try_get("artifact_attempt")?,
+        })
+    }
 }
 
 impl JobRow {
@@ -87,11 +222,11 @@ impl JobRow {
     }
 
     pub fn status(&self) -> JobStatus {
-        self.status.parse().unwrap_or(JobStatus::Failed)
+        self.status
     }
 
     pub fn when(&self) -> When {
-        When::parse(&self.when_).unwrap_or(When::OnSuccess)
+        self.when
     }
 
     pub fn definition(&self) -> Result<JobDef, serde_json::Error> {
@@ -104,9 +239,9 @@ impl JobRow {
             id: self.id(),
             name: self.name.clone(),
             stage: self.stage.clone(),
-            status: self.status(),
+            status: self.status,
             allow_failure: self.allow_failure,
-            when: self.when_.clone(),
+            when: self.when.as_str().to_owned(),
             agent: self.agent_name.clone(),
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
@@ -116,18 +251,6 @@ impl JobRow {
             attempt: self.attempt.max(0) as u32,
             coverage: self.coverage,
             scheduled_at: self.scheduled_at.clone(),
-        }
-    }
-}
-
-impl PipelineRow {
-    pub fn view(&self, jobs: Vec<JobView>) -> PipelineView {
-        PipelineView {
-            id: self.id(),
-            status: self.status(),
-            git_ref: self.git_ref.clone(),
-            sha: self.sha.clone(),
-            jobs,
         }
     }
 }

@@ -106,6 +106,7 @@ async fn a_finished_jobs_token_is_refused_for_append_seal_status_artifact_and_ca
         state: JobState::Success.into(),
         exit_code: Some(0),
         failure_reason: String::new(),
+        ..Default::default()
     };
     client
         .update_status(status.clone())

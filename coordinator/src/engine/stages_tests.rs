@@ -1,32 +1,24 @@
 use super::*;
 
 fn job(id: u64, stage_index: usize, status: JobStatus) -> JobState {
-    JobState {
-        id: JobId(id),
-        name: format!("job{id}"),
-        needs: None,
-        stage_index,
-        status,
-        allow_failure: false,
-        when: When::OnSuccess,
-    }
+    JobState::new(JobId(id), format!("job{id}"), stage_index, status)
 }
 
-fn pending(effects: &[Effect]) -> Vec<u64> {
+fn pending(effects: &[Decision]) -> Vec<u64> {
     effects
         .iter()
         .filter_map(|effect| match effect {
-            Effect::MakePending(id) => Some(id.0),
+            Decision::MakePending(id) => Some(id.0),
             _ => None,
         })
         .collect()
 }
 
-fn skipped(effects: &[Effect]) -> Vec<u64> {
+fn skipped(effects: &[Decision]) -> Vec<u64> {
     effects
         .iter()
         .filter_map(|effect| match effect {
-            Effect::Skip(id) => Some(id.0),
+            Decision::Skip(id) => Some(id.0),
             _ => None,
         })
         .collect()
@@ -41,7 +33,7 @@ fn a_new_pipeline_starts_its_first_stage_only() {
     ];
     let effects = advance(&jobs, PipelineStatus::Created);
     assert_eq!(pending(&effects), vec![1, 2]);
-    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Pending)));
+    assert!(effects.contains(&Decision::SetPipelineStatus(PipelineStatus::Pending)));
 }
 
 #[test]
@@ -85,7 +77,7 @@ fn on_failure_jobs_are_skipped_when_all_went_well() {
     let jobs = [job(1, 1, JobStatus::Success), on_failure];
     let effects = advance(&jobs, PipelineStatus::Running);
     assert_eq!(skipped(&effects), vec![2]);
-    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Success)));
+    assert!(effects.contains(&Decision::SetPipelineStatus(PipelineStatus::Success)));
 }
 
 #[test]
@@ -97,7 +89,7 @@ fn an_allowed_failure_lets_the_pipeline_go_on_and_succeed() {
     let jobs = [allowed, job(2, 2, JobStatus::Success)];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
-        vec![Effect::SetPipelineStatus(PipelineStatus::Success)]
+        vec![Decision::SetPipelineStatus(PipelineStatus::Success)]
     );
 }
 
@@ -106,7 +98,7 @@ fn a_failed_job_fails_the_pipeline_once_everything_ends() {
     let jobs = [job(1, 1, JobStatus::Failed), job(2, 2, JobStatus::Skipped)];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
-        vec![Effect::SetPipelineStatus(PipelineStatus::Failed)]
+        vec![Decision::SetPipelineStatus(PipelineStatus::Failed)]
     );
 }
 
@@ -119,23 +111,7 @@ fn skipped_stages_cascade_in_one_step() {
     ];
     let effects = advance(&jobs, PipelineStatus::Running);
     assert_eq!(skipped(&effects), vec![2, 3]);
-    assert!(effects.contains(&Effect::SetPipelineStatus(PipelineStatus::Failed)));
-}
-
-#[test]
-fn cancel_stops_waiting_and_running_jobs_only() {
-    let jobs = [
-        job(1, 1, JobStatus::Success),
-        job(2, 1, JobStatus::Running),
-        job(3, 2, JobStatus::Created),
-    ];
-    assert_eq!(
-        cancel(&jobs),
-        vec![
-            Effect::CancelRunning(JobId(2)),
-            Effect::CancelWaiting(JobId(3))
-        ]
-    );
+    assert!(effects.contains(&Decision::SetPipelineStatus(PipelineStatus::Failed)));
 }
 
 #[test]
@@ -191,7 +167,7 @@ fn optional_manual_jobs_wait_without_holding_up_the_pipeline() {
         job(3, 3, JobStatus::Created),
     ];
     let effects = advance(&jobs, PipelineStatus::Running);
-    assert!(effects.contains(&Effect::MakeManual(JobId(2))));
+    assert!(effects.contains(&Decision::MakeManual(JobId(2))));
     assert_eq!(
         pending(&effects),
         vec![3],
@@ -206,7 +182,7 @@ fn optional_manual_jobs_wait_without_holding_up_the_pipeline() {
     ];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
-        vec![Effect::SetPipelineStatus(PipelineStatus::Success)]
+        vec![Decision::SetPipelineStatus(PipelineStatus::Success)]
     );
 }
 
@@ -221,7 +197,7 @@ fn a_blocking_manual_job_holds_later_stages_and_blocks_the_pipeline() {
     ];
     assert_eq!(
         advance(&jobs, PipelineStatus::Running),
-        vec![Effect::SetPipelineStatus(PipelineStatus::Manual)]
+        vec![Decision::SetPipelineStatus(PipelineStatus::Manual)]
     );
 }
 
@@ -230,7 +206,7 @@ fn delayed_jobs_are_scheduled_and_skipped_after_a_failure() {
     let mut delayed = job(2, 2, JobStatus::Created);
     delayed.when = When::Delayed;
     let jobs = [job(1, 1, JobStatus::Success), delayed.clone()];
-    assert!(advance(&jobs, PipelineStatus::Running).contains(&Effect::Schedule(JobId(2))));
+    assert!(advance(&jobs, PipelineStatus::Running).contains(&Decision::Schedule(JobId(2))));
     let jobs = [job(1, 1, JobStatus::Failed), delayed];
     assert_eq!(skipped(&advance(&jobs, PipelineStatus::Running)), vec![2]);
 }
