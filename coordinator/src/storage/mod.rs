@@ -8,6 +8,8 @@
 
 mod idempotency;
 mod lifecycle;
+/// Copying a stopped coordinator's state between databases (`migrate-store`).
+pub mod migrate;
 mod records;
 mod rows;
 mod sqlite;
