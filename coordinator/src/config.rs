@@ -23,6 +23,21 @@ pub struct Cli {
 pub enum Command {
     /// Serve gRPC for agents and the HTTP API on one port.
     Serve(ServeArgs),
+    /// Copy a stopped coordinator's whole state from one database to
+    /// another, e.g. from its SQLite file to PostgreSQL.
+    MigrateStore(MigrateStoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    /// The database to copy from, e.g. `sqlite://./osprey-data/osprey.db`.
+    /// The coordinator using it must be stopped.
+    #[arg(long)]
+    pub from: String,
+    /// The database to copy into, e.g. `postgres://osprey@db.example.com/osprey`:
+    /// it gets the schema and must hold no pipeline and no agent.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, clap::Args)]

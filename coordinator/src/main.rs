@@ -28,6 +28,12 @@ async fn main() -> anyhow::Result<()> {
             });
             osprey_coordinator::server::run(config, listener, shutdown).await
         }
+        Command::MigrateStore(args) => {
+            let report =
+                osprey_coordinator::storage::migrate::migrate_store(&args.from, &args.to).await?;
+            print!("{report}");
+            Ok(())
+        }
     }
 }
 

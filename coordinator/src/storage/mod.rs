@@ -12,6 +12,8 @@
 
 mod clock;
 mod error;
+/// Copying a stopped coordinator's state between databases (`migrate-store`).
+pub mod migrate;
 mod rows;
 mod sql;
 
