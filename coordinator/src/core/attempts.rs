@@ -8,8 +8,8 @@
 
 use super::Core;
 use crate::auth::{hashes_equal, token_hash};
-use crate::error::{CoreError, CoreResult};
 use crate::engine::AttemptEnd;
+use crate::error::{CoreError, CoreResult};
 use crate::storage::{AppendResult, Fence, JobRow, NewArtifact};
 use crate::transfer::Received;
 use osprey_shared::pipeline::ArtifactsExpiry;

@@ -227,12 +227,17 @@ pub fn retries(job: &JobState, failure: &Failure, exit_code: Option<i32>) -> boo
 /// A job whose turn has come: pending, or waiting while another job holds
 /// its resource group (here or in another pipeline).
 fn make_ready(state: &mut PipelineState, index: usize, context: &Context) {
-    let busy = state.jobs[index].resource_group.as_ref().is_some_and(|group| {
-        context.held_elsewhere.contains(group)
-            || state.jobs.iter().enumerate().any(|(other, job)| {
-                other != index && job.holds_resource() && job.resource_group.as_ref() == Some(group)
-            })
-    });
+    let busy = state.jobs[index]
+        .resource_group
+        .as_ref()
+        .is_some_and(|group| {
+            context.held_elsewhere.contains(group)
+                || state.jobs.iter().enumerate().any(|(other, job)| {
+                    other != index
+                        && job.holds_resource()
+                        && job.resource_group.as_ref() == Some(group)
+                })
+        });
     state.jobs[index].status = if busy {
         JobStatus::WaitingForResource
     } else {

@@ -56,10 +56,7 @@ fn status_of(state: &PipelineState, id: u64) -> JobStatus {
 
 #[test]
 fn an_assignment_starts_a_new_attempt_and_the_pipeline_runs() {
-    let state = pipeline(
-        PipelineStatus::Pending,
-        vec![job(1, 0, JobStatus::Pending)],
-    );
+    let state = pipeline(PipelineStatus::Pending, vec![job(1, 0, JobStatus::Pending)]);
     let event = Event::Assigned {
         job: JobId(1),
         attempt_id: "a1".into(),
@@ -110,7 +107,11 @@ fn retry_follows_the_typed_reason_whatever_the_message_says() {
         &state,
         &ended(
             1,
-            failed(FailureReason::ScriptFailure, Some(1), "runner system failure"),
+            failed(
+                FailureReason::ScriptFailure,
+                Some(1),
+                "runner system failure",
+            ),
         ),
         &context(),
     )
@@ -133,7 +134,11 @@ fn retry_stops_after_max_and_honours_exit_codes() {
     let next = apply(&state, &ended(1, script(137)), &context()).unwrap();
     assert_eq!(status_of(&next.state, 1), JobStatus::Pending);
     let next = apply(&state, &ended(1, script(1)), &context()).unwrap();
-    assert_eq!(status_of(&next.state, 1), JobStatus::Failed, "exit 1 is not listed");
+    assert_eq!(
+        status_of(&next.state, 1),
+        JobStatus::Failed,
+        "exit 1 is not listed"
+    );
     job.attempt = 2;
     let state = pipeline(PipelineStatus::Running, vec![job]);
     let next = apply(&state, &ended(1, script(137)), &context()).unwrap();
@@ -170,8 +175,12 @@ fn a_report_from_another_attempt_is_refused_and_a_second_report_changes_nothing(
     let done = apply(&state, &ended(1, AttemptEnd::Success), &context())
         .unwrap()
         .state;
-    let again = apply(&done, &ended(1, failed(FailureReason::ScriptFailure, Some(1), "x")), &context())
-        .unwrap();
+    let again = apply(
+        &done,
+        &ended(1, failed(FailureReason::ScriptFailure, Some(1), "x")),
+        &context(),
+    )
+    .unwrap();
     assert_eq!(again.state, done);
     assert!(again.effects.is_empty());
 }
@@ -193,9 +202,15 @@ fn an_expired_lease_fences_the_attempt_and_fails_it_as_a_system_failure() {
     let transition = apply(&state, &expired, &context()).unwrap();
     let job = transition.state.job(JobId(1)).unwrap();
     assert_eq!(job.lease_epoch, 8, "the old copy is fenced");
-    assert_eq!(job.status, JobStatus::Pending, "retried as runner_system_failure");
+    assert_eq!(
+        job.status,
+        JobStatus::Pending,
+        "retried as runner_system_failure"
+    );
     assert_eq!(job.failure_kind, Some(FailureReason::RunnerSystemFailure));
-    assert!(transition.effects.contains(&Effect::AbandonOnAgent(JobId(1))));
+    assert!(transition
+        .effects
+        .contains(&Effect::AbandonOnAgent(JobId(1))));
     assert!(transition.effects.contains(&Effect::Queue(JobId(1))));
     // The same expiry again (a second coordinator, a late tick) does nothing.
     let again = apply(&transition.state, &expired, &context()).unwrap();
@@ -234,7 +249,11 @@ fn cancel_ends_waiting_jobs_and_asks_running_ones_to_stop() {
     assert_eq!(status_of(&transition.state, 2), JobStatus::Running);
     assert_eq!(status_of(&transition.state, 3), JobStatus::Canceled);
     assert_eq!(transition.effects, vec![Effect::CancelOnAgent(JobId(2))]);
-    assert_eq!(transition.state.status, PipelineStatus::Running, "until job 2 confirms");
+    assert_eq!(
+        transition.state.status,
+        PipelineStatus::Running,
+        "until job 2 confirms"
+    );
     let confirmed = apply(
         &transition.state,
         &ended(2, AttemptEnd::Canceled { message: None }),
@@ -277,10 +296,7 @@ fn a_delayed_job_is_scheduled_at_start_in_and_starts_when_time_has_come() {
     let mut delayed = job(2, 1, JobStatus::Created);
     delayed.when = When::Delayed;
     delayed.start_in_seconds = Some(90);
-    let state = pipeline(
-        PipelineStatus::Running,
-        vec![running(1, 0), delayed],
-    );
+    let state = pipeline(PipelineStatus::Running, vec![running(1, 0), delayed]);
     let transition = apply(&state, &ended(1, AttemptEnd::Success), &context()).unwrap();
     let at = NOW + time::Duration::seconds(90);
     assert_eq!(status_of(&transition.state, 2), JobStatus::Scheduled);
@@ -311,7 +327,10 @@ fn a_resource_group_holds_one_job_at_a_time_here_and_across_pipelines() {
     let state = pipeline(PipelineStatus::Created, vec![grouped(1), grouped(2)]);
     let transition = apply(&state, &Event::Advance, &context()).unwrap();
     assert_eq!(status_of(&transition.state, 1), JobStatus::Pending);
-    assert_eq!(status_of(&transition.state, 2), JobStatus::WaitingForResource);
+    assert_eq!(
+        status_of(&transition.state, 2),
+        JobStatus::WaitingForResource
+    );
 
     // Held in another pipeline: both wait.
     let held = Context {

@@ -17,12 +17,12 @@ pub mod migrate;
 mod rows;
 mod sql;
 
+pub use crate::engine::AttemptEnd;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
 pub use rows::{AgentRow, JobRow, PipelineRow};
 pub use sql::{connect, sqlite_url, Backend, SqlStore};
 
-use crate::engine::AttemptEnd;
 use async_trait::async_trait;
 use osprey_shared::pipeline::Pipeline;
 use osprey_shared::{JobId, JobStatus, PipelineId};
@@ -293,4 +293,3 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// and keys so the objects can be deleted (after the row).
     async fn expire_artifacts(&self) -> StoreResult<Vec<(JobId, Option<String>)>>;
 }
-

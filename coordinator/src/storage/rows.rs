@@ -15,10 +15,11 @@ where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     let text: String = row.try_get(column)?;
-    text.parse().map_err(|error: T::Err| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(error),
-    })
+    text.parse()
+        .map_err(|error: T::Err| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: Box::new(error),
+        })
 }
 
 fn parsed_opt<T>(row: &AnyRow, column: &str) -> sqlx::Result<Option<T>>
@@ -28,10 +29,11 @@ where
 {
     let text: Option<String> = row.try_get(column)?;
     text.map(|text| {
-        text.parse().map_err(|error: T::Err| sqlx::Error::ColumnDecode {
-            index: column.to_owned(),
-            source: Box::new(error),
-        })
+        text.parse()
+            .map_err(|error: T::Err| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: Box::new(error),
+            })
     })
     .transpose()
 }

@@ -46,13 +46,15 @@ impl AgentStore for SqlStore {
         concurrency: u32,
     ) -> StoreResult<()> {
         let mut write = self.write().await?;
-        sqlx::query("UPDATE agents SET tags = $1, run_untagged = $2, concurrency = $3 WHERE id = $4")
-            .bind(tags_json(tags))
-            .bind(i64::from(run_untagged))
-            .bind(i64::from(concurrency))
-            .bind(id)
-            .execute(&mut *write.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE agents SET tags = $1, run_untagged = $2, concurrency = $3 WHERE id = $4",
+        )
+        .bind(tags_json(tags))
+        .bind(i64::from(run_untagged))
+        .bind(i64::from(concurrency))
+        .bind(id)
+        .execute(&mut *write.tx)
+        .await?;
         write.commit().await
     }
 

@@ -5,14 +5,14 @@ use super::{id, Backend, SqlStore};
 use crate::engine::Event;
 use crate::storage::rows::JOB_COLUMNS;
 use crate::storage::{
-    IdempotencyKey, JobRow, Keyed, NewPipeline, PipelineRow, PipelineStore, StoreError,
-    StoreResult,
+    IdempotencyKey, JobRow, Keyed, NewPipeline, PipelineRow, PipelineStore, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use sqlx::{Any, Transaction};
 
-const PIPELINE_COLUMNS: &str = "id, repo, git_ref, ref_is_tag, sha, status, definition, before_sha, \
+const PIPELINE_COLUMNS: &str =
+    "id, repo, git_ref, ref_is_tag, sha, status, definition, before_sha, \
     commit_message, default_branch";
 
 impl Backend {
@@ -59,7 +59,10 @@ impl SqlStore {
         .await?;
         for (position, job) in new.pipeline.jobs.iter().enumerate() {
             let stage_index = new.pipeline.stage_index(&job.stage).ok_or_else(|| {
-                StoreError::Refused(format!("job {} is in unknown stage {}", job.name, job.stage))
+                StoreError::Refused(format!(
+                    "job {} is in unknown stage {}",
+                    job.name, job.stage
+                ))
             })?;
             let definition = serde_json::to_string(job)
                 .map_err(|error| StoreError::Backend(format!("encoding job: {error}")))?;
@@ -86,7 +89,12 @@ impl SqlStore {
         Ok((pipeline, applied.queued()))
     }
 
-    async fn jobs_where(&self, columns: &str, filter: &str, value: i64) -> StoreResult<Vec<JobRow>> {
+    async fn jobs_where(
+        &self,
+        columns: &str,
+        filter: &str,
+        value: i64,
+    ) -> StoreResult<Vec<JobRow>> {
         Ok(sqlx::query_as::<_, JobRow>(&format!(
             "SELECT {columns} FROM jobs WHERE {filter} = $1 ORDER BY stage_index, position"
         ))
@@ -140,12 +148,12 @@ impl PipelineStore for SqlStore {
         .await?)
     }
 
-    async fn pipeline_without_jobs(&self, pipeline: PipelineId) -> StoreResult<Option<PipelineRow>> {
-        let columns = PIPELINE_COLUMNS.replacen(
-            "definition",
-            self.backend.definition_without_jobs(),
-            1,
-        );
+    async fn pipeline_without_jobs(
+        &self,
+        pipeline: PipelineId,
+    ) -> StoreResult<Option<PipelineRow>> {
+        let columns =
+            PIPELINE_COLUMNS.replacen("definition", self.backend.definition_without_jobs(), 1);
         Ok(sqlx::query_as::<_, PipelineRow>(&format!(
             "SELECT {columns} FROM pipelines WHERE id = $1"
         ))
@@ -155,12 +163,14 @@ impl PipelineStore for SqlStore {
     }
 
     async fn jobs_of(&self, pipeline: PipelineId) -> StoreResult<Vec<JobRow>> {
-        self.jobs_where(JOB_COLUMNS, "pipeline_id", id(pipeline.0)).await
+        self.jobs_where(JOB_COLUMNS, "pipeline_id", id(pipeline.0))
+            .await
     }
 
     async fn jobs_of_without_definitions(&self, pipeline: PipelineId) -> StoreResult<Vec<JobRow>> {
         let columns = JOB_COLUMNS.replacen("definition", "'' AS definition", 1);
-        self.jobs_where(&columns, "pipeline_id", id(pipeline.0)).await
+        self.jobs_where(&columns, "pipeline_id", id(pipeline.0))
+            .await
     }
 
     async fn job(&self, job: JobId) -> StoreResult<Option<JobRow>> {

@@ -48,7 +48,8 @@ impl SqlStore {
         let row = row.ok_or_else(|| StoreError::NotFound(format!("job {job} not found")))?;
         let attempt_id: Option<String> = row.try_get("attempt_id")?;
         let lease_epoch: i64 = row.try_get("lease_epoch")?;
-        if attempt_id.as_deref() != Some(fence.attempt_id) || lease_epoch as u64 != fence.lease_epoch
+        if attempt_id.as_deref() != Some(fence.attempt_id)
+            || lease_epoch as u64 != fence.lease_epoch
         {
             return Err(StoreError::StaleLease(format!(
                 "attempt {} (epoch {}) is no longer job {job}'s current attempt; kill it",

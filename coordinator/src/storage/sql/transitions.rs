@@ -89,8 +89,13 @@ fn job_state(row: JobRow) -> StoreResult<JobState> {
     let definition = row
         .definition()
         .map_err(|error| StoreError::Corrupt(format!("definition of job {}: {error}", row.id)))?;
-    let mut state = JobState::new(row.id(), row.name.clone(), row.stage_index as usize, row.status)
-        .with_definition(&definition);
+    let mut state = JobState::new(
+        row.id(),
+        row.name.clone(),
+        row.stage_index as usize,
+        row.status,
+    )
+    .with_definition(&definition);
     state.allow_failure = row.allow_failure;
     state.when = row.when;
     state.attempt = u32::try_from(row.attempt).unwrap_or(0);
@@ -128,12 +133,20 @@ impl SqlStore {
             id: pipeline,
             status,
             finished_at,
-            jobs: rows.into_iter().map(job_state).collect::<StoreResult<_>>()?,
+            jobs: rows
+                .into_iter()
+                .map(job_state)
+                .collect::<StoreResult<_>>()?,
         })
     }
 
     /// Writes what changed from `before` to `after`.
-    async fn persist(&self, tx: &mut Tx, before: &PipelineState, after: &PipelineState) -> StoreResult<()> {
+    async fn persist(
+        &self,
+        tx: &mut Tx,
+        before: &PipelineState,
+        after: &PipelineState,
+    ) -> StoreResult<()> {
         for (old, new) in before.jobs.iter().zip(&after.jobs) {
             if old == new {
                 continue;
@@ -187,7 +200,9 @@ impl SqlStore {
         event: &Event,
     ) -> StoreResult<Applied> {
         if !self.lock_pipeline(tx, id(pipeline.0)).await? {
-            return Err(StoreError::NotFound(format!("pipeline {pipeline} not found")));
+            return Err(StoreError::NotFound(format!(
+                "pipeline {pipeline} not found"
+            )));
         }
         let before = self.load_state(tx, pipeline).await?;
         let groups: BTreeSet<String> = before
@@ -274,10 +289,11 @@ impl SqlStore {
     }
 
     async fn pipeline_of(&self, job: JobId) -> StoreResult<PipelineId> {
-        let pipeline: Option<i64> = sqlx::query_scalar("SELECT pipeline_id FROM jobs WHERE id = $1")
-            .bind(id(job.0))
-            .fetch_optional(&self.pool)
-            .await?;
+        let pipeline: Option<i64> =
+            sqlx::query_scalar("SELECT pipeline_id FROM jobs WHERE id = $1")
+                .bind(id(job.0))
+                .fetch_optional(&self.pool)
+                .await?;
         pipeline
             .map(|pipeline| PipelineId(pipeline as u64))
             .ok_or_else(|| StoreError::NotFound(format!("job {job} not found")))
