@@ -11,15 +11,18 @@ run: deps build-release
 ## test: unit, integration and Docker tests (installs what they need)
 test: deps build
 	$(CARGO) test --workspace --all-targets
+	# The end-to-end, restart and log tests again, on PostgreSQL.
+	OSPREY_TEST_STORE=postgres $(CARGO) test -p osprey-integration-tests --test stages --test recovery --test logs
 
 ## lint: formatting and clippy, as CI checks them
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: dispatch latency, throughput and executor overhead; figures in bench-results/
+## bench: dispatch latency, throughput and executor overhead, on SQLite then PostgreSQL; figures in bench-results/
 bench: deps build-release
 	$(CARGO) run --release -p osprey-integration-tests --bin osprey-bench -- --out bench-results/latest.txt
+	OSPREY_TEST_STORE=postgres $(CARGO) run --release -p osprey-integration-tests --bin osprey-bench -- --out bench-results/postgres.txt
 
 ## deps: system packages and test images a fresh machine lacks
 deps:

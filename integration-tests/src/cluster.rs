@@ -60,7 +60,18 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Starts on a free loopback port; returns once `/healthz` answers.
-    pub async fn start(opts: CoordinatorOpts) -> Self {
+    ///
+    /// With `OSPREY_TEST_STORE=postgres` the coordinator keeps its state in
+    /// a fresh database of a PostgreSQL server this test binary starts
+    /// (kept across restarts of the coordinator).
+    pub async fn start(mut opts: CoordinatorOpts) -> Self {
+        let on_postgres = std::env::var("OSPREY_TEST_STORE").is_ok_and(|store| store == "postgres");
+        if on_postgres && !opts.extra_args.iter().any(|arg| arg == "--database-url") {
+            let url = osprey_test_support::postgres::TempPostgres::shared()
+                .fresh_database("it")
+                .expect("a fresh PostgreSQL database");
+            opts.extra_args.extend(["--database-url".to_owned(), url]);
+        }
         let root = Root::new();
         let data_dir = root.path.join("coordinator-data");
         std::fs::create_dir_all(&data_dir).expect("create the coordinator's data dir");
