@@ -33,7 +33,10 @@ fn postgres_type_of(sqlite_type: &str) -> String {
 
 async fn sqlite_schema() -> (tempfile::TempDir, AnyPool) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("osprey.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("osprey.db").display()
+    );
     let pool = connect_any(&url).await.unwrap();
     Backend::Sqlite.migrator().run(&pool).await.unwrap();
     (dir, pool)
@@ -213,12 +216,14 @@ async fn the_postgres_migrations_apply_twice_and_ids_are_identities() {
     .execute(&postgres)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO log_chunks (job_id, attempt, \"offset\", data) VALUES ($1, $2, $3, $4)")
-        .bind(1_i64)
-        .bind(1_i64)
-        .bind(0_i64)
-        .bind(vec![0_u8, 255])
-        .execute(&postgres)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO log_chunks (job_id, attempt, \"offset\", data) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(1_i64)
+    .bind(1_i64)
+    .bind(0_i64)
+    .bind(vec![0_u8, 255])
+    .execute(&postgres)
+    .await
+    .unwrap();
 }

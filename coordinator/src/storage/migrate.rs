@@ -298,7 +298,9 @@ impl Value {
         }
         let kind = raw.type_info().kind();
         let value = match kind {
-            AnyTypeInfoKind::Bool => row.try_get::<bool, _>(index).map(|b| Value::Integer(b.into())),
+            AnyTypeInfoKind::Bool => row
+                .try_get::<bool, _>(index)
+                .map(|b| Value::Integer(b.into())),
             AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
                 row.try_get::<i64, _>(index).map(Value::Integer)
             }
@@ -328,17 +330,16 @@ impl Value {
         let bound = match (self, column) {
             (Value::Null, AnyTypeInfoKind::Text) => args.add(None::<String>),
             (Value::Null, AnyTypeInfoKind::Blob) => args.add(None::<Vec<u8>>),
-            (Value::Null, AnyTypeInfoKind::Real | AnyTypeInfoKind::Double) => {
-                args.add(None::<f64>)
-            }
+            (Value::Null, AnyTypeInfoKind::Real | AnyTypeInfoKind::Double) => args.add(None::<f64>),
             (Value::Null, _) => args.add(None::<i64>),
             (Value::Integer(i), AnyTypeInfoKind::Real | AnyTypeInfoKind::Double) => {
                 args.add(i as f64)
             }
             (Value::Integer(i), _) => args.add(i),
-            (Value::Float(f), AnyTypeInfoKind::Real | AnyTypeInfoKind::Double | AnyTypeInfoKind::Null) => {
-                args.add(f)
-            }
+            (
+                Value::Float(f),
+                AnyTypeInfoKind::Real | AnyTypeInfoKind::Double | AnyTypeInfoKind::Null,
+            ) => args.add(f),
             (Value::Float(f), other) => {
                 return Err(format!("the float {f} does not fit a {other:?} column"))
             }
@@ -418,7 +419,14 @@ async fn copy_table(
         }
         batch.push(values);
         if batch.len() >= rows_per_insert || batch_bytes >= MAX_BATCH_BYTES {
-            copied += insert(tx, table, &columns, &column_list, std::mem::take(&mut batch)).await?;
+            copied += insert(
+                tx,
+                table,
+                &columns,
+                &column_list,
+                std::mem::take(&mut batch),
+            )
+            .await?;
             batch_bytes = 0;
         }
     }
@@ -459,7 +467,12 @@ async fn insert(
         }
         sql.push(')');
     }
+    // Not a cached prepared statement: the parameter types of a batch
+    // depend on its NULLs (sqlx 0.8.6's Any driver even binds a NULL f64 as
+    // a float4), so a statement prepared for one batch could mistype the
+    // next batch of the same shape.
     let result = sqlx::query_with(&sql, args)
+        .persistent(false)
         .execute(&mut **tx)
         .await
         .map_err(|source| MigrateError::Copy {
@@ -496,9 +509,18 @@ mod tests {
 
     #[test]
     fn urls_name_their_backend_and_lose_their_password_in_messages() {
-        assert_eq!(Backend::of_url("sqlite:///x/osprey.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::of_url("postgres://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::of_url("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("sqlite:///x/osprey.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::of_url("mysql://u@h/db").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
