@@ -1,6 +1,6 @@
 //! The PostgreSQL schema against SQLite's: both backends' migrations are
 //! applied to empty databases and every table, column (type, nullability,
-//! default), primary key and index must agree. Fails when a migration is
+//! default), primary key, UNIQUE constraint and index must agree. Fails when a migration is
 //! added to one backend and not, or not alike, to the other.
 
 use osprey_coordinator::storage::migrate::{connect_any, Backend};
@@ -143,6 +143,33 @@ async fn postgres_indexes(pool: &AnyPool) -> BTreeSet<(String, String)> {
     rows.into_iter().collect()
 }
 
+/// UNIQUE constraints as (table, column).
+async fn sqlite_uniques(pool: &AnyPool) -> BTreeSet<(String, String)> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, ii.name FROM sqlite_master m \
+         JOIN pragma_index_list(m.name) il JOIN pragma_index_info(il.name) ii \
+         WHERE m.type = 'table' AND il.origin = 'u'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+async fn postgres_uniques(pool: &AnyPool) -> BTreeSet<(String, String)> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(k.table_name AS TEXT), CAST(k.column_name AS TEXT) \
+         FROM information_schema.table_constraints c \
+         JOIN information_schema.key_column_usage k \
+           ON k.constraint_name = c.constraint_name AND k.table_schema = c.table_schema \
+         WHERE c.constraint_type = 'UNIQUE' AND c.table_schema = current_schema()",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
 #[tokio::test]
 async fn the_postgres_schema_is_the_sqlite_schema() {
     let (_dir, sqlite) = sqlite_schema().await;
@@ -171,6 +198,13 @@ async fn the_postgres_schema_is_the_sqlite_schema() {
         sqlite_indexes(&sqlite).await,
         postgres_indexes(&postgres).await,
         "indexes differ"
+    );
+    let uniques = sqlite_uniques(&sqlite).await;
+    assert!(uniques.contains(&("agents".to_owned(), "token_sha256".to_owned())));
+    assert_eq!(
+        uniques,
+        postgres_uniques(&postgres).await,
+        "UNIQUE constraints differ"
     );
 }
 

@@ -467,7 +467,12 @@ async fn insert(
         }
         sql.push(')');
     }
+    // Not a cached prepared statement: the parameter types of a batch
+    // depend on its NULLs (sqlx 0.8.6's Any driver even binds a NULL f64 as
+    // a float4), so a statement prepared for one batch could mistype the
+    // next batch of the same shape.
     let result = sqlx::query_with(&sql, args)
+        .persistent(false)
         .execute(&mut **tx)
         .await
         .map_err(|source| MigrateError::Copy {
