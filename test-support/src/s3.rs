@@ -52,6 +52,9 @@ fn moto_server() -> anyhow::Result<PathBuf> {
 impl S3Server {
     /// Starts the server on a free loopback port and creates the bucket.
     pub async fn start() -> anyhow::Result<S3Server> {
+        // reqwest may be built with rustls and no provider (the coordinator's
+        // S3 client is): install ring, as the coordinator does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let program = moto_server()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let logs = tempfile::tempdir()?;
@@ -134,8 +137,12 @@ impl S3Server {
     /// The keys of the objects under `prefix` (ListObjectsV2, unsigned).
     pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let response = reqwest::Client::new()
-            .get(format!("{}/{}", self.endpoint(), self.bucket))
-            .query(&[("list-type", "2"), ("prefix", prefix), ("max-keys", "1000")])
+            // The prefixes tests use are plain path characters: no escaping.
+            .get(format!(
+                "{}/{}?list-type=2&max-keys=1000&prefix={prefix}",
+                self.endpoint(),
+                self.bucket
+            ))
             .send()
             .await?;
         anyhow::ensure!(response.status().is_success(), "listing: {}", response.status());
