@@ -200,10 +200,11 @@ impl Store {
         artifact_open(job, &row)
     }
 
-    /// Records a job's archive; `expires_at` (RFC 3339) from `expire_in`.
-    /// `place` moves the verified file into place: it runs under the write
-    /// lock after the checks, so two uploads of one attempt cannot both
-    /// replace the file, and a refused one never touches it.
+    /// Records a job's archive, already stored under `key` in the artifact
+    /// store; `expires_at` (RFC 3339) from `expire_in`. Refused (and the
+    /// caller deletes the object) when the attempt has ended or has already
+    /// recorded one: the checks run under the write lock, so two uploads of
+    /// one attempt cannot both be recorded.
     pub async fn set_artifact(
         &self,
         job: JobId,
@@ -211,20 +212,20 @@ impl Store {
         size: u64,
         sha256: &str,
         expires_at: Option<String>,
-        place: impl FnOnce() -> std::io::Result<()>,
+        key: &str,
     ) -> CoreResult<()> {
         let (_guard, mut tx) = self.write().await?;
         let row = current(&mut tx, job, fence).await?;
         artifact_open(job, &row)?;
-        place().map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
         sqlx::query(
             "UPDATE jobs SET artifact_size = ?, artifact_sha256 = ?, artifact_expires_at = ?, \
-             artifact_attempt = ? WHERE id = ?",
+             artifact_attempt = ?, artifact_key = ? WHERE id = ?",
         )
         .bind(size as i64)
         .bind(sha256)
         .bind(expires_at)
         .bind(row.attempt)
+        .bind(key)
         .bind(job.0 as i64)
         .execute(&mut *tx)
         .await?;
@@ -233,19 +234,32 @@ impl Store {
     }
 
     /// Forgets the archives whose `expire_in` has passed; returns their jobs
-    /// so their files can be deleted (after the row, so a crash in between
-    /// leaves an orphan file, never a row pointing at nothing).
-    pub async fn expire_artifacts(&self) -> CoreResult<Vec<JobId>> {
+    /// and store keys (`None`: the legacy key) so the objects can be deleted
+    /// after the row: a crash in between leaves an orphan object, never a
+    /// row pointing at nothing.
+    pub async fn expire_artifacts(&self) -> CoreResult<Vec<(JobId, Option<String>)>> {
         let (_guard, mut tx) = self.write().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET artifact_size = NULL, artifact_sha256 = NULL, artifact_expires_at = NULL \
-             WHERE artifact_expires_at <= ? RETURNING id",
+        // RETURNING gives the new values (NULL), so the keys are read first,
+        // in the same transaction under the write lock.
+        let cutoff = now();
+        let expired: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, artifact_key FROM jobs WHERE artifact_expires_at <= ?",
         )
-        .bind(now())
+        .bind(&cutoff)
         .fetch_all(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE jobs SET artifact_size = NULL, artifact_sha256 = NULL, artifact_expires_at = NULL, \
+             artifact_key = NULL WHERE artifact_expires_at <= ?",
+        )
+        .bind(&cutoff)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(ids.into_iter().map(|id| JobId(id as u64)).collect())
+        Ok(expired
+            .into_iter()
+            .map(|(id, key)| (JobId(id as u64), key))
+            .collect())
     }
 }
 

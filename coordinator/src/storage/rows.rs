@@ -75,6 +75,9 @@ pub struct JobRow {
     pub scheduled_at: Option<String>,
     /// The attempt (see `attempt`) that recorded the archive, if any.
     pub artifact_attempt: Option<i64>,
+    /// The archive's key in the artifact store; `None` for archives stored
+    /// before keys existed (see [`JobRow::artifact_key`]).
+    pub artifact_key: Option<String>,
 }
 
 impl JobRow {

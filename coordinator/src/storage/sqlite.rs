@@ -15,7 +15,7 @@ use std::time::Duration;
 pub(super) const JOB_COLUMNS: &str = "id, pipeline_id, name, stage, stage_index, status, allow_failure, when_, \
     definition, agent_id, agent_name, attempt_id, lease_epoch, job_token_sha256, cancel_requested, \
     started_at, finished_at, exit_code, failure_reason, log_size, log_sealed, artifact_size, artifact_sha256, \
-    attempt, coverage, scheduled_at, artifact_attempt";
+    attempt, coverage, scheduled_at, artifact_attempt, artifact_key";
 
 /// The coordinator's durable state.
 #[derive(Clone)]

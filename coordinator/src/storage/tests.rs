@@ -321,7 +321,7 @@ async fn expired_artifacts_are_forgotten_and_kept_ones_stay() {
         time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
     );
     store
-        .set_artifact(job, FENCE, 10, "abc", Some(past), || Ok(()))
+        .set_artifact(job, FENCE, 10, "abc", Some(past), "artifacts/1/a.tar")
         .await
         .unwrap();
     store
@@ -338,10 +338,13 @@ async fn expired_artifacts_are_forgotten_and_kept_ones_stay() {
         lease_epoch: 1,
     };
     store
-        .set_artifact(later, fence, 10, "def", None, || Ok(()))
+        .set_artifact(later, fence, 10, "def", None, "artifacts/2/b.tar")
         .await
         .unwrap();
-    assert_eq!(store.expire_artifacts().await.unwrap(), vec![job]);
+    assert_eq!(
+        store.expire_artifacts().await.unwrap(),
+        vec![(job, Some("artifacts/1/a.tar".to_owned()))]
+    );
     assert!(store
         .job(job)
         .await
@@ -390,20 +393,21 @@ async fn an_ended_attempt_writes_nothing_and_an_archive_is_recorded_once() {
     let (_dir, store) = store().await;
     let job = running_job(&store).await;
     store
-        .set_artifact(job, FENCE, 1, "first", None, || Ok(()))
+        .set_artifact(job, FENCE, 1, "first", None, "artifacts/1/first.tar")
         .await
         .unwrap();
-    let mut placed = false;
     assert!(matches!(
         store
-            .set_artifact(job, FENCE, 2, "second", None, || {
-                placed = true;
-                Ok(())
-            })
+            .set_artifact(job, FENCE, 2, "second", None, "artifacts/1/second.tar")
             .await,
         Err(CoreError::FailedPrecondition(_))
     ));
-    assert!(!placed, "a refused archive is never moved into place");
+    let row = store.job(job).await.unwrap().unwrap();
+    assert_eq!(
+        row.artifact_key.as_deref(),
+        Some("artifacts/1/first.tar"),
+        "a refused archive is never recorded"
+    );
     assert!(store.check_artifact_open(job, FENCE).await.is_err());
     store
         .finish_job(job, "attempt-1", 1, JobStatus::Success, Some(0), None)
