@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a fresh Debian machine:
-# git and curl, busybox-static, and the Docker test images (built FROM scratch,
-# since no registry is reachable). Idempotent and quiet when all is there.
+# git and curl, busybox-static, python3-venv, the S3 test server (moto, from
+# PyPI, in a venv) and the Docker test images (built FROM scratch, since no
+# registry is reachable). Idempotent and quiet when all is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -9,6 +10,7 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     sudo_cmd=""
@@ -18,6 +20,16 @@ if [ ${#missing[@]} -gt 0 ]; then
         $sudo_cmd apt-get update >/dev/null
         $sudo_cmd apt-get install -y "${missing[@]}" >/dev/null
     }
+fi
+
+# The S3-compatible server of the artifact store tests (test-support/src/s3.rs
+# looks for it here first). Re-created if a broken venv lacks it.
+moto_venv=${OSPREY_MOTO_VENV:-/var/cache/osprey-test/moto-venv}
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+    echo "install-deps: installing moto[server] into $moto_venv" >&2
+    mkdir -p "$(dirname "$moto_venv")"
+    python3 -m venv --clear "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
 
 if docker info >/dev/null 2>&1; then

@@ -2,9 +2,9 @@
 
 use crate::artifact_store::ArtifactStoreConfig;
 use crate::core::CoreSettings;
-use anyhow::Context;
 use crate::repo::policy::RepoPolicy;
 use crate::repo::RepoSettings;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;

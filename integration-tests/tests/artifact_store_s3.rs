@@ -103,9 +103,9 @@ short:
     assert_eq!(caches.len(), 1, "one cache object: {caches:?}");
     let local = files_under(cluster.coordinator.data_dir());
     assert!(
-        !local
-            .iter()
-            .any(|path| path.starts_with("artifacts") || path.starts_with("cache") || path.ends_with(".part")),
+        !local.iter().any(|path| path.starts_with("artifacts")
+            || path.starts_with("cache")
+            || path.ends_with(".part")),
         "archives or caches left on the coordinator's disk: {local:?}"
     );
 
@@ -120,14 +120,21 @@ short:
     // Waiting for the clock itself, not for another process's state.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.coordinator.restart().await;
-    wait_for("the expired archive's object to be deleted", EXPIRY_TIMEOUT, || async {
-        let keys = s3.list_keys("osprey-ci/artifacts/").await.map_err(|e| e.to_string())?;
-        if keys.iter().any(|key| key.starts_with(&short_prefix)) {
-            Err(format!("still there: {keys:?}"))
-        } else {
-            Ok(())
-        }
-    })
+    wait_for(
+        "the expired archive's object to be deleted",
+        EXPIRY_TIMEOUT,
+        || async {
+            let keys = s3
+                .list_keys("osprey-ci/artifacts/")
+                .await
+                .map_err(|e| e.to_string())?;
+            if keys.iter().any(|key| key.starts_with(&short_prefix)) {
+                Err(format!("still there: {keys:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     let keys = s3.list_keys("osprey-ci/artifacts/").await.unwrap();
     assert!(

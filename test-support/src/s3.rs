@@ -36,7 +36,9 @@ fn moto_server() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("OSPREY_MOTO_SERVER") {
         candidates.push(PathBuf::from(path));
     }
-    candidates.push(PathBuf::from("/var/cache/osprey-test/moto-venv/bin/moto_server"));
+    candidates.push(PathBuf::from(
+        "/var/cache/osprey-test/moto-venv/bin/moto_server",
+    ));
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cache/osprey-test/moto-venv/bin/moto_server"));
     }
@@ -91,15 +93,18 @@ impl S3Server {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self._logs.path().join("moto.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self._logs.path().join("moto.log")).unwrap_or_default();
                 bail!("moto_server exited with {status}: {log}");
             }
             if client.get(self.endpoint()).send().await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("moto_server did not answer on {} within {READY_TIMEOUT:?}", self.addr);
+                bail!(
+                    "moto_server did not answer on {} within {READY_TIMEOUT:?}",
+                    self.addr
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -145,7 +150,11 @@ impl S3Server {
             ))
             .send()
             .await?;
-        anyhow::ensure!(response.status().is_success(), "listing: {}", response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "listing: {}",
+            response.status()
+        );
         let body = response.text().await?;
         Ok(body
             .split("<Key>")

@@ -30,7 +30,11 @@ async fn conformance(store: &dyn ArtifactStore, scratch: &Path) {
     std::fs::write(&source, &big).unwrap();
     store.put("artifacts/1/a-1.tar", &source).await.unwrap();
     assert!(source.exists(), "the source file is left where it was");
-    let object = store.get("artifacts/1/a-1.tar").await.unwrap().expect("stored");
+    let object = store
+        .get("artifacts/1/a-1.tar")
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(object.size, big.len() as u64);
     let read = read_all(object).await;
     assert_eq!(read.len(), big.len());
@@ -51,7 +55,11 @@ async fn conformance(store: &dyn ArtifactStore, scratch: &Path) {
     store.put("cache/r/k.tar", &small).await.unwrap();
     std::fs::write(&small, b"second!").unwrap();
     store.put("cache/r/k.tar", &small).await.unwrap();
-    let object = store.get_with_tail("cache/r/k.tar", 48).await.unwrap().unwrap();
+    let object = store
+        .get_with_tail("cache/r/k.tar", 48)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((object.size, object.tail.as_slice()), (7, &b"second!"[..]));
     assert_eq!(read_all(object).await, b"second!");
 

@@ -111,7 +111,11 @@ impl ArtifactStore for FileStore {
         blocking("put", key, move || put_file(&source, &target)).await
     }
 
-    async fn get_with_tail(&self, key: &str, tail: u64) -> ArtifactStoreResult<Option<StoredObject>> {
+    async fn get_with_tail(
+        &self,
+        key: &str,
+        tail: u64,
+    ) -> ArtifactStoreResult<Option<StoredObject>> {
         let path = self.path(key)?;
         let opened = blocking("get", key, move || open_file(&path, tail)).await?;
         Ok(opened.map(|(file, size, tail)| StoredObject {

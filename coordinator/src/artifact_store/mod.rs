@@ -71,7 +71,11 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug + 'static {
     /// Opens `key` with its last `tail` bytes read (fewer if it is shorter),
     /// all of one version of the object even if it is being replaced;
     /// `None` when there is no such object.
-    async fn get_with_tail(&self, key: &str, tail: u64) -> ArtifactStoreResult<Option<StoredObject>>;
+    async fn get_with_tail(
+        &self,
+        key: &str,
+        tail: u64,
+    ) -> ArtifactStoreResult<Option<StoredObject>>;
 
     /// Opens `key` for reading; `None` when there is no such object.
     async fn get(&self, key: &str) -> ArtifactStoreResult<Option<StoredObject>> {
@@ -115,7 +119,8 @@ impl ArtifactStoreConfig {
             }
             let prefix = prefix.trim_matches('/');
             if !prefix.is_empty() {
-                validate_key(prefix).map_err(|_| invalid("the S3 prefix is not a clean relative path"))?;
+                validate_key(prefix)
+                    .map_err(|_| invalid("the S3 prefix is not a clean relative path"))?;
             }
             return Ok(ArtifactStoreConfig::S3 {
                 bucket: bucket.to_owned(),
@@ -190,7 +195,13 @@ mod tests {
                 prefix: String::new()
             }
         );
-        for bad in ["file://relative", "s3:///prefix", "s3://b/../x", "http://x", ""] {
+        for bad in [
+            "file://relative",
+            "s3:///prefix",
+            "s3://b/../x",
+            "http://x",
+            "",
+        ] {
             assert!(ArtifactStoreConfig::parse(bad).is_err(), "{bad}");
         }
     }

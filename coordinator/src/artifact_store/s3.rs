@@ -116,9 +116,9 @@ impl S3Store {
                     .await
                     .map_err(|error| ArtifactStoreError::backend("get", key, error))?
                     .to_vec(),
-                Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
-                    return Ok(Err(()))
-                }
+                Err(
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ) => return Ok(Err(())),
                 Err(error) => return Err(ArtifactStoreError::backend("get", key, error)),
             }
         } else {
@@ -126,9 +126,9 @@ impl S3Store {
         };
         let result = match self.store.get_opts(location, pinned(None)).await {
             Ok(result) => result,
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
-                return Ok(Err(()))
-            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => return Ok(Err(())),
             Err(error) => return Err(ArtifactStoreError::backend("get", key, error)),
         };
         let size = result.meta.size;
@@ -148,9 +148,12 @@ impl ArtifactStore for S3Store {
         let mut file = tokio::fs::File::open(source)
             .await
             .map_err(|error| ArtifactStoreError::backend("put", key, error))?;
-        let mut writer =
-            object_store::buffered::BufWriter::with_capacity(self.store.clone(), location, PART_SIZE)
-                .with_max_concurrency(PARTS_IN_FLIGHT);
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            location,
+            PART_SIZE,
+        )
+        .with_max_concurrency(PARTS_IN_FLIGHT);
         let written = async {
             tokio::io::copy(&mut file, &mut writer).await?;
             writer.shutdown().await
@@ -164,7 +167,11 @@ impl ArtifactStore for S3Store {
         Ok(())
     }
 
-    async fn get_with_tail(&self, key: &str, tail: u64) -> ArtifactStoreResult<Option<StoredObject>> {
+    async fn get_with_tail(
+        &self,
+        key: &str,
+        tail: u64,
+    ) -> ArtifactStoreResult<Option<StoredObject>> {
         let location = self.location(key)?;
         for _ in 0..GET_TRIES {
             if let Ok(found) = self.try_get(key, &location, tail).await? {

@@ -7,8 +7,8 @@
 //! the log before it reports the final status, so no normal job loses data.
 
 use super::Core;
-use crate::auth::{hashes_equal, token_hash};
 use crate::artifact_store::{ArtifactStoreError, ObjectReader};
+use crate::auth::{hashes_equal, token_hash};
 use crate::error::{CoreError, CoreResult};
 use crate::storage::{AppendResult, Fence, JobRow};
 use crate::transfer::Received;
@@ -323,7 +323,9 @@ impl Core {
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("job {source} not found")))?;
         let (Some(size), Some(sha256)) = (row.artifact_size, row.artifact_sha256) else {
-            return Err(CoreError::NotFound(format!("job {source} has no artifacts")));
+            return Err(CoreError::NotFound(format!(
+                "job {source} has no artifacts"
+            )));
         };
         let object = row
             .artifact_key
@@ -334,7 +336,9 @@ impl Core {
             .await
             .map_err(store_error)?
             .ok_or_else(|| {
-                CoreError::NotFound(format!("the archive of job {source} is missing from the store"))
+                CoreError::NotFound(format!(
+                    "the archive of job {source} is missing from the store"
+                ))
             })?;
         Ok(OpenArtifact {
             reader: stored.reader,

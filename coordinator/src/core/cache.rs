@@ -236,7 +236,11 @@ mod tests {
 
     async fn read_all(open: OpenCache) -> Vec<u8> {
         let mut bytes = Vec::new();
-        open.reader.take(open.size).read_to_end(&mut bytes).await.unwrap();
+        open.reader
+            .take(open.size)
+            .read_to_end(&mut bytes)
+            .await
+            .unwrap();
         bytes
     }
 
@@ -257,7 +261,11 @@ mod tests {
             (open.size, open.sha256.as_str()),
             (3, received.sha256.as_str())
         );
-        assert_eq!(read_all(open).await, b"abc", "opened at the start of the tar");
+        assert_eq!(
+            read_all(open).await,
+            b"abc",
+            "opened at the start of the tar"
+        );
 
         // Damage where it is stored: the announced digest no longer matches.
         let path = dir.path().join("store/cache/r/k.tar");

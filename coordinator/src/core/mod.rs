@@ -153,10 +153,10 @@ impl Core {
 
     /// A fresh local file for an upload in progress, named after `what`.
     fn upload_part(&self, what: &str) -> PathBuf {
-        self.settings().data_dir.join(UPLOADS_DIR).join(format!(
-            "{what}.{}.part",
-            uuid::Uuid::new_v4().simple()
-        ))
+        self.settings()
+            .data_dir
+            .join(UPLOADS_DIR)
+            .join(format!("{what}.{}.part", uuid::Uuid::new_v4().simple()))
     }
 
     /// Removes the upload files a crash left behind: every upload in

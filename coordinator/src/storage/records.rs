@@ -242,12 +242,11 @@ impl Store {
         // RETURNING gives the new values (NULL), so the keys are read first,
         // in the same transaction under the write lock.
         let cutoff = now();
-        let expired: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, artifact_key FROM jobs WHERE artifact_expires_at <= ?",
-        )
-        .bind(&cutoff)
-        .fetch_all(&mut *tx)
-        .await?;
+        let expired: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT id, artifact_key FROM jobs WHERE artifact_expires_at <= ?")
+                .bind(&cutoff)
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query(
             "UPDATE jobs SET artifact_size = NULL, artifact_sha256 = NULL, artifact_expires_at = NULL, \
              artifact_key = NULL WHERE artifact_expires_at <= ?",
