@@ -1,8 +1,10 @@
 //! Command line and configuration of `osprey-coordinator`, validated once.
 
+use crate::artifact_store::ArtifactStoreConfig;
 use crate::core::CoreSettings;
 use crate::repo::policy::RepoPolicy;
 use crate::repo::RepoSettings;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +95,11 @@ pub struct ServeArgs {
     /// scp-like `user@host:path`; no local paths).
     #[arg(long = "repo-allow", env = "OSPREY_REPO_ALLOW", value_delimiter = ',')]
     pub repo_allow: Vec<String>,
+    /// Where job artifacts and caches are kept: `file:///PATH` (a directory)
+    /// or `s3://BUCKET/PREFIX` (endpoint, region and credentials from the
+    /// `AWS_*` environment). Default: `file://DATA_DIR`.
+    #[arg(long, env = "OSPREY_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
 }
 
 /// Validated server configuration.
@@ -125,6 +132,12 @@ impl ServeArgs {
             .map(|pattern| pattern.trim().to_owned())
             .filter(|pattern| !pattern.is_empty())
             .collect();
+        let artifact_store = self
+            .artifact_store
+            .as_deref()
+            .map(ArtifactStoreConfig::parse)
+            .transpose()
+            .context("--artifact-store")?;
         let tls = self.tls_cert.zip(self.tls_key);
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
@@ -144,6 +157,7 @@ impl ServeArgs {
                     policy: RepoPolicy { allow: repo_allow },
                     max_pipeline_file_bytes: self.max_pipeline_file_bytes,
                 },
+                artifact_store,
             },
             tls,
             max_artifact_bytes: self.max_artifact_bytes,

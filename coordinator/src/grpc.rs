@@ -77,10 +77,6 @@ fn job_state(status: JobStatus) -> v1::JobState {
     }
 }
 
-fn internal(context: &str, error: impl std::fmt::Display) -> Status {
-    Status::from(CoreError::Internal(format!("{context}: {error}")))
-}
-
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
     /// Registration, slowed per peer address after a few wrong tokens (see
@@ -270,17 +266,14 @@ impl AgentService for AgentGrpc {
         use v1::download_artifact_response::Part;
         let request = request.into_inner();
         let key = attempt_key(request.attempt)?;
-        let (path, size, sha256) = self
+        let archive = self
             .core
             .open_artifact(&key, JobId(request.source_job_id))
             .await?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|error| internal("opening artifact", error))?;
         let stream = transfer::send(
-            file,
-            size,
-            sha256,
+            archive.reader,
+            archive.size,
+            archive.sha256,
             |header| v1::DownloadArtifactResponse {
                 part: Some(Part::Header(header)),
             },
@@ -329,12 +322,10 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let key = attempt_key(request.attempt)?;
         let cache = self.core.open_cache(&key, &request.key).await?;
-        let (size, sha256) = (cache.size, cache.sha256);
-        let file = tokio::fs::File::from_std(cache.file);
         let stream = transfer::send(
-            file,
-            size,
-            sha256,
+            cache.reader,
+            cache.size,
+            cache.sha256,
             |header| v1::DownloadCacheResponse {
                 part: Some(Part::Header(header)),
             },

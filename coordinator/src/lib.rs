@@ -2,6 +2,7 @@
 //! state machine, pushes jobs to connected agents over gRPC sessions, and keeps
 //! logs, statuses and artifacts durable in SQLite under the data dir.
 
+pub mod artifact_store;
 pub mod auth;
 pub mod config;
 pub mod core;

@@ -116,11 +116,11 @@ async fn receive_into(
     Ok(Received { size, sha256 })
 }
 
-/// A download: `header(size, sha256)` first, then the file's first `size`
+/// A download: `header(size, sha256)` first, then the reader's first `size`
 /// bytes in chunks made into messages by `data` (what follows them, such as
 /// a cache's record, is not sent).
 pub fn send<T: Send + 'static>(
-    file: tokio::fs::File,
+    file: crate::artifact_store::ObjectReader,
     size: u64,
     sha256: String,
     header: fn(v1::ArtifactTrailer) -> T,

@@ -7,6 +7,7 @@
 //! the log before it reports the final status, so no normal job loses data.
 
 use super::Core;
+use crate::artifact_store::{ArtifactStoreError, ObjectReader};
 use crate::auth::{hashes_equal, token_hash};
 use crate::engine::AttemptEnd;
 use crate::error::{CoreError, CoreResult};
@@ -202,43 +203,39 @@ impl Core {
         }
     }
 
-    /// Deletes the archives whose `artifacts: expire_in` has passed.
+    /// Deletes the archives whose `artifacts: expire_in` has passed: the
+    /// rows first, then the objects (an orphan object is harmless; a row
+    /// pointing at nothing would fail a later download).
     pub async fn expire_artifacts(&self) -> CoreResult<()> {
         for (job, key) in self.store().expire_artifacts().await? {
-            match tokio::fs::remove_file(self.artifact_path(job, key.as_deref())).await {
-                Ok(()) => tracing::info!(job_id = %job, "artifacts expired"),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            let key = key.unwrap_or_else(|| legacy_artifact_key(job));
+            match self.artifact_store().delete(&key).await {
+                Ok(()) => tracing::info!(job_id = %job, key = %key, "artifacts expired"),
                 Err(error) => {
-                    tracing::warn!(job_id = %job, error = %error, "removing expired artifacts")
+                    tracing::warn!(job_id = %job, key = %key, error = %error, "removing expired artifacts")
                 }
             }
         }
         Ok(())
     }
 
-    /// Where an archive is: at its key, or (recorded before keys) `{job}.tar`.
-    fn artifact_path(&self, job: JobId, key: Option<&str>) -> PathBuf {
-        let name = key.map_or_else(|| format!("{job}.tar"), str::to_owned);
-        self.settings().data_dir.join("artifacts").join(name)
-    }
-
     /// Starts an artifact upload for an attempt: returns where to write the
-    /// archive while it arrives. Refused before any byte is received when
-    /// the attempt has already recorded an archive.
+    /// archive while it arrives (a local part file, checked before anything
+    /// reaches the store). Refused before any byte is received when the
+    /// attempt has already recorded an archive.
     pub async fn begin_artifact_upload(&self, key: &AttemptKey) -> CoreResult<PathBuf> {
         self.authorize(key).await?;
         self.store()
             .check_artifact_open(key.job, key.fence())
             .await?;
-        Ok(self
-            .artifact_path(key.job, None)
-            .with_extension(format!("{}.part", key.attempt_id)))
+        Ok(self.upload_part(&format!("artifact-{}-{}", key.job, key.attempt_id)))
     }
 
     /// Finishes an upload whose checked bytes were written to `part` (see
-    /// [`crate::transfer::receive`]): moves it in place and records it, with
-    /// its `expire_in` deadline, unless the attempt has ended or already
-    /// recorded one (then the part file is removed and the archive kept).
+    /// [`crate::transfer::receive`]): stores them under a fresh key and
+    /// records it, with its `expire_in` deadline, unless the attempt has
+    /// ended or already recorded one (then the object is deleted and the
+    /// recorded archive kept). The part file is removed either way.
     pub async fn finish_artifact_upload(
         &self,
         key: &AttemptKey,
@@ -246,9 +243,7 @@ impl Core {
         received: &Received,
     ) -> CoreResult<()> {
         let result = self.record_artifact(key, part, received).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(part).await;
-        }
+        let _ = tokio::fs::remove_file(part).await;
         result
     }
 
@@ -259,10 +254,6 @@ impl Core {
         received: &Received,
     ) -> CoreResult<()> {
         let job = self.authorize(key).await?;
-        // Every upload has a key of its own, so a refused one never touches
-        // the recorded archive.
-        let object_key = format!("{}.{}.tar", key.job, uuid::Uuid::new_v4());
-        let target = self.artifact_path(key.job, Some(&object_key));
         let expires_at = match job
             .definition()
             .ok()
@@ -273,9 +264,18 @@ impl Core {
             )),
             Some(ArtifactsExpiry::Never) | None => None,
         };
-        tokio::fs::rename(part, &target)
+        // A fresh key per upload: a refused or concurrent upload never
+        // touches the archive a row already points at.
+        let object = format!(
+            "artifacts/{}/{}-{}.tar",
+            key.job,
+            key.attempt_id,
+            uuid::Uuid::new_v4().simple()
+        );
+        self.artifact_store()
+            .put(&object, part)
             .await
-            .map_err(|error| CoreError::Internal(format!("storing artifact: {error}")))?;
+            .map_err(store_error)?;
         let recorded = self
             .store()
             .set_artifact(
@@ -285,25 +285,23 @@ impl Core {
                     size: received.size,
                     sha256: &received.sha256,
                     expires_at: expires_at.as_deref(),
-                    key: &object_key,
+                    key: &object,
                 },
             )
             .await;
         if let Err(error) = recorded {
-            let _ = tokio::fs::remove_file(&target).await;
+            if let Err(delete) = self.artifact_store().delete(&object).await {
+                tracing::warn!(job_id = %key.job, key = %object, error = %delete, "removing a refused archive");
+            }
             return Err(error.into());
         }
-        tracing::info!(job_id = %key.job, size = received.size, "artifacts stored");
+        tracing::info!(job_id = %key.job, size = received.size, key = %object, "artifacts stored");
         Ok(())
     }
 
     /// Opens the archive of `source` for a download by `key`'s attempt (both
-    /// jobs in one pipeline). Returns the path, size and sha256.
-    pub async fn open_artifact(
-        &self,
-        key: &AttemptKey,
-        source: JobId,
-    ) -> CoreResult<(PathBuf, u64, String)> {
+    /// jobs in one pipeline): its reader, size and sha256.
+    pub async fn open_artifact(&self, key: &AttemptKey, source: JobId) -> CoreResult<OpenArtifact> {
         let job = self.authorize(key).await?;
         let source_pipeline = self.pipeline_of(source).await?;
         if source_pipeline != job.pipeline_id() {
@@ -317,15 +315,47 @@ impl Core {
             .job(source)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("job {source} not found")))?;
-        match (row.artifact_size, row.artifact_sha256) {
-            (Some(size), Some(sha)) => Ok((
-                self.artifact_path(source, row.artifact_key.as_deref()),
-                size as u64,
-                sha,
-            )),
-            _ => Err(CoreError::NotFound(format!(
+        let (Some(size), Some(sha256)) = (row.artifact_size, row.artifact_sha256) else {
+            return Err(CoreError::NotFound(format!(
                 "job {source} has no artifacts"
-            ))),
-        }
+            )));
+        };
+        let object = row
+            .artifact_key
+            .unwrap_or_else(|| legacy_artifact_key(source));
+        let stored = self
+            .artifact_store()
+            .get(&object)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                CoreError::NotFound(format!(
+                    "the archive of job {source} is missing from the store"
+                ))
+            })?;
+        Ok(OpenArtifact {
+            reader: stored.reader,
+            size: size as u64,
+            sha256,
+        })
     }
+}
+
+/// An archive opened for a download: the store's reader (the transfer sends
+/// only `size` bytes of it) and the recorded size and sha256.
+pub struct OpenArtifact {
+    pub reader: ObjectReader,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Where archives recorded before keys existed are: `DATA_DIR/artifacts/{job}.tar`
+/// with the default file store, rooted at the data dir.
+fn legacy_artifact_key(job: JobId) -> String {
+    format!("artifacts/{job}.tar")
+}
+
+/// An artifact store failure as the domain reports it.
+pub(super) fn store_error(error: ArtifactStoreError) -> CoreError {
+    CoreError::Internal(error.to_string())
 }

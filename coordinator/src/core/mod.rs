@@ -11,6 +11,7 @@ mod offers;
 mod pipelines;
 mod session;
 
+use crate::artifact_store::{ArtifactStore, ArtifactStoreConfig};
 use crate::dispatch::{Dispatcher, QueuedJob};
 use crate::error::{CoreError, CoreResult};
 use crate::storage::prelude::*;
@@ -22,10 +23,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-pub use attempts::AttemptKey;
+pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
+
+/// Where uploads are received and checked before they go to the artifact store.
+const UPLOADS_DIR: &str = "uploads";
 
 /// Settings of the domain, validated by the binary's config.
 #[derive(Debug, Clone)]
@@ -44,6 +48,9 @@ pub struct CoreSettings {
     pub server_url: String,
     /// Which repositories may be read, and how large a pipeline file may be.
     pub repos: crate::repo::RepoSettings,
+    /// Where archives and caches are kept; `None`: `file://DATA_DIR`, whose
+    /// `artifacts/` and `cache/` are where they always were.
+    pub artifact_store: Option<ArtifactStoreConfig>,
 }
 
 impl CoreSettings {
@@ -76,6 +83,8 @@ pub struct Core {
 
 struct Inner {
     store: SharedStore,
+    /// Archives under `artifacts/`, caches under `cache/`.
+    artifacts: Arc<dyn ArtifactStore>,
     dispatch: Mutex<Dispatcher>,
     settings: CoreSettings,
     /// Bumped whenever a log grows or a job changes status; followers wait on it.
@@ -87,7 +96,7 @@ impl Core {
     /// queued again, running jobs given a fresh lease so their agents can
     /// reconnect and carry on.
     pub async fn open(settings: CoreSettings) -> CoreResult<Core> {
-        tokio::fs::create_dir_all(settings.data_dir.join("artifacts"))
+        tokio::fs::create_dir_all(settings.data_dir.join(UPLOADS_DIR))
             .await
             .map_err(|error| CoreError::Internal(format!("creating data dir: {error}")))?;
         let url = match &settings.database_url {
@@ -100,15 +109,22 @@ impl Core {
 
     /// [`Core::open`] on a store the caller opened.
     pub async fn open_with_store(settings: CoreSettings, store: SharedStore) -> CoreResult<Core> {
+        let artifacts = settings
+            .artifact_store
+            .clone()
+            .unwrap_or_else(|| ArtifactStoreConfig::File(settings.data_dir.clone()))
+            .open()
+            .map_err(attempts::store_error)?;
         let core = Core {
             inner: Arc::new(Inner {
                 store,
+                artifacts,
                 dispatch: Mutex::new(Dispatcher::new(settings.silence_limit())),
                 settings,
                 changes: watch::channel(0).0,
             }),
         };
-        core.clean_cache_parts().await?;
+        core.clean_upload_parts().await?;
         for pipeline in core.store().unfinished_pipelines().await? {
             core.store().advance(pipeline).await?;
         }
@@ -140,6 +156,34 @@ impl Core {
 
     pub fn settings(&self) -> &CoreSettings {
         &self.inner.settings
+    }
+
+    pub(crate) fn artifact_store(&self) -> &dyn ArtifactStore {
+        self.inner.artifacts.as_ref()
+    }
+
+    /// A fresh local file for an upload in progress, named after `what`.
+    fn upload_part(&self, what: &str) -> PathBuf {
+        self.settings()
+            .data_dir
+            .join(UPLOADS_DIR)
+            .join(format!("{what}.{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Removes the upload files a crash left behind: every upload in
+    /// progress when the coordinator stopped was lost with its stream.
+    async fn clean_upload_parts(&self) -> CoreResult<()> {
+        let dir = self.settings().data_dir.join(UPLOADS_DIR);
+        let clean = || -> std::io::Result<()> {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|ext| ext == "part") {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        };
+        clean().map_err(|error| CoreError::Internal(format!("cleaning uploads: {error}")))
     }
 
     fn dispatcher(&self) -> MutexGuard<'_, Dispatcher> {
