@@ -88,6 +88,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str) -> anyhow::Result<Self> {
+        // reqwest's TLS (enabled in the workspace by object_store) takes
+        // rustls's process-wide provider: ring, as tonic uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()

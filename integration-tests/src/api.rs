@@ -75,6 +75,9 @@ impl ApiClient {
 
     /// `context` is added to wait failures, e.g. where process output is kept.
     pub fn with_context(base_url: &str, context: &str) -> Self {
+        // reqwest's TLS (enabled in the workspace by object_store) takes
+        // rustls's process-wide provider: ring, as tonic uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()

@@ -135,6 +135,16 @@ impl Coordinator {
         self.process.wait_exit(timeout).await
     }
 
+    /// Sets `flag VALUE` for the next [`Coordinator::restart`], replacing an
+    /// earlier value of the flag.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        let args = &mut self.opts.extra_args;
+        if let Some(at) = args.iter().position(|arg| arg == flag) {
+            args.drain(at..(at + 2).min(args.len()));
+        }
+        args.extend([flag.to_owned(), value.to_owned()]);
+    }
+
     /// Starts the coordinator again on the same port and data dir (killing it
     /// first if it still runs); returns once `/healthz` answers.
     pub async fn restart(&mut self) {

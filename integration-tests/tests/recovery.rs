@@ -2,7 +2,7 @@
 //! agent killed mid-job.
 
 use osprey_integration_tests::procs::{kill9_pid, pid_alive, read_pid_file, wait_for_pid_file};
-use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
+use osprey_integration_tests::{CoordinatorOpts, PipelineExt, TestCluster, TestRepo};
 use osprey_shared::{JobStatus, PipelineStatus};
 use std::time::Duration;
 
@@ -103,4 +103,83 @@ doomed:
         .wait_for_pipeline_finished(created.id, Duration::from_secs(10))
         .await;
     pipeline.assert_status(PipelineStatus::Failed);
+}
+
+/// `migrate-store`: a used SQLite coordinator is stopped, its state moved to
+/// PostgreSQL, and the coordinator started on PostgreSQL with the same data
+/// dir: history, logs and artifacts are all there, the agent carries on,
+/// and new pipelines run (their ids after the old ones).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_data_dir_moves_to_postgres_with_nothing_lost() {
+    let database = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/osprey.db?mode=rwc", database.path().display());
+    let mut cluster = TestCluster::builder()
+        .coordinator(CoordinatorOpts {
+            extra_args: vec!["--database-url".to_owned(), sqlite.clone()],
+            ..CoordinatorOpts::default()
+        })
+        .agents(1)
+        .start()
+        .await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - echo "built at $CI_PIPELINE_ID" > out.txt
+    - echo "build log line"
+  artifacts:
+    paths: [out.txt]
+test:
+  stage: test
+  script:
+    - cat out.txt
+"#,
+    );
+    let first = cluster.api.start_pipeline(&repo, "master").await;
+    let first_run = cluster.api.wait_for_pipeline(first.id).await;
+    first_run.assert_status(PipelineStatus::Success);
+    let build_log = cluster.api.job_log_text(first.job("build").id).await;
+    assert!(build_log.contains("build log line\n"), "{build_log}");
+
+    cluster.coordinator.sigterm();
+    cluster.coordinator.wait_exit(Duration::from_secs(30)).await;
+    let postgres = osprey_test_support::postgres::TempPostgres::shared()
+        .fresh_database("moved")
+        .unwrap();
+    let output =
+        std::process::Command::new(osprey_integration_tests::bins::binary("osprey-coordinator"))
+            .args(["migrate-store", "--from", &sqlite, "--to", &postgres])
+            .output()
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "migrate-store: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.coordinator.set_arg("--database-url", &postgres);
+    cluster.coordinator.restart().await;
+
+    // The history, whole.
+    let moved = cluster.api.pipeline(first.id).await.unwrap();
+    assert_eq!(moved.status, PipelineStatus::Success);
+    assert_eq!(moved.jobs.len(), 2);
+    assert_eq!(
+        cluster.api.job_log_text(first.job("build").id).await,
+        build_log
+    );
+    // New work on the new store, with artifacts passed on.
+    let second = cluster.api.start_pipeline(&repo, "master").await;
+    assert!(
+        second.id.0 > first.id.0,
+        "ids continue after the copied ones"
+    );
+    let second_run = cluster.api.wait_for_pipeline(second.id).await;
+    second_run.assert_status(PipelineStatus::Success);
+    let test_log = cluster.api.job_log_text(second.job("test").id).await;
+    assert!(
+        test_log.contains(&format!("built at {}", second.id.0)),
+        "{test_log}"
+    );
 }

@@ -10,13 +10,12 @@
 //! A table in the source that this module does not know is an error, so a
 //! table added by a later migration is never silently left behind.
 
+pub use super::Backend;
 use futures::TryStreamExt;
-use sqlx::any::{AnyArguments, AnyPoolOptions, AnyTypeInfoKind};
-use sqlx::migrate::Migrator;
+use sqlx::any::{AnyArguments, AnyTypeInfoKind};
 use sqlx::{Any, AnyPool, Column, Executor, Row, TypeInfo, ValueRef};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::time::Duration;
 
 /// The tables copied, parents before children, each with its primary key
 /// (the order rows are read in).
@@ -35,32 +34,9 @@ const MAX_PARAMETERS: usize = 8_000;
 /// An INSERT is sent once its rows hold this many bytes of text and blobs.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// The two backends a URL may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    /// The backend a database URL names by its scheme.
-    pub fn of_url(url: &str) -> Result<Backend, MigrateError> {
-        if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(MigrateError::UnsupportedUrl(redact(url)))
-        }
-    }
-
-    /// This backend's migrations, as compiled into the binary.
-    pub fn migrator(self) -> Migrator {
-        match self {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        }
-    }
+/// The backend a URL names, or the error naming the URL.
+fn backend_of(url: &str) -> Result<Backend, MigrateError> {
+    Backend::of_url(url).map_err(|_| MigrateError::UnsupportedUrl(redact(url)))
 }
 
 /// Why a migration of the store failed.
@@ -69,7 +45,10 @@ pub enum MigrateError {
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("connecting to {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    Connect {
+        url: String,
+        source: super::StoreError,
+    },
     #[error("applying the migrations to {url}: {source}")]
     Migrations {
         url: String,
@@ -124,32 +103,11 @@ impl fmt::Display for MigrateReport {
     }
 }
 
-/// Opens a pool on `url` through the `Any` driver. On SQLite every
-/// connection gets WAL, `synchronous = NORMAL`, foreign keys and a busy
-/// timeout. The URL is used as given: a SQLite file is created only with
-/// `?mode=rwc`.
+/// Opens a pool on `url` through the `Any` driver, as the store does. The
+/// URL is used as given: a SQLite file is created only with `?mode=rwc`.
 pub async fn connect_any(url: &str) -> Result<AnyPool, MigrateError> {
-    sqlx::any::install_default_drivers();
-    let backend = Backend::of_url(url)?;
-    AnyPoolOptions::new()
-        .max_connections(4)
-        .after_connect(move |connection, _meta| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    for pragma in [
-                        "PRAGMA journal_mode = WAL",
-                        "PRAGMA synchronous = NORMAL",
-                        "PRAGMA foreign_keys = ON",
-                        "PRAGMA busy_timeout = 10000",
-                    ] {
-                        connection.execute(pragma).await?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(url)
+    backend_of(url)?;
+    super::connect(url)
         .await
         .map_err(|source| MigrateError::Connect {
             url: redact(url),
@@ -162,8 +120,8 @@ pub async fn connect_any(url: &str) -> Result<AnyPool, MigrateError> {
 /// must hold no pipeline and no agent. All or nothing: the copy is one
 /// destination transaction.
 pub async fn migrate_store(from: &str, to: &str) -> Result<MigrateReport, MigrateError> {
-    let from_backend = Backend::of_url(from)?;
-    let to_backend = Backend::of_url(to)?;
+    let from_backend = backend_of(from)?;
+    let to_backend = backend_of(to)?;
     let source = connect_any(from).await?;
     check_source_schema(&source, from_backend, from).await?;
 
@@ -510,18 +468,15 @@ mod tests {
     #[test]
     fn urls_name_their_backend_and_lose_their_password_in_messages() {
         assert_eq!(
-            Backend::of_url("sqlite:///x/osprey.db").unwrap(),
+            backend_of("sqlite:///x/osprey.db").unwrap(),
             Backend::Sqlite
         );
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
         assert_eq!(
-            Backend::of_url("postgres://u@h/db").unwrap(),
+            backend_of("postgresql://u@h/db").unwrap(),
             Backend::Postgres
         );
-        assert_eq!(
-            Backend::of_url("postgresql://u@h/db").unwrap(),
-            Backend::Postgres
-        );
-        assert!(Backend::of_url("mysql://u@h/db").is_err());
+        assert!(backend_of("mysql://u@h/db").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }

@@ -26,6 +26,7 @@ async fn post_pipeline(
     body: &serde_json::Value,
     key: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut request = reqwest::Client::new()
         .post(format!("{base}/api/v1/pipelines"))
         .json(body);

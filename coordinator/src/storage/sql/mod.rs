@@ -47,7 +47,8 @@ impl Backend {
         }
     }
 
-    fn migrator(self) -> sqlx::migrate::Migrator {
+    /// This backend's migrations, as compiled into the binary.
+    pub fn migrator(self) -> sqlx::migrate::Migrator {
         match self {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
