@@ -51,6 +51,8 @@ impl Default for CoordinatorOpts {
 /// A running `osprey-coordinator serve` with its own data dir.
 pub struct Coordinator {
     process: Process,
+    /// The S3 server holding its artifacts, if one was started for it.
+    _s3: Option<osprey_test_support::s3::S3Server>,
     root: Arc<Root>,
     data_dir: PathBuf,
     addr: SocketAddr,
@@ -64,7 +66,22 @@ impl Coordinator {
     /// With `OSPREY_TEST_STORE=postgres` the coordinator keeps its state in
     /// a fresh database of a PostgreSQL server this test binary starts
     /// (kept across restarts of the coordinator).
+    /// With `OSPREY_TEST_ARTIFACTS=s3` its artifacts and caches go to a
+    /// bucket of an S3-compatible server started for it.
     pub async fn start(mut opts: CoordinatorOpts) -> Self {
+        let mut s3 = None;
+        let on_s3 = std::env::var("OSPREY_TEST_ARTIFACTS").is_ok_and(|store| store == "s3");
+        if on_s3 && !opts.extra_args.iter().any(|arg| arg == "--artifact-store") {
+            let server = osprey_test_support::s3::S3Server::start()
+                .await
+                .expect("start the S3 test server");
+            opts.extra_args.extend([
+                "--artifact-store".to_owned(),
+                format!("s3://{}/osprey", server.bucket()),
+            ]);
+            opts.env.extend(server.env());
+            s3 = Some(server);
+        }
         let on_postgres = std::env::var("OSPREY_TEST_STORE").is_ok_and(|store| store == "postgres");
         if on_postgres && !opts.extra_args.iter().any(|arg| arg == "--database-url") {
             let url = osprey_test_support::postgres::TempPostgres::shared()
@@ -80,6 +97,7 @@ impl Coordinator {
         let api = ApiClient::with_context(&format!("http://{addr}"), &context);
         let coordinator = Self {
             process,
+            _s3: s3,
             root,
             data_dir,
             addr,

@@ -152,14 +152,15 @@ impl Core {
         let Some(end) = end else {
             return Ok(job.status());
         };
-        let canceled = matches!(end, AttemptEnd::Canceled { .. });
+        // The coverage is in place before the status is: whoever sees the
+        // job finished sees its coverage.
+        if !matches!(end, AttemptEnd::Canceled { .. }) {
+            self.record_coverage(&job).await?;
+        }
         let result = self.store().finish_job(key.job, key.fence(), end).await?;
         self.dispatcher().remove_lease(key.job);
         let stored = result.stored.unwrap_or(job.status());
         tracing::info!(job_id = %key.job, status = %stored, "job finished");
-        if !canceled {
-            self.record_coverage(&job).await?;
-        }
         self.enqueue(&result.newly_pending).await?;
         Ok(stored)
     }

@@ -2,9 +2,25 @@
 //! retry, resource groups, concurrency, delays and manual play.
 
 use super::{assignment, fence, pipeline, running_job, script_failure, Harness, FENCE};
+use osprey_coordinator::storage::SharedStore;
 use osprey_coordinator::storage::{AttemptEnd, StoreError};
+use osprey_shared::pipeline::Pipeline;
 use osprey_shared::pipeline::When;
+use osprey_shared::PipelineId;
 use osprey_shared::{Failure, FailureReason, JobId, JobStatus, PipelineStatus};
+
+/// Creates the pipeline and assigns its first pending job (attempt `a1`).
+async fn started(store: &SharedStore, definition: &Pipeline) -> (PipelineId, Vec<JobId>) {
+    let (pipeline, pending) = store
+        .create_pipeline("/repo", "master", false, "abc", definition)
+        .await
+        .unwrap();
+    assert!(store
+        .assign_job(pending[0], assignment("a1", 1))
+        .await
+        .unwrap());
+    (pipeline, pending)
+}
 
 pub async fn finishing_a_job_is_fenced_and_advances_the_pipeline(harness: Harness) {
     let store = harness.store;
@@ -240,14 +256,7 @@ pub async fn a_delayed_job_starts_when_the_clock_says_so(harness: Harness) {
     let mut definition = pipeline();
     definition.jobs[1].when = When::Delayed;
     definition.jobs[1].start_in_seconds = Some(300);
-    let (_, pending) = store
-        .create_pipeline("/repo", "master", false, "abc", &definition)
-        .await
-        .unwrap();
-    assert!(store
-        .assign_job(pending[0], assignment("a1", 1))
-        .await
-        .unwrap());
+    let (_, pending) = started(&store, &definition).await;
     let result = store
         .finish_job(pending[0], fence("a1", 1), AttemptEnd::Success)
         .await
@@ -270,14 +279,7 @@ pub async fn a_manual_job_played_reopens_the_finished_pipeline(harness: Harness)
     let mut definition = pipeline();
     definition.jobs[1].when = When::Manual;
     definition.jobs[1].allow_failure = true;
-    let (pipeline_id, pending) = store
-        .create_pipeline("/repo", "master", false, "abc", &definition)
-        .await
-        .unwrap();
-    assert!(store
-        .assign_job(pending[0], assignment("a1", 1))
-        .await
-        .unwrap());
+    let (pipeline_id, pending) = started(&store, &definition).await;
     store
         .finish_job(pending[0], fence("a1", 1), AttemptEnd::Success)
         .await
@@ -301,14 +303,7 @@ pub async fn an_exit_code_in_allow_failure_exit_codes_lets_the_pipeline_go_on(ha
     let store = harness.store;
     let mut definition = pipeline();
     definition.jobs[0].allow_failure_exit_codes = vec![137];
-    let (_, pending) = store
-        .create_pipeline("/repo", "master", false, "abc", &definition)
-        .await
-        .unwrap();
-    assert!(store
-        .assign_job(pending[0], assignment("a1", 1))
-        .await
-        .unwrap());
+    let (_, pending) = started(&store, &definition).await;
     let result = store
         .finish_job(pending[0], fence("a1", 1), script_failure(137))
         .await

@@ -128,7 +128,7 @@ async fn nothing_planted_runs(opts: AgentOpts) {
     pipeline.assert_status(PipelineStatus::Success);
     let plant = pipeline.job("plant");
     let data = coordinator.data_dir();
-    let artifact = tar_entries(&data.join("artifacts").join(format!("{}.tar", plant.id)));
+    let artifact = tar_entries(&super::stored_archive(data, plant.id));
     let mut expected = vec!["out/built.txt".to_owned(), "scratch.tmp".to_owned()];
     assert_eq!(
         artifact, expected,
@@ -141,7 +141,7 @@ async fn nothing_planted_runs(opts: AgentOpts) {
         carry_log.contains("under .git/ left out: .git is never archived"),
         "{carry_log}"
     );
-    let carried = tar_entries(&data.join("artifacts").join(format!("{}.tar", carry.id)));
+    let carried = tar_entries(&super::stored_archive(data, carry.id));
     assert_eq!(carried, ["carried.txt"]);
 
     let used = pipeline.job("use");
@@ -150,7 +150,7 @@ async fn nothing_planted_runs(opts: AgentOpts) {
         used_log.contains("$ cat carried.txt\ncarried\n"),
         "{used_log}"
     );
-    let downstream = tar_entries(&data.join("artifacts").join(format!("{}.tar", used.id)));
+    let downstream = tar_entries(&super::stored_archive(data, used.id));
     assert_eq!(downstream, ["carried.txt", "down.txt"]);
 
     let mut caches: Vec<Vec<String>> = cache_archives(data)
@@ -228,7 +228,7 @@ restore:
     let pipeline = api.run_pipeline(&repo, "master").await;
     let produce = pipeline.assert_job_status("produce", JobStatus::Success);
     let data = coordinator.data_dir();
-    corrupt(&data.join("artifacts").join(format!("{}.tar", produce.id)));
+    corrupt(&super::stored_archive(data, produce.id));
     let caches = cache_archives(data);
     assert_eq!(caches.len(), 1, "{caches:?}");
     corrupt(&caches[0]);

@@ -30,7 +30,7 @@ later:
 /// Where the coordinator keeps a job's archive and a repository's cache
 /// (see `coordinator/src/core/cache.rs`).
 fn artifact_file(data_dir: &std::path::Path, job: JobId) -> PathBuf {
-    data_dir.join("artifacts").join(format!("{job}.tar"))
+    super::stored_archive(data_dir, job)
 }
 
 fn cache_file(data_dir: &std::path::Path, repo: &str, key: &str) -> PathBuf {
@@ -185,10 +185,10 @@ async fn a_sealed_log_and_a_recorded_archive_are_closed_even_to_their_own_attemp
     assert_eq!(cluster.api.job_log(build).await.unwrap(), log);
     let archive = std::fs::read(artifact_file(&data_dir, build)).unwrap();
     assert_eq!(archive, b"first archive");
-    let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("artifacts"))
+    let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("uploads"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 1, "no part file left: {leftovers:?}");
+    assert!(leftovers.is_empty(), "no part file left: {leftovers:?}");
     cluster.api.cancel(created.id).await.unwrap();
 }
