@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC for agents and the HTTP API on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Copy a stopped coordinator's whole state from one database to
     /// another, e.g. from its SQLite file to PostgreSQL.
     MigrateStore(MigrateStoreArgs),
