@@ -1,6 +1,8 @@
 //! The Osprey coordinator: turns commits into pipelines, runs the pipeline
 //! state machine, pushes jobs to connected agents over gRPC sessions, and keeps
-//! logs, statuses and artifacts durable in SQLite under the data dir.
+//! logs, statuses and artifacts durable: state in SQLite (default) or
+//! PostgreSQL behind [`storage::Store`], archives and caches in a directory
+//! or an S3 bucket behind [`artifact_store::ArtifactStore`].
 
 pub mod artifact_store;
 pub mod auth;

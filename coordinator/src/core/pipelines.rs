@@ -76,8 +76,6 @@ impl Core {
             .await
             .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
         };
-        self.auto_cancel_redundant(repo, git_ref, &commit.sha)
-            .await?;
         let details = CommitDetails {
             before_sha: before,
             message: Some(commit.message.clone()),
@@ -100,6 +98,10 @@ impl Core {
             },
         };
         tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
+        // Only once the new pipeline is stored: a failure before leaves the
+        // old ones running.
+        self.auto_cancel_redundant(repo, git_ref, &commit.sha, id)
+            .await?;
         self.enqueue(&pending).await?;
         Ok(CreatedPipeline {
             view: self.pipeline_view(id).await?,
@@ -126,9 +128,16 @@ impl Core {
     /// GitLab's auto-cancel of redundant pipelines (its `conservative`
     /// default): an older unfinished pipeline of the same ref at another
     /// commit is canceled, unless a job of it that is not `interruptible` has
-    /// already started.
-    async fn auto_cancel_redundant(&self, repo: &str, git_ref: &str, sha: &str) -> CoreResult<()> {
-        for old in self.store().redundant_pipelines(repo, git_ref, sha).await? {
+    /// already started. Only pipelines older than `newer` are looked at.
+    async fn auto_cancel_redundant(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        sha: &str,
+        newer: PipelineId,
+    ) -> CoreResult<()> {
+        let redundant = self.store().redundant_pipelines(repo, git_ref, sha).await?;
+        for old in redundant.into_iter().filter(|old| old.0 < newer.0) {
             let jobs = self.store().jobs_of(old).await?;
             let protected = jobs.iter().any(|job| {
                 job.started_at.is_some() && !job.definition().is_ok_and(|def| def.interruptible)

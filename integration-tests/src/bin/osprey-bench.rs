@@ -22,6 +22,8 @@ const THROUGHPUT_PIPELINES: usize = 20;
 const THROUGHPUT_JOBS_PER_PIPELINE: usize = 10;
 const OVERHEAD_RUNS: usize = 20;
 const BENCH_IMAGE: &str = "osprey-test/busybox:latest";
+const INGEST_BYTES: u64 = 32 << 20;
+const INGEST_RUNS: usize = 3;
 
 fn bench_coordinator() -> CoordinatorOpts {
     CoordinatorOpts {
@@ -151,6 +153,46 @@ async fn throughput(report: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Log ingest: one job writes 32 MiB of text as fast as it can; the figure
+/// is those bytes over the job's start -> finish (the agent ships, the store
+/// appends at offsets, the log is sealed before the job finishes).
+async fn log_ingest(report: &mut String) -> anyhow::Result<()> {
+    let coordinator = Coordinator::start(bench_coordinator()).await;
+    let _agent = Agent::start(&coordinator, AgentOpts::named("bench-ingest")).await;
+    let repo = TestRepo::with_pipeline(&format!(
+        "talk:\n  script:\n    - yes 'osprey log ingest 0123456789 abcdefghijklmnopqrstuvwxyz 0123456789' | head -c {INGEST_BYTES}\n"
+    ));
+    let api = coordinator.api();
+    let mut rates = Vec::new();
+    for _ in 0..INGEST_RUNS {
+        let pipeline = api
+            .create_pipeline(&repo.url(), "master")
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let done = wait_finished(&api, pipeline.id).await?;
+        let job = &done.jobs[0];
+        anyhow::ensure!(job.status == JobStatus::Success, "job failed: {job:?}");
+        let log = api
+            .job_log(job.id)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        anyhow::ensure!(
+            log.len() as u64 >= INGEST_BYTES,
+            "the log holds {} bytes",
+            log.len()
+        );
+        let took = (parse_time(&job.finished_at)? - parse_time(&job.started_at)?).as_seconds_f64();
+        rates.push(INGEST_BYTES as f64 / (1 << 20) as f64 / took);
+    }
+    let (p50, _) = summary(&mut rates);
+    println!(
+        "log ingest, one job writing {} MiB, {INGEST_RUNS} runs: median {p50:.1} MiB/s",
+        INGEST_BYTES >> 20
+    );
+    writeln!(report, "log_ingest_mib_per_s_p50 {p50:.1}")?;
+    Ok(())
+}
+
 fn parse_time(text: &Option<String>) -> anyhow::Result<time::OffsetDateTime> {
     let text = text.as_deref().context("a finished job without times")?;
     Ok(time::OffsetDateTime::parse(
@@ -240,11 +282,13 @@ async fn main() -> anyhow::Result<()> {
     let mut report = String::new();
     writeln!(
         report,
-        "# osprey bench, {}",
-        osprey_shared::api::format_time(time::OffsetDateTime::now_utc())
+        "# osprey bench, {}, store {}",
+        osprey_shared::api::format_time(time::OffsetDateTime::now_utc()),
+        std::env::var("OSPREY_TEST_STORE").unwrap_or_else(|_| "sqlite".to_owned())
     )?;
     dispatch_latency(&mut report).await?;
     throughput(&mut report).await?;
+    log_ingest(&mut report).await?;
     executor_overhead(&mut report).await?;
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
