@@ -129,6 +129,16 @@ impl FakeAgent {
     }
 }
 
+impl FakeAgent {
+    /// Stops heartbeating an attempt (it ended): its slot is free again.
+    pub fn release(&self, attempt_id: &str) {
+        self.held
+            .lock()
+            .unwrap()
+            .retain(|attempt| attempt.attempt_id != attempt_id);
+    }
+}
+
 /// Heartbeats the held attempts until the session's sender is gone.
 async fn heartbeats(outbound: mpsc::Sender<AgentMessage>, held: Arc<Mutex<Vec<RunningAttempt>>>) {
     let mut seq = 0;

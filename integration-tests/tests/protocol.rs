@@ -180,3 +180,60 @@ second:
     );
     cluster.api.cancel(created.id).await.unwrap();
 }
+
+/// `retry: when:` reads the failure's reported kind, never its text: a
+/// `runner_system_failure` worded like nothing known is retried, and a
+/// `script_failure` worded like a system failure is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_follows_the_reported_failure_kind_whatever_the_message() {
+    use osprey_integration_tests::fake_agent::{attempt_ref, FakeAgent};
+    use osprey_proto::v1::{FailureKind, JobState, UpdateStatusRequest};
+    use osprey_shared::PipelineStatus;
+
+    let cluster = TestCluster::builder().start().await;
+    let repo = TestRepo::with_pipeline(
+        "flaky:\n  script: ['true']\n  retry:\n    max: 2\n    when: [runner_system_failure]\n",
+    );
+    let created = cluster.api.start_pipeline(&repo, "master").await;
+    let mut agent = FakeAgent::connect(
+        &cluster.coordinator.url(),
+        cluster.coordinator.registration_token(),
+    )
+    .await;
+    let report = |attempt: AttemptRef, code: Option<i32>, text: &str, kind: FailureKind| {
+        UpdateStatusRequest {
+            attempt: Some(attempt),
+            state: JobState::Failed.into(),
+            exit_code: code,
+            failure_reason: text.to_owned(),
+            failure_kind: kind.into(),
+        }
+    };
+    let first = attempt_ref(&agent.take_job(Duration::from_secs(30)).await);
+    let request = report(
+        first.clone(),
+        None,
+        "the disk sang a song",
+        FailureKind::RunnerSystemFailure,
+    );
+    agent.client.update_status(request).await.expect("report");
+    agent.release(&first.attempt_id);
+    let second = attempt_ref(&agent.take_job(Duration::from_secs(30)).await);
+    assert_eq!(second.job_id, first.job_id, "the job is retried");
+    assert_ne!(second.attempt_id, first.attempt_id);
+    let request = report(
+        second.clone(),
+        Some(1),
+        "runner system failure: agent lost",
+        FailureKind::ScriptFailure,
+    );
+    agent.client.update_status(request).await.expect("report");
+    let pipeline = cluster.api.wait_for_pipeline(created.id).await;
+    pipeline.assert_status(PipelineStatus::Failed);
+    let job = pipeline.assert_job_status("flaky", JobStatus::Failed);
+    assert_eq!(job.attempt, 2, "a script failure is not retried");
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some("runner system failure: agent lost")
+    );
+}
