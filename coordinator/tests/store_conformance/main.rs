@@ -153,3 +153,30 @@ pub async fn running_job(store: &SharedStore) -> JobId {
         .unwrap());
     JobId(1)
 }
+
+/// SQLite runs in WAL with `synchronous = NORMAL` on every pooled
+/// connection: durable across kill -9, one fsync per checkpoint rather than
+/// per commit.
+#[tokio::test]
+async fn sqlite_connections_are_wal_with_synchronous_normal() {
+    let harness = Harness::sqlite().await;
+    for _ in 0..3 {
+        let mut connection = harness.sql.pool().acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(
+            (mode.as_str(), synchronous, foreign_keys),
+            ("wal", 1, 1)
+        );
+    }
+}
