@@ -17,6 +17,14 @@ fn job(id: u64, stage_index: usize, status: JobStatus) -> JobState {
     JobState::new(JobId(id), format!("job{id}"), stage_index, status)
 }
 
+fn retry(max: u32, when: &[&str], exit_codes: &[i32]) -> Retry {
+    Retry {
+        max,
+        when: when.iter().map(|when| (*when).to_owned()).collect(),
+        exit_codes: exit_codes.to_vec(),
+    }
+}
+
 fn pipeline(status: PipelineStatus, jobs: Vec<JobState>) -> PipelineState {
     PipelineState {
         id: PipelineId(1),
@@ -85,11 +93,7 @@ fn an_assignment_starts_a_new_attempt_and_the_pipeline_runs() {
 #[test]
 fn retry_follows_the_typed_reason_whatever_the_message_says() {
     let mut job = running(1, 0);
-    job.retry = Retry {
-        max: 1,
-        when: vec!["runner_system_failure".into()],
-        exit_codes: Vec::new(),
-    };
+    job.retry = retry(1, &["runner_system_failure"], &[]);
     let state = pipeline(PipelineStatus::Running, vec![job]);
     let transition = apply(
         &state,
@@ -124,11 +128,7 @@ fn retry_follows_the_typed_reason_whatever_the_message_says() {
 #[test]
 fn retry_stops_after_max_and_honours_exit_codes() {
     let mut job = running(1, 0);
-    job.retry = Retry {
-        max: 1,
-        when: Vec::new(),
-        exit_codes: vec![137],
-    };
+    job.retry = retry(1, &[], &[137]);
     let script = |code| failed(FailureReason::ScriptFailure, Some(code), "script failure");
     let state = pipeline(PipelineStatus::Running, vec![job.clone()]);
     let next = apply(&state, &ended(1, script(137)), &context()).unwrap();
@@ -148,11 +148,7 @@ fn retry_stops_after_max_and_honours_exit_codes() {
 #[test]
 fn a_timeout_is_retried_by_stuck_or_timeout_failure() {
     let mut job = running(1, 0);
-    job.retry = Retry {
-        max: 2,
-        when: vec!["stuck_or_timeout_failure".into()],
-        exit_codes: Vec::new(),
-    };
+    job.retry = retry(2, &["stuck_or_timeout_failure"], &[]);
     let state = pipeline(PipelineStatus::Running, vec![job]);
     let timeout = failed(FailureReason::JobExecutionTimeout, None, "job timeout");
     let next = apply(&state, &ended(1, timeout), &context()).unwrap();
@@ -188,11 +184,7 @@ fn a_report_from_another_attempt_is_refused_and_a_second_report_changes_nothing(
 #[test]
 fn an_expired_lease_fences_the_attempt_and_fails_it_as_a_system_failure() {
     let mut job = running(1, 0);
-    job.retry = Retry {
-        max: 1,
-        when: vec!["runner_system_failure".into()],
-        exit_codes: Vec::new(),
-    };
+    job.retry = retry(1, &["runner_system_failure"], &[]);
     let state = pipeline(PipelineStatus::Running, vec![job]);
     let expired = Event::LeaseExpired {
         job: JobId(1),
@@ -355,11 +347,7 @@ fn a_resource_group_holds_one_job_at_a_time_here_and_across_pipelines() {
 fn a_job_that_ends_releases_its_resource_group_but_a_retry_keeps_it() {
     let mut job = running(1, 0);
     job.resource_group = Some("production".into());
-    job.retry = Retry {
-        max: 1,
-        when: Vec::new(),
-        exit_codes: Vec::new(),
-    };
+    job.retry = retry(1, &[], &[]);
     let state = pipeline(PipelineStatus::Running, vec![job]);
     let failure = || failed(FailureReason::ScriptFailure, Some(1), "script failure");
     let retried = apply(&state, &ended(1, failure()), &context()).unwrap();

@@ -174,9 +174,6 @@ async fn sqlite_connections_are_wal_with_synchronous_normal() {
             .fetch_one(&mut *connection)
             .await
             .unwrap();
-        assert_eq!(
-            (mode.as_str(), synchronous, foreign_keys),
-            ("wal", 1, 1)
-        );
+        assert_eq!((mode.as_str(), synchronous, foreign_keys), ("wal", 1, 1));
     }
 }

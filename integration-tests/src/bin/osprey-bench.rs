@@ -50,6 +50,15 @@ async fn wait_finished(api: &ApiClient, id: PipelineId) -> anyhow::Result<Pipeli
     }
 }
 
+/// Runs the repo's pipeline once and waits for its end.
+async fn run_once(api: &ApiClient, repo: &TestRepo) -> anyhow::Result<PipelineView> {
+    let pipeline = api
+        .create_pipeline(&repo.url(), "master")
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    wait_finished(api, pipeline.id).await
+}
+
 /// The value at quantile `q` of sorted samples (nearest rank).
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
@@ -78,11 +87,7 @@ async fn dispatch_latency(report: &mut String) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for _ in 0..LATENCY_RUNS {
         let requested = SystemTime::now();
-        let pipeline = api
-            .create_pipeline(&repo.url(), "master")
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
-        let done = wait_finished(&api, pipeline.id).await?;
+        let done = run_once(&api, &repo).await?;
         let job = &done.jobs[0];
         anyhow::ensure!(
             job.status == JobStatus::Success,
@@ -165,11 +170,7 @@ async fn log_ingest(report: &mut String) -> anyhow::Result<()> {
     let api = coordinator.api();
     let mut rates = Vec::new();
     for _ in 0..INGEST_RUNS {
-        let pipeline = api
-            .create_pipeline(&repo.url(), "master")
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
-        let done = wait_finished(&api, pipeline.id).await?;
+        let done = run_once(&api, &repo).await?;
         let job = &done.jobs[0];
         anyhow::ensure!(job.status == JobStatus::Success, "job failed: {job:?}");
         let log = api
@@ -228,11 +229,7 @@ async fn executor_overhead(report: &mut String) -> anyhow::Result<()> {
     let mut shell = Vec::new();
     let mut docker = Vec::new();
     for _ in 0..OVERHEAD_RUNS {
-        let pipeline = api
-            .create_pipeline(&repo.url(), "master")
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
-        let done = wait_finished(&api, pipeline.id).await?;
+        let done = run_once(&api, &repo).await?;
         for job in &done.jobs {
             anyhow::ensure!(job.status == JobStatus::Success, "job failed: {job:?}");
             let took = (parse_time(&job.finished_at)? - parse_time(&job.started_at)?)
