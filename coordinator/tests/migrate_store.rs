@@ -86,10 +86,10 @@ INSERT INTO pipelines (id, repo, git_ref, ref_is_tag, sha, status, definition, c
     VALUES (9, 'https://git.example.com/app.git', 'v1.0', 1, 'd00d', 'running', '{{}}', '2024-05-02T09:00:00Z');
 INSERT INTO jobs VALUES (1, 3, 0, 'build', 'build', 0, 'success', 0, 'on_success', '{{}}', 'a-1', 'builder',
     'att-1', 2, 'tok1', 0, '2024-05-01T11:00:01Z', '2024-05-01T11:02:00Z', 0, NULL, 11, 1, 'sha-log', 2048,
-    'sha-art', 1, 'deploy', 1, NULL, 87.5, '2024-06-01T00:00:00Z', 1, 'artifacts/1/att-1-k.tar', NULL);
+    'sha-art', 1, 'deploy', 1, NULL, 87.5, '2024-06-01T00:00:00Z', 1, 'artifacts/1/att-1-k.tar', NULL, NULL);
 INSERT INTO jobs VALUES (2, 3, 1, 'test', 'test', 1, 'failed', 1, 'on_success', '{{}}', 'a-1', 'builder',
     'att-2', 1, NULL, 1, '2024-05-01T11:02:01Z', '2024-05-01T11:04:00Z', -9, 'script failure', 5, 1, NULL, NULL,
-    NULL, 2, NULL, 0, '2024-05-01T12:00:00Z', 0.1, NULL, NULL, NULL, 'script_failure');
+    NULL, 2, NULL, 0, '2024-05-01T12:00:00Z', 0.1, NULL, NULL, NULL, 'script_failure', '{{"retry":{{"max":0,"when":[],"exit_codes":[]}}}}');
 INSERT INTO jobs (id, pipeline_id, position, name, stage, stage_index, status, allow_failure, when_, definition)
     VALUES (7, 9, 0, 'release', 'deploy', 0, 'pending', 0, 'manual', '{{}}');
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {GENERATED_JOBS})

@@ -12,5 +12,7 @@ mod state;
 mod transition;
 
 pub use stages::{advance, Decision};
-pub use state::{AttemptEnd, Context, Effect, Event, JobState, PipelineState, Refusal, Transition};
+pub use state::{
+    AttemptEnd, Context, Effect, Event, JobRules, JobState, PipelineState, Refusal, Transition,
+};
 pub use transition::{apply, retries, AGENT_LOST, CANCEL_UNCONFIRMED};

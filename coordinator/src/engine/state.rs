@@ -92,17 +92,20 @@ impl JobState {
     }
 
     /// Takes the keywords the state machine reads from the job's definition.
-    pub fn with_definition(mut self, definition: &JobDef) -> JobState {
-        self.when = definition.when;
-        self.allow_failure = definition.allow_failure;
-        self.allow_failure_exit_codes = definition.allow_failure_exit_codes.clone();
-        self.needs = definition
-            .needs
-            .as_ref()
-            .map(|needs| needs.iter().map(|need| need.job.clone()).collect());
-        self.retry = definition.retry.clone();
-        self.start_in_seconds = definition.start_in_seconds;
-        self.resource_group = definition.resource_group.clone();
+    pub fn with_definition(self, definition: &JobDef) -> JobState {
+        let mut state = self.with_rules(JobRules::of(definition));
+        state.when = definition.when;
+        state.allow_failure = definition.allow_failure;
+        state
+    }
+
+    /// Takes the keywords the state machine reads, as stored beside the job.
+    pub fn with_rules(mut self, rules: JobRules) -> JobState {
+        self.allow_failure_exit_codes = rules.allow_failure_exit_codes;
+        self.needs = rules.needs;
+        self.retry = rules.retry;
+        self.start_in_seconds = rules.start_in_seconds;
+        self.resource_group = rules.resource_group;
         self
     }
 
@@ -120,6 +123,34 @@ impl JobState {
     pub fn holds_resource(&self) -> bool {
         self.resource_group.is_some()
             && matches!(self.status, JobStatus::Pending | JobStatus::Running)
+    }
+}
+
+/// The keywords of a job the state machine reads beyond `when` and
+/// `allow_failure`: small, so a transition loads them without the job's
+/// whole definition (scripts, variables).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobRules {
+    pub allow_failure_exit_codes: Vec<i32>,
+    pub needs: Option<Vec<String>>,
+    pub retry: Retry,
+    pub start_in_seconds: Option<u64>,
+    pub resource_group: Option<String>,
+}
+
+impl JobRules {
+    pub fn of(definition: &JobDef) -> JobRules {
+        JobRules {
+            allow_failure_exit_codes: definition.allow_failure_exit_codes.clone(),
+            needs: definition
+                .needs
+                .as_ref()
+                .map(|needs| needs.iter().map(|need| need.job.clone()).collect()),
+            retry: definition.retry.clone(),
+            start_in_seconds: definition.start_in_seconds,
+            resource_group: definition.resource_group.clone(),
+        }
     }
 }
 

@@ -164,6 +164,32 @@ pub async fn retry_when_reads_the_typed_reason_not_the_message(harness: Harness)
     assert_eq!(row.failure_kind, Some(FailureReason::ScriptFailure));
 }
 
+pub async fn a_job_stored_before_rules_follows_its_definition(harness: Harness) {
+    let store = harness.store;
+    let mut definition = pipeline();
+    definition.jobs[0].retry.max = 1;
+    let (_, pending) = store
+        .create_pipeline("/repo", "master", false, "abc", &definition)
+        .await
+        .unwrap();
+    // As a job recorded by an older version: no rules column.
+    sqlx::query("UPDATE jobs SET rules = NULL")
+        .execute(harness.sql.pool())
+        .await
+        .unwrap();
+    let job = pending[0];
+    assert!(store.assign_job(job, assignment("a1", 1)).await.unwrap());
+    let result = store
+        .finish_job(job, fence("a1", 1), script_failure(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.stored,
+        Some(JobStatus::Pending),
+        "retry read from the definition"
+    );
+}
+
 pub async fn one_job_of_a_resource_group_runs_at_a_time_across_pipelines(harness: Harness) {
     let store = harness.store;
     let mut definition = pipeline();

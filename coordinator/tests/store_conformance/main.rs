@@ -79,6 +79,7 @@ conformance!(
     lifecycle::cancel_ends_waiting_jobs_and_marks_running_ones,
     lifecycle::a_retried_failure_becomes_a_new_attempt_with_its_own_log,
     lifecycle::retry_when_reads_the_typed_reason_not_the_message,
+    lifecycle::a_job_stored_before_rules_follows_its_definition,
     lifecycle::one_job_of_a_resource_group_runs_at_a_time_across_pipelines,
     lifecycle::concurrent_finishes_of_one_pipeline_start_the_next_stage_once,
     lifecycle::a_delayed_job_starts_when_the_clock_says_so,

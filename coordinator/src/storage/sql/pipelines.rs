@@ -2,7 +2,7 @@
 //! makes of them.
 
 use super::{id, Backend, SqlStore};
-use crate::engine::Event;
+use crate::engine::{Event, JobRules};
 use crate::storage::rows::JOB_COLUMNS;
 use crate::storage::{
     IdempotencyKey, JobRow, Keyed, NewPipeline, PipelineRow, PipelineStore, StoreError, StoreResult,
@@ -66,10 +66,12 @@ impl SqlStore {
             })?;
             let definition = serde_json::to_string(job)
                 .map_err(|error| StoreError::Backend(format!("encoding job: {error}")))?;
+            let rules = serde_json::to_string(&JobRules::of(job))
+                .map_err(|error| StoreError::Backend(format!("encoding job: {error}")))?;
             sqlx::query(
                 "INSERT INTO jobs (pipeline_id, position, name, stage, stage_index, status, allow_failure, \
-                 when_, definition, resource_group, interruptible) \
-                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10)",
+                 when_, definition, resource_group, interruptible, rules) \
+                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11)",
             )
             .bind(pipeline)
             .bind(position as i64)
@@ -81,6 +83,7 @@ impl SqlStore {
             .bind(definition)
             .bind(&job.resource_group)
             .bind(i64::from(job.interruptible))
+            .bind(rules)
             .execute(&mut **tx)
             .await?;
         }

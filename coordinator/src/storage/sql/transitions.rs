@@ -5,7 +5,9 @@
 //! longest (lowest id), in whatever pipeline.
 
 use super::{id, SqlStore};
-use crate::engine::{self, AttemptEnd, Context, Effect, Event, JobState, PipelineState, Refusal};
+use crate::engine::{
+    self, AttemptEnd, Context, Effect, Event, JobRules, JobState, PipelineState, Refusal,
+};
 use crate::storage::rows::JOB_COLUMNS;
 use crate::storage::{
     Assignment, Fence, FinishResult, JobRow, LifecycleStore, StoreError, StoreResult,
@@ -13,7 +15,7 @@ use crate::storage::{
 use async_trait::async_trait;
 use osprey_shared::api::format_time;
 use osprey_shared::{JobId, PipelineId};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 use std::collections::BTreeSet;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -85,17 +87,22 @@ fn time_of(text: Option<String>) -> StoreResult<Option<OffsetDateTime>> {
     .transpose()
 }
 
-fn job_state(row: JobRow) -> StoreResult<JobState> {
-    let definition = row
-        .definition()
-        .map_err(|error| StoreError::Corrupt(format!("definition of job {}: {error}", row.id)))?;
+/// A job's state from its row and its stored rules (or, for a job stored
+/// before rules were, its definition).
+fn job_state(row: JobRow, rules: Option<String>) -> StoreResult<JobState> {
+    let corrupt =
+        |error: serde_json::Error| StoreError::Corrupt(format!("rules of job {}: {error}", row.id));
+    let rules: JobRules = match rules {
+        Some(rules) => serde_json::from_str(&rules).map_err(corrupt)?,
+        None => JobRules::of(&row.definition().map_err(corrupt)?),
+    };
     let mut state = JobState::new(
         row.id(),
         row.name.clone(),
         row.stage_index as usize,
         row.status,
     )
-    .with_definition(&definition);
+    .with_rules(rules);
     state.allow_failure = row.allow_failure;
     state.when = row.when;
     state.attempt = u32::try_from(row.attempt).unwrap_or(0);
@@ -123,20 +130,27 @@ impl SqlStore {
             .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline} not found")))?;
         let status = crate::storage::rows::parsed(&row, "status")?;
         let finished_at = time_of(row.try_get("finished_at")?)?;
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, position"
+        // The definition only where no rules are stored (jobs of before).
+        let columns = JOB_COLUMNS.replacen(
+            "definition",
+            "CASE WHEN rules IS NULL THEN definition ELSE '' END AS definition, rules",
+            1,
+        );
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, position"
         ))
         .bind(id(pipeline.0))
         .fetch_all(&mut **tx)
         .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.push(job_state(JobRow::from_row(row)?, row.try_get("rules")?)?);
+        }
         Ok(PipelineState {
             id: pipeline,
             status,
             finished_at,
-            jobs: rows
-                .into_iter()
-                .map(job_state)
-                .collect::<StoreResult<_>>()?,
+            jobs,
         })
     }
 
