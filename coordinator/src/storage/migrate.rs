@@ -445,20 +445,9 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// The URL without its password, for messages.
+/// The URL without its credentials, for messages (the project's one mask).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _password)) => {
-                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    osprey_shared::redact::url_credentials(url).into_owned()
 }
 
 #[cfg(test)]
@@ -477,7 +466,9 @@ mod tests {
             Backend::Postgres
         );
         assert!(backend_of("mysql://u@h/db").is_err());
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://u:secret@h/db"),
+            "postgres://[MASKED]@h/db"
+        );
     }
 }

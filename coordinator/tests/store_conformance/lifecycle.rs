@@ -98,12 +98,8 @@ pub async fn a_retried_failure_becomes_a_new_attempt_with_its_own_log(harness: H
     let store = harness.store;
     let mut definition = pipeline();
     definition.jobs[0].retry.max = 1;
-    let (_, pending) = store
-        .create_pipeline("/repo", "master", false, "abc", &definition)
-        .await
-        .unwrap();
+    let (_, pending) = started(&store, &definition).await;
     let job = pending[0];
-    assert!(store.assign_job(job, assignment("a1", 1)).await.unwrap());
     store
         .append_log(job, fence("a1", 1), 0, b"first try\n", 1 << 20)
         .await
@@ -134,12 +130,8 @@ pub async fn retry_when_reads_the_typed_reason_not_the_message(harness: Harness)
     let mut definition = pipeline();
     definition.jobs[0].retry.max = 2;
     definition.jobs[0].retry.when = vec!["runner_system_failure".into()];
-    let (_, pending) = store
-        .create_pipeline("/repo", "master", false, "abc", &definition)
-        .await
-        .unwrap();
+    let (_, pending) = started(&store, &definition).await;
     let job = pending[0];
-    assert!(store.assign_job(job, assignment("a1", 1)).await.unwrap());
     let system = AttemptEnd::Failed {
         exit_code: None,
         failure: Failure::new(FailureReason::RunnerSystemFailure, "a wording never seen"),
