@@ -119,6 +119,7 @@ impl ApiClient {
     ) -> Result<PipelineView, ApiError> {
         let body = CreatePipeline {
             repo: repo.to_owned(),
+            project: None,
             git_ref: git_ref.to_owned(),
             variables: variables
                 .iter()

@@ -19,6 +19,7 @@ const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 pub async fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = CreatePipeline {
         repo: resolve_repo(&args.repo)?,
+        project: None,
         git_ref: args.git_ref.clone(),
         variables: args.variables.clone(),
     };

@@ -127,6 +127,11 @@ impl PipelineRow {
             git_ref: self.git_ref.clone(),
             sha: self.sha.clone(),
             jobs,
+            project: None,
+            iid: None,
+            source: "push".to_owned(),
+            before_sha: self.before_sha.clone(),
+            created_at: None,
         }
     }
 }

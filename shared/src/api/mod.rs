@@ -4,6 +4,10 @@
 //!
 //! Times are RFC 3339 with milliseconds in UTC; absent values are `null`.
 
+mod projects;
+
+pub use projects::*;
+
 use crate::ids::{JobId, PipelineId};
 use crate::status::{JobStatus, PipelineStatus};
 use serde::{Deserialize, Serialize};
@@ -11,8 +15,14 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v1/pipelines` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreatePipeline {
-    /// Local path or URL of a git repository that agents can reach too.
+    /// Local path or URL of a git repository that agents can reach too
+    /// (admins only; others name a `project`). Empty with `project`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub repo: String,
+    /// A registered project: the pipeline is numbered in it and gets its
+    /// variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// Branch, tag or commit.
     #[serde(rename = "ref")]
     pub git_ref: String,
@@ -31,6 +41,25 @@ pub struct PipelineView {
     pub git_ref: String,
     pub sha: String,
     pub jobs: Vec<JobView>,
+    /// The project it belongs to (`None`: created with a bare `repo`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Its number within the project (`CI_PIPELINE_IID`).
+    #[serde(default)]
+    pub iid: Option<u64>,
+    /// What started it (`CI_PIPELINE_SOURCE`): push, api, web, schedule, trigger.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// The ref's commit before the push (`CI_COMMIT_BEFORE_SHA`); `None` for
+    /// a ref's first pipeline.
+    #[serde(default)]
+    pub before_sha: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+fn default_source() -> String {
+    "push".to_owned()
 }
 
 /// One job of a pipeline.
