@@ -28,6 +28,21 @@ pub enum Command {
     /// Copy a stopped coordinator's whole state from one database to
     /// another, e.g. from its SQLite file to PostgreSQL.
     MigrateStore(MigrateStoreArgs),
+    /// Make a new current key in the secrets key file (keeping the old ones
+    /// for reading) and re-encrypt every stored variable and webhook secret
+    /// with it. Run it with the coordinator stopped.
+    RotateSecretsKey(RotateKeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateKeyArgs {
+    #[arg(long, env = "OSPREY_DATA_DIR", default_value = "./osprey-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "OSPREY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Default: DATA_DIR/secrets.key.
+    #[arg(long, env = "OSPREY_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +115,18 @@ pub struct ServeArgs {
     /// `AWS_*` environment). Default: `file://DATA_DIR`.
     #[arg(long, env = "OSPREY_ARTIFACT_STORE")]
     pub artifact_store: Option<String>,
+    /// Key file of the secret variables (XChaCha20-Poly1305 keys, one per
+    /// line, the first current). Default: DATA_DIR/secrets.key, generated
+    /// with mode 0600 on first start.
+    #[arg(long, env = "OSPREY_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// File holding the admin API token. Default: DATA_DIR/admin.token,
+    /// generated with mode 0600 on first start.
+    #[arg(long, env = "OSPREY_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin API token itself (at least 16 characters).
+    #[arg(long, env = "OSPREY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// Validated server configuration.
@@ -138,6 +165,15 @@ impl ServeArgs {
             .map(ArtifactStoreConfig::parse)
             .transpose()
             .context("--artifact-store")?;
+        let admin_token = match (&self.admin_token_file, self.admin_token) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --admin-token-file {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, token) => token,
+        };
         let tls = self.tls_cert.zip(self.tls_key);
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
@@ -158,6 +194,8 @@ impl ServeArgs {
                     max_pipeline_file_bytes: self.max_pipeline_file_bytes,
                 },
                 artifact_store,
+                secrets_key_file: self.secrets_key_file,
+                admin_token,
             },
             tls,
             max_artifact_bytes: self.max_artifact_bytes,

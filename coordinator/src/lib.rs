@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod repo;
+pub mod rotate;
 pub mod server;
 pub mod spec;
 pub mod storage;

@@ -34,6 +34,10 @@ async fn main() -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
+        Command::RotateSecretsKey(args) => {
+            print!("{}", osprey_coordinator::rotate::rotate(args).await?);
+            Ok(())
+        }
     }
 }
 

@@ -64,6 +64,13 @@ pub async fn run(
         }
     });
 
+    let trigger_core = core.clone();
+    let trigger_stop = tasks.token();
+    // Pushes, polls and schedules become pipelines; stops with the shutdown token.
+    tasks.spawn("triggers", async move {
+        trigger_core.run_triggers(trigger_stop).await;
+    });
+
     let grpc = AgentServiceServer::new(AgentGrpc::new(
         core.clone(),
         tasks.clone(),

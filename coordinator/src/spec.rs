@@ -2,6 +2,7 @@
 //! predefined variables, the global and job variables, the earlier jobs
 //! whose artifacts it gets, and its caches.
 
+use crate::core::ProjectContext;
 use crate::repo::project_name;
 use crate::storage::{JobRow, PipelineRow};
 use osprey_proto::v1;
@@ -15,7 +16,17 @@ fn variable(key: &str, value: impl Into<String>) -> v1::Variable {
         key: key.to_owned(),
         value: value.into(),
         masked: false,
+        file: false,
     }
+}
+
+/// What a job's spec is built from beyond the job itself.
+pub struct SpecInputs<'a> {
+    pub pipeline: &'a PipelineRow,
+    pub definition: &'a Pipeline,
+    pub server_url: &'a str,
+    /// The pipeline's project, with its variables decrypted.
+    pub project: &'a ProjectContext,
 }
 
 fn user_variables(variables: &[Variable]) -> impl Iterator<Item = v1::Variable> + '_ {
@@ -51,14 +62,21 @@ pub fn artifact_sources<'a>(
 
 /// The spec of a job about to be queued. `server_url` is `CI_SERVER_URL`.
 pub fn job_spec(
-    pipeline: &PipelineRow,
-    definition: &Pipeline,
+    inputs: &SpecInputs<'_>,
     job: &JobRow,
     job_def: &JobDef,
     artifact_sources: &[&JobRow],
-    server_url: &str,
 ) -> v1::JobSpec {
-    let project = project_name(&pipeline.repo);
+    let SpecInputs {
+        pipeline,
+        definition,
+        server_url,
+        project: context,
+    } = *inputs;
+    let project = match &context.project {
+        Some(row) => row.name.clone(),
+        None => project_name(&pipeline.repo),
+    };
     let mut variables = vec![
         variable("CI", "true"),
         variable("GITLAB_CI", "true"),
@@ -99,9 +117,11 @@ pub fn job_spec(
         ),
         variable("CI_COMMIT_MESSAGE", message),
         variable("CI_COMMIT_TITLE", title),
-        // Pipelines created through the API stand for a push of the ref.
-        variable("CI_PIPELINE_SOURCE", "push"),
-        variable("CI_PIPELINE_IID", pipeline.id.to_string()),
+        variable("CI_PIPELINE_SOURCE", pipeline.source.clone()),
+        variable(
+            "CI_PIPELINE_IID",
+            pipeline.iid.unwrap_or(pipeline.id).to_string(),
+        ),
         variable(
             "CI_PIPELINE_URL",
             format!("{server}/api/v1/pipelines/{}", pipeline.id),
@@ -117,8 +137,25 @@ pub fn job_spec(
         variables.push(variable("CI_NODE_INDEX", index.to_string()));
         variables.push(variable("CI_NODE_TOTAL", total.to_string()));
     }
+    if let Some((registry, image)) = context
+        .project
+        .as_ref()
+        .and_then(crate::core::registry_variables)
+    {
+        variables.push(variable("CI_REGISTRY", registry));
+        variables.push(variable("CI_REGISTRY_IMAGE", image));
+    }
+    // Precedence, lowest first: predefined, global, job, project, pipeline.
+    let secrets = context.job_variables(job_def.environment.as_ref().map(|env| env.name.as_str()));
     variables.extend(user_variables(&definition.variables));
-    variables.extend(user_variables(&job_def.variables));
+    variables.extend(
+        job_def
+            .variables
+            .iter()
+            .map(|var| variable(&var.key, context.expand(&var.value, &secrets))),
+    );
+    variables.extend(secrets);
+    variables.extend(user_variables(&pipeline.pipeline_variables()));
 
     v1::JobSpec {
         job_id: job.id as u64,

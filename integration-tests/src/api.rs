@@ -66,6 +66,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     /// Appended to the panic messages of wait helpers (the cluster's temp dir).
     context: Arc<str>,
+    /// Sent as `Authorization: Bearer` (the test admin token by default).
+    token: Option<Arc<str>>,
 }
 
 impl ApiClient {
@@ -86,7 +88,48 @@ impl ApiClient {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
             context: context.into(),
+            token: Some(crate::cluster::ADMIN_TOKEN.into()),
         }
+    }
+
+    /// The same client presenting `token` (`None`: no token at all).
+    pub fn with_token(&self, token: Option<&str>) -> Self {
+        Self {
+            token: token.map(Into::into),
+            ..self.clone()
+        }
+    }
+
+    /// A request to `path` with the client's token: for calls this client
+    /// has no method for (`send` it with [`ApiClient::call`]).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request; an error status is an [`ApiError::Status`].
+    pub async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        self.send(request).await
+    }
+
+    /// Sends a JSON request and decodes the JSON answer.
+    pub async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ApiError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        json(self.send(request).await?).await
     }
 
     pub fn base_url(&self) -> &str {
@@ -193,6 +236,10 @@ impl ApiClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(ApiError::Transport)?;
         let status = response.status();
         if status.is_success() {

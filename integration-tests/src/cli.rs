@@ -38,6 +38,12 @@ pub async fn osprey(
     command
         .args(args)
         .env_remove("OSPREY_URL")
+        .env("OSPREY_TOKEN", crate::cluster::ADMIN_TOKEN)
+        // No token file of the machine's user.
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("osprey-test-no-config"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

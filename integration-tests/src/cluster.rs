@@ -20,6 +20,10 @@ use std::time::Duration;
 /// The registration token every test coordinator accepts.
 pub const REGISTRATION_TOKEN: &str = "osprey-test-registration-token";
 
+/// The admin API token every test coordinator accepts (`OSPREY_ADMIN_TOKEN`);
+/// [`ApiClient`]s and `osprey` runs of the tests present it by default.
+pub const ADMIN_TOKEN: &str = "osp_test_admin_token_0123456789abcdef";
+
 /// How long a process gets to print its `listening on` line or to connect.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -218,6 +222,13 @@ async fn launch(
             command.args(["--repo-allow", "/*"]);
         }
         command.args(&opts.extra_args);
+        if !opts
+            .extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--admin-token"))
+        {
+            command.env("OSPREY_ADMIN_TOKEN", ADMIN_TOKEN);
+        }
         command.envs(opts.env.iter().map(|(key, value)| (key, value)));
         let (process, ready) = Process::spawn("coordinator", command, &root.path);
         match tokio::time::timeout(START_TIMEOUT, ready).await {

@@ -5,11 +5,16 @@
 //! for the caches of `cache:`, `pipelines` for the API; `offers` builds and
 //! sends the offers the dispatcher reserves.
 
+mod access;
 mod attempts;
 mod cache;
+mod create;
 mod offers;
 mod pipelines;
+mod projects;
 mod session;
+mod triggers;
+mod variables;
 
 use crate::artifact_store::{ArtifactStore, ArtifactStoreConfig};
 use crate::dispatch::{Dispatcher, QueuedJob};
@@ -23,10 +28,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+pub use access::Principal;
 pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
+pub use create::{registry_variables, Before, PipelineRequest};
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
+pub use variables::ProjectContext;
+
+/// The default key file of secret variables, under the data dir.
+const SECRETS_KEY_FILE: &str = "secrets.key";
 
 /// Where uploads are received and checked before they go to the artifact store.
 const UPLOADS_DIR: &str = "uploads";
@@ -51,6 +62,12 @@ pub struct CoreSettings {
     /// Where archives and caches are kept; `None`: `file://DATA_DIR`, whose
     /// `artifacts/` and `cache/` are where they always were.
     pub artifact_store: Option<ArtifactStoreConfig>,
+    /// The key file of secret variables (`None`: `DATA_DIR/secrets.key`,
+    /// created 0600 on first start).
+    pub secrets_key_file: Option<PathBuf>,
+    /// The admin API token (`None`: read from, or generated into,
+    /// `DATA_DIR/admin.token`).
+    pub admin_token: Option<String>,
 }
 
 impl CoreSettings {
@@ -89,6 +106,14 @@ struct Inner {
     settings: CoreSettings,
     /// Bumped whenever a log grows or a job changes status; followers wait on it.
     changes: watch::Sender<u64>,
+    /// Encrypts and decrypts variables and webhook secrets.
+    keyring: crate::secrets::Keyring,
+    /// sha256 of the admin token.
+    admin_sha256: String,
+    /// Wakes the trigger loop (a push was recorded).
+    triggers: tokio::sync::Notify,
+    /// Slows down addresses that present bad API tokens.
+    token_throttle: crate::throttle::FailureThrottle,
 }
 
 impl Core {
@@ -115,6 +140,14 @@ impl Core {
             .unwrap_or_else(|| ArtifactStoreConfig::File(settings.data_dir.clone()))
             .open()
             .map_err(attempts::store_error)?;
+        let key_file = settings
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| settings.data_dir.join(SECRETS_KEY_FILE));
+        let keyring = crate::secrets::Keyring::load_or_create(&key_file).map_err(|error| {
+            CoreError::Internal(format!("secrets key {}: {error}", key_file.display()))
+        })?;
+        let admin_sha256 = crate::auth::token_hash(&access::admin_token(&settings)?);
         let core = Core {
             inner: Arc::new(Inner {
                 store,
@@ -122,6 +155,10 @@ impl Core {
                 dispatch: Mutex::new(Dispatcher::new(settings.silence_limit())),
                 settings,
                 changes: watch::channel(0).0,
+                keyring,
+                admin_sha256,
+                triggers: tokio::sync::Notify::new(),
+                token_throttle: crate::throttle::FailureThrottle::new(Default::default()),
             }),
         };
         core.clean_upload_parts().await?;
@@ -156,6 +193,19 @@ impl Core {
 
     pub fn settings(&self) -> &CoreSettings {
         &self.inner.settings
+    }
+
+    pub(crate) fn keyring(&self) -> &crate::secrets::Keyring {
+        &self.inner.keyring
+    }
+
+    /// Wakes the loop that turns trigger events into pipelines.
+    pub(crate) fn wake_triggers(&self) {
+        self.inner.triggers.notify_one();
+    }
+
+    pub(crate) async fn triggers_woken(&self) {
+        self.inner.triggers.notified().await;
     }
 
     pub(crate) fn artifact_store(&self) -> &dyn ArtifactStore {

@@ -23,6 +23,7 @@ struct PipelineContext {
     row: PipelineRow,
     definition: Pipeline,
     jobs: Vec<JobRow>,
+    project: super::ProjectContext,
 }
 
 impl Core {
@@ -97,10 +98,12 @@ impl Core {
                         .store()
                         .jobs_of_without_definitions(pipeline_id)
                         .await?;
+                    let project = self.project_context(&row).await?;
                     Some(PipelineContext {
                         row,
                         definition,
                         jobs,
+                        project,
                     })
                 }
             };
@@ -113,13 +116,12 @@ impl Core {
             .definition()
             .map_err(|error| CoreError::Internal(format!("decoding job: {error}")))?;
         let sources = spec::artifact_sources(&job, &job_def, &context.jobs);
-        Ok(Some(spec::job_spec(
-            &context.row,
-            &context.definition,
-            &job,
-            &job_def,
-            &sources,
-            &self.settings().server_url,
-        )))
+        let inputs = spec::SpecInputs {
+            pipeline: &context.row,
+            definition: &context.definition,
+            server_url: &self.settings().server_url,
+            project: &context.project,
+        };
+        Ok(Some(spec::job_spec(&inputs, &job, &job_def, &sources)))
     }
 }

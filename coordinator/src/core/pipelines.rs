@@ -1,17 +1,16 @@
 //! What the HTTP API may do: create, show and cancel pipelines, read and
 //! follow job logs, list agents.
 
+use super::create::{Before, PipelineRequest};
 use super::Core;
 use crate::error::{CoreError, CoreResult};
-use crate::repo;
-use crate::repo::{GitTree, ResolvedCommit};
-use crate::storage::{CommitDetails, IdempotencyKey, JobRow, Keyed, NewPipeline};
+use crate::storage::{IdempotencyKey, JobRow, Keyed};
 use bytes::Bytes;
 use futures::Stream;
 use osprey_proto::v1::{self, coordinator_message::Kind};
 use osprey_shared::api::{AgentView, JobView, PipelineView};
-use osprey_shared::pipeline::{Pipeline, Variable};
-use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
+use osprey_shared::pipeline::Variable;
+use osprey_shared::plan::PipelineSource;
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -56,60 +55,26 @@ impl Core {
         variables: Vec<Variable>,
         key: Option<IdempotencyKey<'_>>,
     ) -> CoreResult<CreatedPipeline> {
-        if let Some(key) = key {
-            if let Some(seen) = self.store().keyed_pipeline(key).await? {
-                return self.replay(key, seen).await;
-            }
-        }
-        let mirrors = self.settings().data_dir.join("mirrors");
-        let commit = repo::resolve(repo, git_ref, &mirrors, &self.settings().repos).await?;
-        let max_file_bytes = self.settings().repos.max_pipeline_file_bytes;
-        let before = self.store().last_sha(repo, git_ref).await?;
-        let (planned, default_branch) = {
-            let commit = commit.clone();
-            let git_ref = git_ref.to_owned();
-            let before = before.clone();
-            // Planning reads included files with blocking git calls.
-            tokio::task::spawn_blocking(move || {
-                plan_pipeline(&commit, &git_ref, before, variables, max_file_bytes)
-            })
-            .await
-            .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
-        };
-        let details = CommitDetails {
-            before_sha: before,
-            message: Some(commit.message.clone()),
-            default_branch,
-        };
-        let new = NewPipeline {
+        let request = PipelineRequest {
             repo,
             git_ref,
-            ref_is_tag: commit.ref_is_tag,
-            sha: &commit.sha,
-            pipeline: &planned,
-            details: &details,
+            at: None,
+            before: Before::LastPipeline,
+            variables,
+            // A bare-repository pipeline stands for a push of the ref, as
+            // it always has (the conformance suites rely on it).
+            source: PipelineSource::Push,
+            project: None,
+            trigger_event: None,
         };
-        let (id, pending) = match key {
-            None => self.store().create_pipeline_with(&new).await?,
-            Some(key) => match self.store().create_pipeline_keyed(&new, key).await? {
-                Keyed::Created(id, pending) => (id, pending),
-                // Another request with this key won the race.
-                seen => return self.replay(key, seen).await,
-            },
-        };
-        tracing::info!(pipeline_id = %id, git_ref, sha = %commit.sha, jobs = planned.jobs.len(), "pipeline created");
-        // Only once the new pipeline is stored: a failure before leaves the
-        // old ones running.
-        self.auto_cancel_redundant(repo, git_ref, &commit.sha, id)
-            .await?;
-        self.enqueue(&pending).await?;
-        Ok(CreatedPipeline {
-            view: self.pipeline_view(id).await?,
-            replayed: false,
-        })
+        self.create(request, key).await
     }
 
-    async fn replay(&self, key: IdempotencyKey<'_>, seen: Keyed) -> CoreResult<CreatedPipeline> {
+    pub(super) async fn replay(
+        &self,
+        key: IdempotencyKey<'_>,
+        seen: Keyed,
+    ) -> CoreResult<CreatedPipeline> {
         match seen {
             Keyed::Replayed(id) | Keyed::Created(id, _) => {
                 tracing::info!(pipeline_id = %id, key = key.key, "idempotent retry answered");
@@ -129,7 +94,7 @@ impl Core {
     /// default): an older unfinished pipeline of the same ref at another
     /// commit is canceled, unless a job of it that is not `interruptible` has
     /// already started. Only pipelines older than `newer` are looked at.
-    async fn auto_cancel_redundant(
+    pub(super) async fn auto_cancel_redundant(
         &self,
         repo: &str,
         git_ref: &str,
@@ -155,6 +120,39 @@ impl Core {
         let pending = self.store().play_job(id).await?;
         tracing::info!(job_id = %id, "manual job played");
         self.enqueue(&pending).await?;
+        self.job_view(id).await
+    }
+
+    /// GitLab's pipeline retry: its failed and canceled jobs run again, and
+    /// the jobs skipped after them are looked at again.
+    pub async fn retry_pipeline(&self, id: PipelineId) -> CoreResult<PipelineView> {
+        let jobs = self.store().jobs_of_without_definitions(id).await?;
+        if jobs.is_empty() {
+            self.pipeline_view(id).await?;
+        }
+        let retried: Vec<JobId> = jobs
+            .iter()
+            .filter(|job| matches!(job.status(), JobStatus::Failed | JobStatus::Canceled))
+            .map(JobRow::id)
+            .collect();
+        let pending = self.store().retry_jobs(id, &retried).await?;
+        tracing::info!(pipeline_id = %id, jobs = retried.len(), "pipeline retried");
+        self.enqueue(&pending).await?;
+        self.notify();
+        self.pipeline_view(id).await
+    }
+
+    /// Runs one finished job again (a new attempt of the same job).
+    pub async fn retry_job(&self, id: JobId) -> CoreResult<JobView> {
+        let job = self
+            .store()
+            .job(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
+        let pending = self.store().retry_jobs(job.pipeline_id(), &[id]).await?;
+        tracing::info!(job_id = %id, "job retried");
+        self.enqueue(&pending).await?;
+        self.notify();
         self.job_view(id).await
     }
 
@@ -288,59 +286,5 @@ impl Core {
                 concurrency: agent.concurrency as u32,
             })
             .collect())
-    }
-}
-
-/// Parses the pipeline file at the commit (following `include:` in git) and
-/// plans it for the ref: which jobs exist, with which variables. Pipelines
-/// made through the API stand for a push of the ref (`CI_PIPELINE_SOURCE=push`).
-fn plan_pipeline(
-    commit: &ResolvedCommit,
-    git_ref: &str,
-    before: Option<String>,
-    variables: Vec<Variable>,
-    max_file_bytes: u64,
-) -> CoreResult<(Pipeline, Option<String>)> {
-    let tree = GitTree::new(commit.git_dir.clone(), commit.sha.clone(), max_file_bytes);
-    let parsed =
-        osprey_shared::yaml::parse_pipeline_with(repo::PIPELINE_FILE, &commit.pipeline_file, &tree);
-    // An include over the limit is refused as the pipeline file is (400,
-    // naming the file and the limit), not as a lint error.
-    if let Some(refusal) = tree.oversized.take() {
-        return Err(refusal);
-    }
-    tree.parsed();
-    let definition = parsed.map_err(CoreError::InvalidPipeline)?;
-    let source = PipelineSource::Push;
-    let default_branch = tree.default_branch();
-    let mut predefined = osprey_shared::variables::predefined(
-        git_ref,
-        commit.ref_is_tag,
-        source.as_str(),
-        default_branch.as_deref(),
-    );
-    predefined.push(Variable {
-        key: "CI_COMMIT_SHA".to_owned(),
-        value: commit.sha.clone(),
-    });
-    let context = PlanContext {
-        git_ref: git_ref.to_owned(),
-        is_tag: commit.ref_is_tag,
-        source,
-        changed_files: tree.changed_files(before.as_deref()),
-        files: &tree,
-        predefined,
-        variables,
-    };
-    match plan(&definition, &context) {
-        Ok(Plan::Created { pipeline }) => Ok((pipeline, default_branch)),
-        Ok(Plan::NotCreated { reason }) => Err(CoreError::PipelineRefused {
-            reason,
-            errors: Vec::new(),
-        }),
-        Err(errors) => Err(CoreError::PipelineRefused {
-            reason: "planning failed".to_owned(),
-            errors: errors.iter().map(ToString::to_string).collect(),
-        }),
     }
 }

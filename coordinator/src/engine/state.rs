@@ -185,6 +185,10 @@ pub enum Event {
     CancelRequested,
     /// Someone started a manual job.
     ManualPlayed { job: JobId },
+    /// Someone retried finished jobs (`osprey job retry`, `pipeline retry`):
+    /// they run again as new attempts, and the jobs skipped after them are
+    /// looked at again.
+    RetryRequested { jobs: Vec<JobId> },
     /// Time passed: delayed jobs whose `start_in` is over start.
     DelaysElapsed,
     /// The job's resource group may be free now.
@@ -244,6 +248,10 @@ pub enum Refusal {
     NotManual { job: JobId, status: JobStatus },
     #[error("job {job} is {status}, not pending")]
     NotPending { job: JobId, status: JobStatus },
+    #[error("job {job} is {status}; only a finished job can be retried")]
+    NotRetryable { job: JobId, status: JobStatus },
+    #[error("nothing to retry: no job failed or was canceled")]
+    NothingToRetry,
 }
 
 /// The new state and what to do about it.

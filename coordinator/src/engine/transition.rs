@@ -107,6 +107,7 @@ pub fn apply(
             }
             make_ready(&mut next, index, context);
         }
+        Event::RetryRequested { jobs } => retry(&mut next, jobs)?,
         Event::ResourceFreed { job } => {
             let index = index_of(&next, *job)?;
             if next.jobs[index].status == JobStatus::WaitingForResource {
@@ -131,6 +132,56 @@ pub fn apply(
         state: next,
         effects,
     })
+}
+
+/// Puts finished jobs back to wait for their turn (GitLab's retry), with
+/// the jobs skipped after them: later stages, and whatever `needs` them.
+fn retry(state: &mut PipelineState, jobs: &[JobId]) -> Result<(), Refusal> {
+    if jobs.is_empty() {
+        return Err(Refusal::NothingToRetry);
+    }
+    let mut retried = Vec::new();
+    for job in jobs {
+        let index = index_of(state, *job)?;
+        let status = state.jobs[index].status;
+        if !matches!(
+            status,
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Success
+        ) {
+            return Err(Refusal::NotRetryable { job: *job, status });
+        }
+        retried.push(index);
+    }
+    let first_stage = retried
+        .iter()
+        .map(|index| state.jobs[*index].stage_index)
+        .min()
+        .unwrap_or(0);
+    let names: Vec<String> = retried
+        .iter()
+        .map(|index| state.jobs[*index].name.clone())
+        .collect();
+    for (index, job) in state.jobs.iter_mut().enumerate() {
+        let downstream = job.status == JobStatus::Skipped
+            && (job.stage_index > first_stage
+                || job
+                    .needs
+                    .as_ref()
+                    .is_some_and(|needs| needs.iter().any(|need| names.contains(need))));
+        if retried.contains(&index) || downstream {
+            job.status = JobStatus::Created;
+            job.cancel_requested = false;
+            job.exit_code = None;
+            job.failure_kind = None;
+            job.failure_message = None;
+            job.finished_at = None;
+        }
+    }
+    if state.status.is_finished() {
+        state.status = PipelineStatus::Running;
+        state.finished_at = None;
+    }
+    Ok(())
 }
 
 fn unchanged(state: &PipelineState) -> Transition {

@@ -71,6 +71,25 @@ pub async fn resolve(
     mirrors: &Path,
     settings: &RepoSettings,
 ) -> CoreResult<ResolvedCommit> {
+    resolve_at(repo, git_ref, None, mirrors, settings).await
+}
+
+/// [`resolve`], at commit `at` (a push's sha) instead of the ref's head
+/// when given: the mirror is fetched, then that commit is read.
+pub async fn resolve_at(
+    repo: &str,
+    git_ref: &str,
+    at: Option<&str>,
+    mirrors: &Path,
+    settings: &RepoSettings,
+) -> CoreResult<ResolvedCommit> {
+    if let Some(sha) = at {
+        if sha.len() != 40 || !sha.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(CoreError::InvalidArgument(format!(
+                "invalid commit sha {sha:?}"
+            )));
+        }
+    }
     let kind = settings.policy.check(repo)?;
     if git_ref.is_empty()
         || git_ref.starts_with('-')
@@ -90,7 +109,7 @@ pub async fn resolve(
             "rev-parse",
             "--verify",
             "--quiet",
-            &format!("{git_ref}^{{commit}}"),
+            &format!("{}^{{commit}}", at.unwrap_or(git_ref)),
         ],
     )
     .await
@@ -336,6 +355,42 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
+}
+
+/// The branches and tags of `repo` as `git ls-remote` lists them:
+/// `(refs/heads/NAME or refs/tags/NAME, sha)`, peeled tags at their commit.
+pub async fn list_refs(repo: &str, settings: &RepoSettings) -> CoreResult<Vec<(String, String)>> {
+    settings.policy.check(repo)?;
+    let cwd = std::env::temp_dir();
+    let output = Command::from(git_command(&cwd))
+        .args(["ls-remote", "--heads", "--tags", "--", repo])
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+        .await
+        .map_err(|_| unreadable(repo, "*", "ls-remote timed out"))?
+        .map_err(|error| unreadable(repo, "*", &error.to_string()))?;
+    if !output.status.success() {
+        return Err(unreadable(
+            repo,
+            "*",
+            &String::from_utf8_lossy(&output.stderr),
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut refs: std::collections::BTreeMap<String, String> = Default::default();
+    for line in text.lines() {
+        let Some((sha, name)) = line.split_once('\t') else {
+            continue;
+        };
+        // An annotated tag's `^{}` line names the commit it points at.
+        if let Some(tag) = name.strip_suffix("^{}") {
+            refs.insert(tag.to_owned(), sha.to_owned());
+        } else {
+            refs.entry(name.to_owned())
+                .or_insert_with(|| sha.to_owned());
+        }
+    }
+    Ok(refs.into_iter().collect())
 }
 
 /// The project's name: the last path segment without `.git`.

@@ -22,6 +22,9 @@ pub enum StoreError {
     Refused(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// The record exists already (a project's name is taken).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored value does not parse (a status no version wrote).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -59,6 +62,7 @@ impl From<StoreError> for CoreError {
             StoreError::Closed(text) => CoreError::FailedPrecondition(text),
             StoreError::Refused(text) => CoreError::InvalidArgument(text),
             StoreError::LimitExceeded(text) => CoreError::ResourceExhausted(text),
+            StoreError::Conflict(text) => CoreError::FailedPrecondition(text),
             error @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => CoreError::Storage(error),
         }
     }

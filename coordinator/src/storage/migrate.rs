@@ -25,9 +25,23 @@ const TABLES: &[(&str, &[&str])] = &[
     ("jobs", &["id"]),
     ("log_chunks", &["job_id", "attempt", "offset"]),
     ("idempotency_keys", &["key"]),
+    ("projects", &["id"]),
+    ("project_variables", &["id"]),
+    ("api_tokens", &["id"]),
+    ("schedules", &["id"]),
+    ("project_refs", &["project_id", "git_ref"]),
+    ("trigger_events", &["id"]),
 ];
 /// Tables whose `id` is an autoincrement (an identity on PostgreSQL).
-const IDENTITY_TABLES: &[&str] = &["pipelines", "jobs"];
+const IDENTITY_TABLES: &[&str] = &[
+    "pipelines",
+    "jobs",
+    "projects",
+    "project_variables",
+    "api_tokens",
+    "schedules",
+    "trigger_events",
+];
 /// Largest number of bind parameters in one INSERT (SQLite allows 32766,
 /// PostgreSQL 65535).
 const MAX_PARAMETERS: usize = 8_000;

@@ -14,12 +14,14 @@ mod clock;
 mod error;
 /// Copying a stopped coordinator's state between databases (`migrate-store`).
 pub mod migrate;
+mod projects;
 mod rows;
 mod sql;
 
 pub use crate::engine::AttemptEnd;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
+pub use projects::*;
 pub use rows::{AgentRow, JobRow, PipelineRow};
 pub use sql::{connect, sqlite_url, Backend, SqlStore};
 
@@ -74,6 +76,33 @@ pub struct NewPipeline<'a> {
     pub sha: &'a str,
     pub pipeline: &'a Pipeline,
     pub details: &'a CommitDetails,
+    pub origin: Origin<'a>,
+}
+
+/// Where a pipeline comes from: its project, what started it, the
+/// variables it was started with.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// `(id, name)` of its project; the pipeline gets the project's next `iid`.
+    pub project: Option<(i64, &'a str)>,
+    /// `CI_PIPELINE_SOURCE`: push, api, web, schedule, trigger.
+    pub source: &'a str,
+    /// The pipeline variables, kept to give them the highest precedence
+    /// over project variables at dispatch.
+    pub variables: &'a [osprey_shared::pipeline::Variable],
+    /// The trigger event the pipeline answers, closed in its transaction.
+    pub trigger_event: Option<i64>,
+}
+
+impl Default for Origin<'_> {
+    fn default() -> Self {
+        Origin {
+            project: None,
+            source: "push",
+            variables: &[],
+            trigger_event: None,
+        }
+    }
 }
 
 /// A new agent to record.
@@ -142,13 +171,13 @@ pub fn ended(job: JobId, status: JobStatus) -> StoreResult<()> {
 
 /// Everything the coordinator keeps, as the role traits below; each
 /// method is one transaction. Import [`prelude`] to call them.
-pub trait Store: AgentStore + PipelineStore + LifecycleStore + RecordStore {}
+pub trait Store: AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore {}
 
-impl<T: AgentStore + PipelineStore + LifecycleStore + RecordStore> Store for T {}
+impl<T: AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore> Store for T {}
 
 /// The traits of [`Store`], to bring its methods into scope.
 pub mod prelude {
-    pub use super::{AgentStore, LifecycleStore, PipelineStore, RecordStore, Store};
+    pub use super::{AgentStore, LifecycleStore, PipelineStore, ProjectStore, RecordStore, Store};
 }
 
 /// Registered agents.
@@ -191,6 +220,7 @@ pub trait PipelineStore: Send + Sync + std::fmt::Debug {
             sha,
             pipeline,
             details: &CommitDetails::default(),
+            origin: Origin::default(),
         })
         .await
     }
@@ -245,6 +275,8 @@ pub trait LifecycleStore: Send + Sync + std::fmt::Debug {
     async fn cancel_pipeline(&self, pipeline: PipelineId) -> StoreResult<Vec<JobRow>>;
     /// Starts a manual job.
     async fn play_job(&self, job: JobId) -> StoreResult<Vec<JobId>>;
+    /// Runs finished jobs of one pipeline again; returns the jobs made pending.
+    async fn retry_jobs(&self, pipeline: PipelineId, jobs: &[JobId]) -> StoreResult<Vec<JobId>>;
     /// Delayed jobs whose time has come, and resource groups left free (by
     /// a crash between a release and its hand-over), move on.
     async fn start_due_jobs(&self) -> StoreResult<Vec<JobId>>;

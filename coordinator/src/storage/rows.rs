@@ -92,6 +92,15 @@ pub struct PipelineRow {
     pub before_sha: Option<String>,
     pub commit_message: Option<String>,
     pub default_branch: Option<String>,
+    pub project_id: Option<i64>,
+    /// The project's name when the pipeline was created.
+    pub project: Option<String>,
+    pub iid: Option<i64>,
+    /// `CI_PIPELINE_SOURCE`.
+    pub source: String,
+    /// JSON of the pipeline variables (`--var`, trigger, schedule).
+    pub variables: Option<String>,
+    pub created_at: String,
 }
 
 impl<'r> sqlx::FromRow<'r, AnyRow> for PipelineRow {
@@ -107,6 +116,12 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for PipelineRow {
             before_sha: row.try_get("before_sha")?,
             commit_message: row.try_get("commit_message")?,
             default_branch: row.try_get("default_branch")?,
+            project_id: row.try_get("project_id")?,
+            project: row.try_get("project")?,
+            iid: row.try_get("iid")?,
+            source: row.try_get("source")?,
+            variables: row.try_get("variables")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }
@@ -120,6 +135,14 @@ impl PipelineRow {
         self.status
     }
 
+    /// The pipeline variables it was created with.
+    pub fn pipeline_variables(&self) -> Vec<osprey_shared::pipeline::Variable> {
+        self.variables
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
+    }
+
     pub fn view(&self, jobs: Vec<JobView>) -> PipelineView {
         PipelineView {
             id: self.id(),
@@ -127,11 +150,11 @@ impl PipelineRow {
             git_ref: self.git_ref.clone(),
             sha: self.sha.clone(),
             jobs,
-            project: None,
-            iid: None,
-            source: "push".to_owned(),
+            project: self.project.clone(),
+            iid: self.iid.map(|iid| iid as u64),
+            source: self.source.clone(),
             before_sha: self.before_sha.clone(),
-            created_at: None,
+            created_at: Some(self.created_at.clone()),
         }
     }
 }

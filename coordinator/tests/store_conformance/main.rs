@@ -5,6 +5,7 @@
 
 mod lifecycle;
 mod pipelines;
+mod projects;
 mod records;
 
 use osprey_coordinator::storage::{
@@ -90,6 +91,12 @@ conformance!(
     records::a_sealed_log_takes_no_bytes_and_a_seal_is_repeatable_only_as_it_was,
     records::an_ended_attempt_writes_nothing_and_an_archive_is_recorded_once,
     records::expired_artifacts_are_forgotten_and_kept_ones_stay,
+    projects::projects_are_unique_by_name_and_number_their_pipelines,
+    projects::variables_are_one_per_key_and_scope_and_go_with_their_project,
+    projects::a_push_is_recorded_once_and_its_pipeline_closes_it,
+    projects::a_schedule_tick_is_claimed_once,
+    projects::tokens_are_found_by_hash_and_revoked,
+    projects::a_retry_reruns_failed_jobs_and_what_was_skipped_after_them,
 );
 
 // ------------------------------------------------------------- helpers

@@ -47,6 +47,7 @@ fn new_pipeline<'a>(
         sha: "abc",
         pipeline: definition,
         details,
+        origin: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ async fn post_pipeline(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut request = reqwest::Client::new()
         .post(format!("{base}/api/v1/pipelines"))
+        .bearer_auth(osprey_integration_tests::cluster::ADMIN_TOKEN)
         .json(body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);

@@ -14,6 +14,7 @@
 mod agents;
 mod idempotency;
 mod pipelines;
+mod projects;
 mod records;
 mod transitions;
 

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use osprey_shared::{JobId, JobStatus, PipelineId};
 use sqlx::{Any, Transaction};
 
-const PIPELINE_COLUMNS: &str =
+pub(super) const PIPELINE_COLUMNS: &str =
     "id, repo, git_ref, ref_is_tag, sha, status, definition, before_sha, \
-    commit_message, default_branch";
+    commit_message, default_branch, project_id, project, iid, source, variables, created_at";
 
 impl Backend {
     /// The pipeline's definition with `jobs` emptied, as a column.
@@ -41,10 +41,23 @@ impl SqlStore {
     ) -> StoreResult<(PipelineId, Vec<JobId>)> {
         let definition = serde_json::to_string(new.pipeline)
             .map_err(|error| StoreError::Backend(format!("encoding pipeline: {error}")))?;
+        let origin = &new.origin;
+        let iid = match origin.project {
+            Some((project, _)) => Some(self.next_iid(tx, project).await?),
+            None => None,
+        };
+        let variables = if origin.variables.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(origin.variables)
+                    .map_err(|error| StoreError::Backend(format!("encoding variables: {error}")))?,
+            )
+        };
         let pipeline: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at, \
-             before_sha, commit_message, default_branch) \
-             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9) RETURNING id",
+             before_sha, commit_message, default_branch, project_id, project, iid, source, variables) \
+             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(new.repo)
         .bind(new.git_ref)
@@ -55,8 +68,20 @@ impl SqlStore {
         .bind(&new.details.before_sha)
         .bind(&new.details.message)
         .bind(&new.details.default_branch)
+        .bind(origin.project.map(|(id, _)| id))
+        .bind(origin.project.map(|(_, name)| name))
+        .bind(iid)
+        .bind(origin.source)
+        .bind(variables)
         .fetch_one(&mut **tx)
         .await?;
+        if let Some(event) = origin.trigger_event {
+            if !self.close_event(tx, event, pipeline).await? {
+                return Err(StoreError::Conflict(format!(
+                    "trigger event {event} has its pipeline already"
+                )));
+            }
+        }
         for (position, job) in new.pipeline.jobs.iter().enumerate() {
             let stage_index = new.pipeline.stage_index(&job.stage).ok_or_else(|| {
                 StoreError::Refused(format!(

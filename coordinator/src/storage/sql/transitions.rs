@@ -73,9 +73,10 @@ fn refused(refusal: Refusal) -> StoreError {
     match refusal {
         Refusal::UnknownJob(job) => StoreError::NotFound(format!("job {job} not found")),
         stale @ Refusal::StaleAttempt { .. } => StoreError::StaleLease(stale.to_string()),
-        other @ (Refusal::NotManual { .. } | Refusal::NotPending { .. }) => {
-            StoreError::Refused(other.to_string())
-        }
+        other @ (Refusal::NotManual { .. }
+        | Refusal::NotPending { .. }
+        | Refusal::NotRetryable { .. }
+        | Refusal::NothingToRetry) => StoreError::Refused(other.to_string()),
     }
 }
 
@@ -384,6 +385,18 @@ impl LifecycleStore for SqlStore {
         let pipeline = self.pipeline_of(job).await?;
         Ok(self
             .transact(pipeline, &Event::ManualPlayed { job })
+            .await?
+            .queued())
+    }
+
+    async fn retry_jobs(&self, pipeline: PipelineId, jobs: &[JobId]) -> StoreResult<Vec<JobId>> {
+        Ok(self
+            .transact(
+                pipeline,
+                &Event::RetryRequested {
+                    jobs: jobs.to_vec(),
+                },
+            )
             .await?
             .queued())
     }

@@ -6,6 +6,16 @@
 //! `POST /api/v1/pipelines` honours an `Idempotency-Key` header: a retry
 //! with the same key and body answers the first request's pipeline with the
 //! same `201` and `Idempotent-Replayed: true`; another body gets `422`.
+//!
+//! Every route but `/healthz` and `/hooks/{project}` takes a [`Caller`]: the
+//! principal of its `Authorization: Bearer` token (401 without a valid one),
+//! whose role and project each handler checks (403).
+
+mod caller;
+mod hooks;
+mod projects;
+
+pub use caller::Caller;
 
 use crate::core::Core;
 use crate::error::CoreError;
@@ -17,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use osprey_shared::api::{CreatePipeline, ErrorBody};
+use osprey_shared::api::{CreatePipeline, ErrorBody, Role};
 use osprey_shared::{JobId, PipelineId};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -38,13 +48,17 @@ pub fn router(core: Core) -> Router {
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/log", get(job_log))
         .route("/api/v1/jobs/{id}/play", post(play_job))
+        .route("/api/v1/pipelines/{id}/retry", post(retry_pipeline))
+        .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/agents", get(list_agents))
+        .merge(projects::routes())
+        .merge(hooks::routes())
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(core)
 }
 
 /// An error as the API answers it.
-struct ApiError(CoreError);
+pub struct ApiError(CoreError);
 
 impl From<CoreError> for ApiError {
     fn from(error: CoreError) -> Self {
@@ -67,41 +81,75 @@ impl IntoResponse for ApiError {
             error: self.0.to_string(),
             errors,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let CoreError::Throttled { retry_after, .. } = &self.0 {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn create_pipeline(
-    State(core): State<Core>,
-    headers: HeaderMap,
-    body: Result<Json<CreatePipeline>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Response> {
-    let Json(request) = body.map_err(|rejection| {
+/// A JSON body, or the API's error for a bad or oversized one.
+pub(crate) fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, CoreError> {
+    body.map(|Json(value)| value).map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             CoreError::PayloadTooLarge(format!("request body larger than {MAX_REQUEST_BODY} bytes"))
         } else {
             CoreError::InvalidArgument(rejection.body_text())
         }
-    })?;
+    })
+}
+
+async fn create_pipeline(
+    State(core): State<Core>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<CreatePipeline>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let request = json_body(body)?;
     let key = idempotency_key(&headers)?;
     // The digest of the request as parsed, so the same request with other
     // whitespace or field order still matches its key.
     let digest = hex::encode(Sha256::digest(
         serde_json::to_vec(&request).unwrap_or_default(),
     ));
-    let created = core
-        .create_pipeline_once(
-            &request.repo,
-            &request.git_ref,
-            request.variables,
-            key.as_deref().map(|key| IdempotencyKey {
+    let key = key.as_deref().map(|key| IdempotencyKey {
+        key,
+        request_sha256: &digest,
+    });
+    let created = match &request.project {
+        Some(name) => {
+            let project = core.project(name).await?;
+            caller.require(Role::Run, Some(project.id))?;
+            core.create(
+                crate::core::PipelineRequest {
+                    repo: &project.repo,
+                    git_ref: &request.git_ref,
+                    at: None,
+                    before: crate::core::Before::Known(None),
+                    variables: request.variables,
+                    source: osprey_shared::plan::PipelineSource::Api,
+                    project: Some(&project),
+                    trigger_event: None,
+                },
                 key,
-                request_sha256: &digest,
-            }),
-        )
-        .await?;
+            )
+            .await?
+        }
+        None => {
+            // A bare repository path reads the coordinator's host: admins only.
+            caller.require(Role::Admin, None)?;
+            core.create_pipeline_once(&request.repo, &request.git_ref, request.variables, key)
+                .await?
+        }
+    };
     let mut response = (StatusCode::CREATED, Json(created.view)).into_response();
     if created.replayed {
         response.headers_mut().insert(
@@ -135,24 +183,62 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, CoreError> {
 
 async fn show_pipeline(
     State(core): State<Core>,
+    caller: Caller,
     Path(id): Path<u64>,
 ) -> ApiResult<impl IntoResponse> {
+    caller
+        .require_pipeline(&core, Role::Read, PipelineId(id))
+        .await?;
     Ok(Json(core.pipeline_view(PipelineId(id)).await?))
 }
 
 async fn cancel_pipeline(
     State(core): State<Core>,
+    caller: Caller,
     Path(id): Path<u64>,
 ) -> ApiResult<impl IntoResponse> {
+    caller
+        .require_pipeline(&core, Role::Run, PipelineId(id))
+        .await?;
     Ok(Json(core.cancel_pipeline(PipelineId(id)).await?))
 }
 
-async fn show_job(State(core): State<Core>, Path(id): Path<u64>) -> ApiResult<impl IntoResponse> {
+async fn retry_pipeline(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> ApiResult<impl IntoResponse> {
+    caller
+        .require_pipeline(&core, Role::Run, PipelineId(id))
+        .await?;
+    Ok(Json(core.retry_pipeline(PipelineId(id)).await?))
+}
+
+async fn show_job(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_job(&core, Role::Read, JobId(id)).await?;
     Ok(Json(core.job_view(JobId(id)).await?))
 }
 
-async fn play_job(State(core): State<Core>, Path(id): Path<u64>) -> ApiResult<impl IntoResponse> {
+async fn play_job(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_job(&core, Role::Run, JobId(id)).await?;
     Ok(Json(core.play_job(JobId(id)).await?))
+}
+
+async fn retry_job(
+    State(core): State<Core>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_job(&core, Role::Run, JobId(id)).await?;
+    Ok(Json(core.retry_job(JobId(id)).await?))
 }
 
 #[derive(Deserialize)]
@@ -165,10 +251,12 @@ struct LogQuery {
 
 async fn job_log(
     State(core): State<Core>,
+    caller: Caller,
     Path(id): Path<u64>,
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Response> {
     let job = JobId(id);
+    caller.require_job(&core, Role::Read, job).await?;
     let body = if query.follow {
         core.job_view(job).await?;
         Body::from_stream(
@@ -191,6 +279,7 @@ async fn job_log(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
-async fn list_agents(State(core): State<Core>) -> ApiResult<impl IntoResponse> {
+async fn list_agents(State(core): State<Core>, caller: Caller) -> ApiResult<impl IntoResponse> {
+    caller.require(Role::Admin, None)?;
     Ok(Json(core.agents().await?))
 }

@@ -1,0 +1,230 @@
+//! Creating a pipeline, however it is started: read the commit, plan the
+//! file for the ref and source, record the pipeline (with its project, iid
+//! and the trigger event it answers, in one transaction), cancel what it
+//! makes redundant, and queue its first jobs.
+
+use super::pipelines::CreatedPipeline;
+use super::Core;
+use crate::error::{CoreError, CoreResult};
+use crate::repo;
+use crate::repo::{GitTree, ResolvedCommit};
+use crate::storage::{CommitDetails, IdempotencyKey, Keyed, NewPipeline, Origin, ProjectRow};
+use osprey_shared::pipeline::{Pipeline, Variable};
+use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
+
+/// The commit before the pipeline's, for `changes:` and `CI_COMMIT_BEFORE_SHA`.
+#[derive(Debug, Clone)]
+pub enum Before {
+    /// The commit of the ref's latest pipeline.
+    LastPipeline,
+    /// What the push said (`None`: a new ref, or a pipeline that is no push,
+    /// whose `changes:` are all true as in GitLab).
+    Known(Option<String>),
+}
+
+/// What to create a pipeline for.
+#[derive(Debug, Clone)]
+pub struct PipelineRequest<'a> {
+    pub repo: &'a str,
+    /// Branch or tag name (or a commit, for bare-repository pipelines).
+    pub git_ref: &'a str,
+    /// The commit to build, when known (a push's `after`); else the ref's head.
+    pub at: Option<&'a str>,
+    pub before: Before,
+    pub variables: Vec<Variable>,
+    pub source: PipelineSource,
+    pub project: Option<&'a ProjectRow>,
+    pub trigger_event: Option<i64>,
+}
+
+impl Core {
+    /// Creates the pipeline a request names (once per `key`, when given).
+    pub async fn create(
+        &self,
+        request: PipelineRequest<'_>,
+        key: Option<IdempotencyKey<'_>>,
+    ) -> CoreResult<CreatedPipeline> {
+        if let Some(key) = key {
+            if let Some(seen) = self.store().keyed_pipeline(key).await? {
+                return self.replay(key, seen).await;
+            }
+        }
+        let repo = request.repo;
+        let git_ref = request.git_ref;
+        let mirrors = self.settings().data_dir.join("mirrors");
+        let commit =
+            repo::resolve_at(repo, git_ref, request.at, &mirrors, &self.settings().repos).await?;
+        let max_file_bytes = self.settings().repos.max_pipeline_file_bytes;
+        let before = match &request.before {
+            Before::LastPipeline => self.store().last_sha(repo, git_ref).await?,
+            Before::Known(before) => before.clone(),
+        };
+        let project_variables = request
+            .project
+            .map(|project| plan_variables(project, repo))
+            .unwrap_or_default();
+        let (planned, default_branch) = {
+            let commit = commit.clone();
+            let git_ref = git_ref.to_owned();
+            let before = before.clone();
+            let variables = request.variables.clone();
+            let source = request.source;
+            // Planning reads included files with blocking git calls.
+            tokio::task::spawn_blocking(move || {
+                plan_pipeline(&PlanInput {
+                    commit: &commit,
+                    git_ref: &git_ref,
+                    before,
+                    variables,
+                    project_variables,
+                    source,
+                    max_file_bytes,
+                })
+            })
+            .await
+            .map_err(|error| CoreError::Internal(format!("planning task failed: {error}")))??
+        };
+        let details = CommitDetails {
+            before_sha: before,
+            message: Some(commit.message.clone()),
+            default_branch: default_branch.or_else(|| {
+                request
+                    .project
+                    .map(|project| project.default_branch.clone())
+            }),
+        };
+        let new = NewPipeline {
+            repo,
+            git_ref,
+            ref_is_tag: commit.ref_is_tag,
+            sha: &commit.sha,
+            pipeline: &planned,
+            details: &details,
+            origin: Origin {
+                project: request
+                    .project
+                    .map(|project| (project.id, project.name.as_str())),
+                source: request.source.as_str(),
+                variables: &request.variables,
+                trigger_event: request.trigger_event,
+            },
+        };
+        let (id, pending) = match key {
+            None => self.store().create_pipeline_with(&new).await?,
+            Some(key) => match self.store().create_pipeline_keyed(&new, key).await? {
+                Keyed::Created(id, pending) => (id, pending),
+                // Another request with this key won the race.
+                seen => return self.replay(key, seen).await,
+            },
+        };
+        tracing::info!(
+            pipeline_id = %id,
+            project = request.project.map(|project| project.name.as_str()),
+            git_ref,
+            sha = %commit.sha,
+            source = request.source.as_str(),
+            jobs = planned.jobs.len(),
+            "pipeline created"
+        );
+        // Only once the new pipeline is stored: a failure before leaves the
+        // old ones running.
+        self.auto_cancel_redundant(repo, git_ref, &commit.sha, id)
+            .await?;
+        self.enqueue(&pending).await?;
+        Ok(CreatedPipeline {
+            view: self.pipeline_view(id).await?,
+            replayed: false,
+        })
+    }
+}
+
+/// The predefined variables a project gives its pipelines that planning
+/// (and `variables:`) can already see: `CI_PROJECT_NAME`, `CI_REGISTRY`,
+/// `CI_REGISTRY_IMAGE`.
+pub fn plan_variables(project: &ProjectRow, _repo: &str) -> Vec<Variable> {
+    let var = |key: &str, value: String| Variable {
+        key: key.to_owned(),
+        value,
+    };
+    let mut out = vec![var("CI_PROJECT_NAME", project.name.clone())];
+    if let Some((registry, image)) = registry_variables(project) {
+        out.push(var("CI_REGISTRY", registry));
+        out.push(var("CI_REGISTRY_IMAGE", image));
+    }
+    out
+}
+
+/// `CI_REGISTRY` and `CI_REGISTRY_IMAGE` of a project's `--registry
+/// HOST[/PATH]`: the host, and HOST/PATH (HOST/NAME without a path), lower
+/// case as image names must be.
+pub fn registry_variables(project: &ProjectRow) -> Option<(String, String)> {
+    let registry = project.registry.as_deref()?;
+    let (host, path) = match registry.split_once('/') {
+        Some((host, path)) => (host, path.to_owned()),
+        None => (registry, project.name.clone()),
+    };
+    Some((host.to_owned(), format!("{host}/{}", path.to_lowercase())))
+}
+
+struct PlanInput<'a> {
+    commit: &'a ResolvedCommit,
+    git_ref: &'a str,
+    before: Option<String>,
+    variables: Vec<Variable>,
+    project_variables: Vec<Variable>,
+    source: PipelineSource,
+    max_file_bytes: u64,
+}
+
+/// Parses the pipeline file at the commit (following `include:` in git) and
+/// plans it for the ref and source: which jobs exist, with which variables.
+fn plan_pipeline(input: &PlanInput<'_>) -> CoreResult<(Pipeline, Option<String>)> {
+    let commit = input.commit;
+    let tree = GitTree::new(
+        commit.git_dir.clone(),
+        commit.sha.clone(),
+        input.max_file_bytes,
+    );
+    let parsed =
+        osprey_shared::yaml::parse_pipeline_with(repo::PIPELINE_FILE, &commit.pipeline_file, &tree);
+    // An include over the limit is refused as the pipeline file is (400,
+    // naming the file and the limit), not as a lint error.
+    if let Some(refusal) = tree.oversized.take() {
+        return Err(refusal);
+    }
+    tree.parsed();
+    let definition = parsed.map_err(CoreError::InvalidPipeline)?;
+    let default_branch = tree.default_branch();
+    let mut predefined = osprey_shared::variables::predefined(
+        input.git_ref,
+        commit.ref_is_tag,
+        input.source.as_str(),
+        default_branch.as_deref(),
+    );
+    predefined.push(Variable {
+        key: "CI_COMMIT_SHA".to_owned(),
+        value: commit.sha.clone(),
+    });
+    predefined.extend(input.project_variables.iter().cloned());
+    let changed_files = tree.changed_files(input.before.as_deref());
+    let context = PlanContext {
+        git_ref: input.git_ref.to_owned(),
+        is_tag: commit.ref_is_tag,
+        source: input.source,
+        changed_files,
+        files: &tree,
+        predefined,
+        variables: input.variables.clone(),
+    };
+    match plan(&definition, &context) {
+        Ok(Plan::Created { pipeline }) => Ok((pipeline, default_branch)),
+        Ok(Plan::NotCreated { reason }) => Err(CoreError::PipelineRefused {
+            reason,
+            errors: Vec::new(),
+        }),
+        Err(errors) => Err(CoreError::PipelineRefused {
+            reason: "planning failed".to_owned(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        }),
+    }
+}
