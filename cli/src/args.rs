@@ -4,6 +4,9 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod projects;
+pub use projects::*;
+
 /// Command line for an Osprey coordinator.
 #[derive(Debug, Parser)]
 #[command(name = "osprey", version, about)]
@@ -17,8 +20,36 @@ pub struct Args {
     )]
     pub url: String,
 
+    /// API token, sent as `Authorization: Bearer`. Without it (or
+    /// `$OSPREY_TOKEN`), the file `$XDG_CONFIG_HOME/osprey/token` or
+    /// `~/.config/osprey/token` is read if it exists.
+    #[arg(long, global = true, env = "OSPREY_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretArg>,
+
+    /// Extra PEM root certificate(s) trusted for an https:// coordinator.
+    #[arg(long, global = true, env = "OSPREY_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A secret given on the command line or in the environment: never shown
+/// by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg([REDACTED])")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(text.to_owned()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +64,18 @@ pub enum Command {
     /// Act on one job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Register, list, show and remove projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// A project's CI/CD variables (values are never shown).
+    #[command(subcommand)]
+    Var(VarCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// A project's pipeline schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +84,8 @@ pub enum JobCommand {
     Play(JobIdArgs),
     /// Show one job.
     Show(JobShowArgs),
+    /// Run a finished job again.
+    Retry(JobShowArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -64,13 +109,20 @@ pub enum PipelineCommand {
     Show(ShowArgs),
     /// Cancel a pipeline.
     Cancel(CancelArgs),
+    /// List a project's pipelines, newest first.
+    List(PipelineListArgs),
+    /// Retry the failed and canceled jobs of a pipeline.
+    Retry(ShowArgs),
 }
 
 #[derive(Debug, ClapArgs)]
 pub struct RunArgs {
     /// Local path (made absolute) or URL of the git repository.
-    #[arg(long)]
-    pub repo: String,
+    #[arg(long, required_unless_present = "project", conflicts_with = "project")]
+    pub repo: Option<String>,
+    /// A registered project (its repository, variables and numbering).
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
     /// Branch, tag or commit.
     #[arg(long = "ref")]
     pub git_ref: String,
@@ -85,7 +137,9 @@ pub struct RunArgs {
     pub variables: Vec<osprey_shared::pipeline::Variable>,
 }
 
-fn parse_pipeline_variable(text: &str) -> Result<osprey_shared::pipeline::Variable, String> {
+pub(crate) fn parse_pipeline_variable(
+    text: &str,
+) -> Result<osprey_shared::pipeline::Variable, String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok(osprey_shared::pipeline::Variable {
             key: key.to_owned(),
@@ -93,6 +147,25 @@ fn parse_pipeline_variable(text: &str) -> Result<osprey_shared::pipeline::Variab
         }),
         _ => Err(format!("expected KEY=VALUE, got {text:?}")),
     }
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PipelineListArgs {
+    /// The project whose pipelines to list.
+    #[arg(long, value_name = "NAME")]
+    pub project: String,
+    /// Only pipelines of this branch or tag.
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Only pipelines with this status (running, success, failed...).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many (the coordinator's default is 20, at most 100).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Print the pipelines as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -2,10 +2,15 @@
 //! errors are shown to a person: an unreachable coordinator names the URL, an
 //! HTTP error prints the body's `error` (and each lint line of `errors`).
 
+use crate::args::SecretArg;
 use anyhow::Context as _;
 use osprey_shared::api::{CreatePipeline, ErrorBody, JobView, PipelineView};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The coordinator could not be reached at all (refused, DNS, timeout).
@@ -37,7 +42,11 @@ pub struct HttpError {
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.body.error, self.status)
+        write!(f, "{} ({})", self.body.error, self.status)?;
+        if self.status == StatusCode::UNAUTHORIZED {
+            f.write_str(": pass --token, OSPREY_TOKEN or ~/.config/osprey/token")?;
+        }
+        Ok(())
     }
 }
 
@@ -79,6 +88,15 @@ fn retryable(error: &reqwest::Error) -> bool {
     error.is_connect() || (error.is_request() && error.status().is_none())
 }
 
+/// How to reach and authenticate to the coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer` on every request.
+    pub token: Option<SecretArg>,
+    /// Extra PEM root certificate(s) for an https:// coordinator.
+    pub tls_ca: Option<PathBuf>,
+}
+
 /// Client of one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -87,32 +105,61 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base_url: &str) -> anyhow::Result<Self> {
-        // reqwest's TLS (enabled in the workspace by object_store) takes
-        // rustls's process-wide provider: ring, as tonic uses.
+    pub fn new(base_url: &str, options: &ClientOptions) -> anyhow::Result<Self> {
+        // reqwest's TLS takes rustls's process-wide provider: ring, as tonic
+        // uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(token) = &options.token {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", token.0))
+                // The message must not quote the token.
+                .map_err(|_| {
+                    anyhow::anyhow!("the API token holds characters an HTTP header cannot carry")
+                })?;
+            value.set_sensitive(true);
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(path) = &options.tls_ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+            if certificates.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", path.display());
+            }
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
         })
     }
 
-    /// Creates a pipeline under a fresh `Idempotency-Key`, retrying with the
-    /// same key while the coordinator cannot be reached or the connection
-    /// breaks before the answer: a retry of a request that did arrive gets
-    /// the pipeline it created, never a second one.
+    /// Creates a pipeline from a repository (`POST /api/v1/pipelines`).
     pub async fn create_pipeline(&self, request: &CreatePipeline) -> anyhow::Result<PipelineView> {
+        self.create_pipeline_at("/api/v1/pipelines", request).await
+    }
+
+    /// Creates a pipeline by posting `request` to `path` under a fresh
+    /// `Idempotency-Key`, retrying with the same key while the coordinator
+    /// cannot be reached or the connection breaks before the answer: a retry
+    /// of a request that did arrive gets the pipeline it created, never a
+    /// second one.
+    pub async fn create_pipeline_at(
+        &self,
+        path: &str,
+        request: &impl Serialize,
+    ) -> anyhow::Result<PipelineView> {
         let key = uuid::Uuid::new_v4().to_string();
         let mut delay = CREATE_RETRY_FIRST_DELAY;
         let mut attempt = 1;
         loop {
             let sent = self
                 .http
-                .post(self.url("/api/v1/pipelines"))
+                .post(self.url(path))
                 .header("Idempotency-Key", &key)
                 .json(request)
                 .send()
@@ -176,6 +223,55 @@ impl Client {
         self.send(self.http.get(self.url(&path))).await
     }
 
+    /// `GET path` → JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self.send(self.http.get(self.url(path))).await?;
+        response.json().await.context("unreadable answer JSON")
+    }
+
+    /// `GET path?query` → JSON.
+    pub async fn get_json_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send(self.http.get(self.url(path)).query(query))
+            .await?;
+        response.json().await.context("unreadable answer JSON")
+    }
+
+    /// `POST path` with a JSON body (or none) → JSON.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> anyhow::Result<T> {
+        let mut request = self.http.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(request).await?;
+        response.json().await.context("unreadable answer JSON")
+    }
+
+    /// `PUT path` with a JSON body → JSON.
+    pub async fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> anyhow::Result<T> {
+        let response = self.send(self.http.put(self.url(path)).json(body)).await?;
+        response.json().await.context("unreadable answer JSON")
+    }
+
+    /// `DELETE path?query`; any success status (204) will do.
+    pub async fn delete(&self, path: &str, query: &impl Serialize) -> anyhow::Result<()> {
+        self.send(self.http.delete(self.url(path)).query(query))
+            .await
+            .map(drop)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -215,5 +311,85 @@ impl Client {
             errors: Vec::new(),
         });
         Err(HttpError { status, body }.into())
+    }
+}
+
+/// One path segment, percent-encoded (all but `A-Z a-z 0-9 - . _ ~`).
+pub fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("my-app.v2_x~"), "my-app.v2_x~");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn unauthorized_says_how_to_pass_a_token() {
+        let error = HttpError {
+            status: StatusCode::UNAUTHORIZED,
+            body: ErrorBody {
+                error: "missing or invalid API token".into(),
+                errors: Vec::new(),
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "missing or invalid API token (401 Unauthorized): pass --token, OSPREY_TOKEN or ~/.config/osprey/token"
+        );
+        let forbidden = HttpError {
+            status: StatusCode::FORBIDDEN,
+            body: ErrorBody {
+                error: "the token's role is read".into(),
+                errors: Vec::new(),
+            },
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "the token's role is read (403 Forbidden)"
+        );
+    }
+
+    #[test]
+    fn the_token_header_is_not_in_debug_output() {
+        let options = ClientOptions {
+            token: Some(SecretArg("tok-very-secret".into())),
+            tls_ca: None,
+        };
+        let client = Client::new("http://127.0.0.1:1", &options).unwrap();
+        assert!(!format!("{client:?}").contains("tok-very-secret"));
+        assert!(!format!("{options:?}").contains("tok-very-secret"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ClientOptions {
+            token: None,
+            tls_ca: Some(dir.path().join("nope.pem")),
+        };
+        let error = Client::new("https://127.0.0.1:1", &missing).unwrap_err();
+        assert!(format!("{error:#}").contains("nope.pem"), "{error:#}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let options = ClientOptions {
+            token: None,
+            tls_ca: Some(empty),
+        };
+        assert!(Client::new("https://127.0.0.1:1", &options).is_err());
     }
 }

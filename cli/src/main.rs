@@ -6,7 +6,9 @@
 mod args;
 mod client;
 mod commands;
+mod duration;
 mod render;
+mod token;
 
 use clap::Parser;
 use std::process::ExitCode;

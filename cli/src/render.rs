@@ -107,6 +107,66 @@ fn reason(job: &JobView) -> Option<&str> {
         .or(job.pending_reason.as_deref())
 }
 
-fn short_sha(sha: &str) -> &str {
+/// The first 8 characters of a commit id.
+pub fn short_sha(sha: &str) -> &str {
     sha.get(..8).unwrap_or(sha)
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces
+/// apart; the last column is not padded.
+pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(index) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let header: Vec<String> = header.iter().map(|cell| (*cell).to_owned()).collect();
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (index, cell) in row.iter().enumerate() {
+            let width = widths.get(index).copied().unwrap_or(0);
+            if index + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// `-` for an absent value.
+pub fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_on_the_widest_cell() {
+        let rows = vec![
+            vec!["1".to_owned(), "running".to_owned(), "main".to_owned()],
+            vec!["12".to_owned(), "ok".to_owned(), "-".to_owned()],
+        ];
+        assert_eq!(
+            columns(&["ID", "STATUS", "REF"], &rows),
+            "ID  STATUS   REF\n1   running  main\n12  ok       -\n"
+        );
+        assert_eq!(columns(&["ID", "NAME"], &[]), "ID  NAME\n");
+    }
 }

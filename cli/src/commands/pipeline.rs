@@ -1,10 +1,10 @@
-//! `osprey pipeline run|show|cancel`.
+//! `osprey pipeline run|show|cancel|list|retry`.
 
-use crate::args::{CancelArgs, RunArgs, ShowArgs};
+use crate::args::{CancelArgs, PipelineListArgs, RunArgs, ShowArgs};
 use crate::client::{Client, Unreachable};
 use crate::render;
 use anyhow::Context as _;
-use osprey_shared::api::{CreatePipeline, PipelineView};
+use osprey_shared::api::{CreatePipeline, PipelineFilter, PipelineView, RunPipeline};
 use osprey_shared::{JobId, JobStatus, PipelineStatus};
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,14 +16,44 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long `--wait` rides out an unreachable coordinator (e.g. a restart).
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 
+/// Where `pipeline run` posts, and what.
+#[derive(Debug)]
+pub enum RunRequest {
+    /// `POST /api/v1/pipelines`.
+    Repo(CreatePipeline),
+    /// `POST /api/v1/projects/{name}/pipelines`.
+    Project { name: String, body: RunPipeline },
+}
+
+/// The request of `pipeline run`: exactly one of `--repo` and `--project`
+/// (clap enforces it).
+pub fn run_request(args: &RunArgs) -> anyhow::Result<RunRequest> {
+    match (&args.project, &args.repo) {
+        (Some(name), None) => Ok(RunRequest::Project {
+            name: name.clone(),
+            body: RunPipeline {
+                git_ref: args.git_ref.clone(),
+                variables: args.variables.clone(),
+            },
+        }),
+        (None, Some(repo)) => Ok(RunRequest::Repo(CreatePipeline {
+            repo: resolve_repo(repo)?,
+            project: None,
+            git_ref: args.git_ref.clone(),
+            variables: args.variables.clone(),
+        })),
+        _ => anyhow::bail!("give exactly one of --repo and --project"),
+    }
+}
+
 pub async fn run(client: &Client, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let request = CreatePipeline {
-        repo: resolve_repo(&args.repo)?,
-        project: None,
-        git_ref: args.git_ref.clone(),
-        variables: args.variables.clone(),
+    let pipeline = match run_request(args)? {
+        RunRequest::Repo(request) => client.create_pipeline(&request).await?,
+        RunRequest::Project { name, body } => {
+            let path = format!("{}/pipelines", super::project::project_path(&name));
+            client.create_pipeline_at(&path, &body).await?
+        }
     };
-    let pipeline = client.create_pipeline(&request).await?;
     if !args.wait {
         if args.json {
             print_json(&pipeline)?;
@@ -58,6 +88,59 @@ pub async fn show(client: &Client, args: &ShowArgs) -> anyhow::Result<ExitCode> 
         print!("{}", render::table(&pipeline));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retry(client: &Client, args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/pipelines/{}/retry", args.id);
+    let pipeline: PipelineView = client.post_json(&path, None::<&()>).await?;
+    if args.json {
+        print_json(&pipeline)?;
+    } else {
+        println!("{}", render::summary(&pipeline));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The query of `pipeline list`.
+pub fn list_filter(args: &PipelineListArgs) -> PipelineFilter {
+    PipelineFilter {
+        git_ref: args.git_ref.clone(),
+        status: args.status.clone(),
+        limit: args.limit,
+        before: None,
+    }
+}
+
+pub async fn list(client: &Client, args: &PipelineListArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("{}/pipelines", super::project::project_path(&args.project));
+    let pipelines: Vec<PipelineView> = client.get_json_query(&path, &list_filter(args)).await?;
+    if args.json {
+        render::print_json(&pipelines)?;
+    } else {
+        print!("{}", list_table(&pipelines));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_table(pipelines: &[PipelineView]) -> String {
+    let rows: Vec<Vec<String>> = pipelines
+        .iter()
+        .map(|pipeline| {
+            vec![
+                pipeline.id.to_string(),
+                render::or_dash(pipeline.iid),
+                pipeline.status.to_string(),
+                pipeline.git_ref.clone(),
+                render::short_sha(&pipeline.sha).to_owned(),
+                pipeline.source.clone(),
+                render::or_dash(pipeline.created_at.as_ref()),
+            ]
+        })
+        .collect();
+    render::columns(
+        &["ID", "IID", "STATUS", "REF", "SHA", "SOURCE", "CREATED"],
+        &rows,
+    )
 }
 
 pub async fn cancel(client: &Client, args: &CancelArgs) -> anyhow::Result<ExitCode> {
@@ -147,7 +230,7 @@ fn print_json(pipeline: &PipelineView) -> anyhow::Result<()> {
 
 /// A local path becomes absolute (the coordinator and agents do not share our
 /// working directory); anything that looks like a URL is sent as given.
-fn resolve_repo(repo: &str) -> anyhow::Result<String> {
+pub(crate) fn resolve_repo(repo: &str) -> anyhow::Result<String> {
     let path = Path::new(repo);
     if !path.exists() && looks_like_url(repo) {
         return Ok(repo.to_owned());
@@ -187,6 +270,109 @@ mod tests {
         assert_eq!(
             resolve_repo("file:///srv/repo").unwrap(),
             "file:///srv/repo"
+        );
+    }
+
+    use crate::args::{Args, Command, PipelineCommand};
+    use clap::Parser;
+
+    fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        match Args::try_parse_from(argv)?.command {
+            Command::Pipeline(PipelineCommand::Run(args)) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_takes_exactly_one_of_repo_and_project() {
+        let args = run_args(&[
+            "osprey",
+            "pipeline",
+            "run",
+            "--project",
+            "widget",
+            "--ref",
+            "main",
+            "--var",
+            "A=1",
+        ])
+        .unwrap();
+        match run_request(&args).unwrap() {
+            RunRequest::Project { name, body } => {
+                assert_eq!(name, "widget");
+                assert_eq!(body.git_ref, "main");
+                assert_eq!(body.variables.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let args = run_args(&[
+            "osprey",
+            "pipeline",
+            "run",
+            "--repo",
+            "https://x/r.git",
+            "--ref",
+            "v1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(run_request(&args).unwrap(), RunRequest::Repo(ref r) if r.repo == "https://x/r.git" && r.project.is_none())
+        );
+        assert!(run_args(&["osprey", "pipeline", "run", "--ref", "main"]).is_err());
+        assert!(run_args(&[
+            "osprey",
+            "pipeline",
+            "run",
+            "--repo",
+            "r",
+            "--project",
+            "p",
+            "--ref",
+            "main"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn list_filters_become_the_query() {
+        let parsed = Args::try_parse_from([
+            "osprey",
+            "pipeline",
+            "list",
+            "--project",
+            "widget",
+            "--ref",
+            "main",
+            "--status",
+            "failed",
+            "--limit",
+            "5",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Pipeline(PipelineCommand::List(args)) = parsed.command else {
+            panic!("not pipeline list");
+        };
+        assert!(args.json);
+        let filter = list_filter(&args);
+        let json = serde_json::to_value(&filter).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"ref": "main", "status": "failed", "limit": 5})
+        );
+        assert!(Args::try_parse_from(["osprey", "pipeline", "list"]).is_err());
+    }
+
+    #[test]
+    fn retry_commands_parse() {
+        let parsed = Args::try_parse_from(["osprey", "pipeline", "retry", "12", "--json"]).unwrap();
+        assert!(matches!(
+            parsed.command,
+            Command::Pipeline(PipelineCommand::Retry(ShowArgs { id: 12, json: true }))
+        ));
+        let parsed = Args::try_parse_from(["osprey", "job", "retry", "40"]).unwrap();
+        assert!(
+            matches!(parsed.command, Command::Job(crate::args::JobCommand::Retry(ref args)) if args.id == 40 && !args.json)
         );
     }
 
