@@ -315,9 +315,10 @@ pub async fn a_retry_reruns_failed_jobs_and_what_was_skipped_after_them(harness:
     );
     let pending = store.retry_jobs(pipeline, &[job]).await.unwrap();
     assert_eq!(pending, vec![job]);
-    assert_eq!(
-        store.pipeline(pipeline).await.unwrap().unwrap().status(),
-        PipelineStatus::Running
+    let reopened = store.pipeline(pipeline).await.unwrap().unwrap().status();
+    assert!(
+        !reopened.is_finished(),
+        "the pipeline runs again: {reopened}"
     );
     assert_eq!(
         store.job(JobId(2)).await.unwrap().unwrap().status(),
