@@ -137,6 +137,7 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
             key: "TOKEN".into(),
             value: "hunter22".into(),
             masked: true,
+            file: false,
         }],
         script: script.iter().map(|s| s.to_string()).collect(),
         artifact_paths: vec!["out.txt".into()],

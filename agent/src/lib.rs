@@ -17,6 +17,7 @@ pub mod guard;
 pub mod job_runner;
 pub mod lease;
 pub mod log_stream;
+pub mod mask;
 pub mod registry;
 pub mod retry;
 pub mod script;

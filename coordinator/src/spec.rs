@@ -15,6 +15,7 @@ fn variable(key: &str, value: impl Into<String>) -> v1::Variable {
         key: key.to_owned(),
         value: value.into(),
         masked: false,
+        file: false,
     }
 }
 

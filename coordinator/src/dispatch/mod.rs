@@ -511,6 +511,7 @@ fn with_job_token(mut spec: v1::JobSpec, token: &str) -> v1::JobSpec {
         key: "CI_JOB_TOKEN".to_owned(),
         value: token.to_owned(),
         masked: true,
+        file: false,
     });
     spec
 }
