@@ -180,6 +180,7 @@ fn prepare(
         project_name: project_name.to_owned(),
         project_dir: project_dir.to_owned(),
         env,
+        files_dir: None,
         main_script: crate::script::main_script(&job.before_script, &job.script),
         after_script: crate::script::after_script(&job.after_script),
         image: job.image.clone(),

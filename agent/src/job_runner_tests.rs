@@ -300,3 +300,145 @@ async fn stale_lease_stops_reporting() {
     );
     assert!(fixture.ctx.registry.is_empty());
 }
+
+fn file_variable(key: &str, value: &str, masked: bool) -> PbVariable {
+    PbVariable {
+        key: key.into(),
+        value: value.into(),
+        masked,
+        file: true,
+    }
+}
+
+fn log_text(fixture: &Fixture) -> String {
+    String::from_utf8(fixture.ctx.api.log.lock().unwrap().clone()).unwrap()
+}
+
+/// The path the job printed after `marker `.
+fn printed_path(log: &str, marker: &str) -> std::path::PathBuf {
+    let line = log
+        .lines()
+        .find_map(|line| line.strip_prefix(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in\n{log}"));
+    std::path::PathBuf::from(line.trim())
+}
+
+#[tokio::test]
+async fn a_file_variable_is_a_private_file_outside_the_project_gone_after_the_job() {
+    let mut fixture = fixture(
+        FakeApi::default(),
+        &[
+            "cat \"$MY_FILE\"",
+            "echo \"path $MY_FILE\"",
+            "stat -c 'file mode %a' \"$MY_FILE\"",
+            "stat -c 'dir mode %a' \"$(dirname \"$MY_FILE\")\"",
+            "case \"$MY_FILE\" in \"$CI_PROJECT_DIR\"/*) echo inside;; *) echo outside;; esac",
+            "echo data > out.txt",
+        ],
+    );
+    fixture
+        .spec
+        .variables
+        .push(file_variable("MY_FILE", "line one\nline two\n", false));
+    run(&fixture).await;
+    let log = log_text(&fixture);
+    assert!(log.contains("line one\nline two\n"), "{log}");
+    assert!(log.contains("file mode 600\n"), "{log}");
+    assert!(log.contains("dir mode 700\n"), "{log}");
+    assert!(log.contains("outside\n"), "{log}");
+    let path = printed_path(&log, "path ");
+    assert_eq!(path.file_name().unwrap(), "MY_FILE");
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "file and dir removed"
+    );
+    assert_eq!(
+        fixture.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Success, None, String::new()))
+    );
+}
+
+#[tokio::test]
+async fn a_masked_file_variable_s_content_is_masked_and_a_failure_removes_it_too() {
+    let mut fixture = fixture(
+        FakeApi::default(),
+        &["cat \"$CERT\"", "echo \"path $CERT\"", "exit 3"],
+    );
+    let content = "-----BEGIN sekrit-----\nAAAA\n-----END sekrit-----";
+    fixture
+        .spec
+        .variables
+        .push(file_variable("CERT", content, true));
+    run(&fixture).await;
+    let log = log_text(&fixture);
+    assert!(!log.contains("sekrit"), "{log}");
+    assert!(log.contains("[MASKED]"), "{log}");
+    assert!(
+        !printed_path(&log, "path ").exists(),
+        "removed after a failure"
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_job_s_file_variables_are_removed() {
+    let mut fixture = fixture(FakeApi::default(), &["echo \"path $MY_FILE\"", "sleep 30"]);
+    fixture
+        .spec
+        .variables
+        .push(file_variable("MY_FILE", "content", false));
+    assert!(fixture.ctx.registry.try_reserve());
+    let assignment = JobAssignment {
+        attempt_id: "11111111-2222".into(),
+        lease_epoch: 1,
+        job_token: "job-token".into(),
+        spec: Some(fixture.spec.clone()),
+    };
+    let running = tokio::spawn(start(fixture.ctx.clone(), assignment).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !log_text(&fixture).contains("path ") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = printed_path(&log_text(&fixture), "path ");
+    assert!(path.exists(), "there while the script runs");
+    fixture
+        .ctx
+        .registry
+        .get("11111111-2222")
+        .expect("running")
+        .stop(StopCause::Canceled {
+            grace: Duration::ZERO,
+        });
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the job ends once canceled")
+        .unwrap();
+    assert_eq!(
+        fixture.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Canceled, None, "canceled".into()))
+    );
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "removed after a cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_reason_naming_a_masked_value_is_masked() {
+    let mut fixture = fixture(FakeApi::default(), &["true"]);
+    // The masked TOKEN of the fixture in a path the checkout error repeats.
+    fixture.spec.repo_url = "/nonexistent/hunter22/repo.git".into();
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    let Some(Call::Status(JobState::Failed, None, reason)) = calls.last() else {
+        panic!("{calls:?}");
+    };
+    assert!(
+        reason.contains("/nonexistent/[MASKED]/repo.git") && !reason.contains("hunter22"),
+        "{reason}"
+    );
+    assert!(!log_text(&fixture).contains("hunter22"));
+}

@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod exec;
 pub mod executor;
+pub mod file_variables;
 pub mod guard;
 pub mod job_runner;
 pub mod lease;

@@ -73,6 +73,7 @@ fn job(script: &[&str]) -> TestJob {
                 project.path().display().to_string(),
             ),
         ],
+        files_dir: None,
         main_script: osprey_agent::script::main_script(&[], &script),
         after_script: None,
         image: None,

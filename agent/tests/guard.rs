@@ -129,6 +129,7 @@ async fn the_shell_executor_under_a_guard_reports_output_and_exit_code() {
         project_name: "p".into(),
         project_dir: dir.path().to_owned(),
         env: Vec::new(),
+        files_dir: None,
         main_script: osprey_agent::script::main_script(&[], &lines(&["echo hi", "exit 3"])),
         after_script: osprey_agent::script::after_script(&lines(&["echo after"])),
         image: None,
