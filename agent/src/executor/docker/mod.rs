@@ -223,7 +223,8 @@ impl DockerExecutor {
         } else if let Some(guard) = guard {
             guard.disarm().await;
         }
-        tracing::info!(job_id = %job.job_id, outcome = ?outcome, "docker job finished");
+        // The reason is left to the job runner, which masks it.
+        tracing::info!(job_id = %job.job_id, outcome = outcome.ci_job_status(), "docker job finished");
         outcome
     }
 
