@@ -379,13 +379,12 @@ async fn a_masked_file_variable_s_content_is_masked_and_a_failure_removes_it_too
     );
 }
 
-#[tokio::test]
-async fn a_canceled_job_s_file_variables_are_removed() {
-    let mut fixture = fixture(FakeApi::default(), &["echo \"path $MY_FILE\"", "sleep 30"]);
-    fixture
-        .spec
-        .variables
-        .push(file_variable("MY_FILE", "content", false));
+/// Runs a job with a file variable whose script sleeps; `stop` ends it once
+/// the script runs, `None` waits for its timeout. Returns the file's path.
+async fn stopped_while_running(
+    fixture: &Fixture,
+    stop: Option<fn(&RunningJob)>,
+) -> std::path::PathBuf {
     assert!(fixture.ctx.registry.try_reserve());
     let assignment = JobAssignment {
         attempt_id: "11111111-2222".into(),
@@ -395,35 +394,77 @@ async fn a_canceled_job_s_file_variables_are_removed() {
     };
     let running = tokio::spawn(start(fixture.ctx.clone(), assignment).unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !log_text(&fixture).contains("path ") {
+    while !log_text(fixture).contains("path ") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the script never started"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let path = printed_path(&log_text(&fixture), "path ");
-    assert!(path.exists(), "there while the script runs");
-    fixture
-        .ctx
-        .registry
-        .get("11111111-2222")
-        .expect("running")
-        .stop(StopCause::Canceled {
-            grace: Duration::ZERO,
-        });
+    let path = printed_path(&log_text(fixture), "path ");
+    if let Some(stop) = stop {
+        // Checked only here: a timeout may already have fired.
+        assert!(path.exists(), "there while the script runs");
+        stop(&fixture.ctx.registry.get("11111111-2222").expect("running"));
+    }
     tokio::time::timeout(Duration::from_secs(20), running)
         .await
-        .expect("the job ends once canceled")
+        .expect("the job ends")
         .unwrap();
+    path
+}
+
+fn sleeping_job_with_a_file_variable() -> Fixture {
+    let mut fixture = fixture(FakeApi::default(), &["echo \"path $MY_FILE\"", "sleep 30"]);
+    fixture
+        .spec
+        .variables
+        .push(file_variable("MY_FILE", "content", false));
+    fixture
+}
+
+#[tokio::test]
+async fn file_variables_are_removed_after_a_cancel_a_timeout_and_a_lost_lease() {
+    let canceled = sleeping_job_with_a_file_variable();
+    let path = stopped_while_running(
+        &canceled,
+        Some(|job| {
+            job.stop(StopCause::Canceled {
+                grace: Duration::ZERO,
+            })
+        }),
+    )
+    .await;
     assert_eq!(
-        fixture.ctx.api.calls().last(),
+        canceled.ctx.api.calls().last(),
         Some(&Call::Status(JobState::Canceled, None, "canceled".into()))
     );
     assert!(
         !path.exists() && !path.parent().unwrap().exists(),
-        "removed after a cancel"
+        "canceled"
     );
+
+    let mut timed_out = sleeping_job_with_a_file_variable();
+    timed_out.spec.timeout_seconds = 1;
+    let path = stopped_while_running(&timed_out, None).await;
+    assert_eq!(
+        timed_out.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Failed, None, "job timeout".into()))
+    );
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "timed out"
+    );
+
+    // The lease is lost (or the coordinator abandons the attempt): fenced.
+    let fenced = sleeping_job_with_a_file_variable();
+    let path = stopped_while_running(&fenced, Some(RunningJob::abandon)).await;
+    assert_eq!(
+        fenced.ctx.api.calls(),
+        vec![Call::Status(JobState::Running, None, String::new())],
+        "nothing more reported"
+    );
+    assert!(!path.exists() && !path.parent().unwrap().exists(), "fenced");
 }
 
 #[tokio::test]
