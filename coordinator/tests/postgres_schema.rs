@@ -95,7 +95,8 @@ async fn postgres_columns(pool: &AnyPool) -> (Columns, BTreeMap<String, Vec<Stri
             let shape = ColumnShape {
                 data_type,
                 not_null: nullable == "NO",
-                default,
+                // PostgreSQL spells a text default `'push'::text`.
+                default: default.map(|text| text.trim_end_matches("::text").to_owned()),
             };
             ((table, column), shape)
         })

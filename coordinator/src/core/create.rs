@@ -38,6 +38,29 @@ pub struct PipelineRequest<'a> {
 }
 
 impl Core {
+    /// A pipeline of a project's ref started by a person or a program (api,
+    /// trigger, web): the ref's head, `changes:` all true as in GitLab.
+    pub async fn create_for_project(
+        &self,
+        project: &ProjectRow,
+        git_ref: &str,
+        variables: Vec<Variable>,
+        source: PipelineSource,
+        key: Option<IdempotencyKey<'_>>,
+    ) -> CoreResult<CreatedPipeline> {
+        let request = PipelineRequest {
+            repo: &project.repo,
+            git_ref,
+            at: None,
+            before: Before::Known(None),
+            variables,
+            source,
+            project: Some(project),
+            trigger_event: None,
+        };
+        self.create(request, key).await
+    }
+
     /// Creates the pipeline a request names (once per `key`, when given).
     pub async fn create(
         &self,

@@ -128,17 +128,11 @@ async fn create_pipeline(
         Some(name) => {
             let project = core.project(name).await?;
             caller.require(Role::Run, Some(project.id))?;
-            core.create(
-                crate::core::PipelineRequest {
-                    repo: &project.repo,
-                    git_ref: &request.git_ref,
-                    at: None,
-                    before: crate::core::Before::Known(None),
-                    variables: request.variables,
-                    source: osprey_shared::plan::PipelineSource::Api,
-                    project: Some(&project),
-                    trigger_event: None,
-                },
+            core.create_for_project(
+                &project,
+                &request.git_ref,
+                request.variables,
+                osprey_shared::plan::PipelineSource::Api,
                 key,
             )
             .await?

@@ -2,7 +2,7 @@
 //! variables, schedules and trigger, and API tokens.
 
 use super::{json_body, ApiResult, Caller};
-use crate::core::{Before, Core, PipelineRequest};
+use crate::core::Core;
 use crate::error::CoreError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -132,17 +132,11 @@ async fn run_pipeline(
     let project = project_for(&core, &caller, &name, Role::Run).await?;
     let request = json_body(body)?;
     let created = core
-        .create(
-            PipelineRequest {
-                repo: &project.repo,
-                git_ref: &request.git_ref,
-                at: None,
-                before: Before::Known(None),
-                variables: request.variables,
-                source: PipelineSource::Api,
-                project: Some(&project),
-                trigger_event: None,
-            },
+        .create_for_project(
+            &project,
+            &request.git_ref,
+            request.variables,
+            PipelineSource::Api,
             None,
         )
         .await?;
@@ -186,17 +180,11 @@ async fn trigger_pipeline(
         .map(|(key, value)| Variable { key, value })
         .collect();
     let created = core
-        .create(
-            PipelineRequest {
-                repo: &project.repo,
-                git_ref: &request.git_ref,
-                at: None,
-                before: Before::Known(None),
-                variables,
-                source: PipelineSource::Trigger,
-                project: Some(&project),
-                trigger_event: None,
-            },
+        .create_for_project(
+            &project,
+            &request.git_ref,
+            variables,
+            PipelineSource::Trigger,
             None,
         )
         .await?;

@@ -150,7 +150,8 @@ async fn a_100_mb_body_gets_413() {
     let sender = tokio::spawn(async move {
         let head = format!(
             "POST /api/v1/pipelines HTTP/1.1\r\nhost: osprey\r\ncontent-type: application/json\r\n\
-             content-length: {total}\r\n\r\n"
+             authorization: Bearer {}\r\ncontent-length: {total}\r\n\r\n",
+            osprey_integration_tests::cluster::ADMIN_TOKEN
         );
         writer.write_all(head.as_bytes()).await?;
         let chunk = vec![b' '; 1 << 20];
