@@ -53,7 +53,10 @@ async fn tokens_reach_their_project_and_role_only() {
     assert_eq!(anonymous.healthz().await.expect("healthz answers"), "ok");
     let routes = [
         (Method::GET, format!("/api/v1/pipelines/{}", mine.id)),
-        (Method::POST, format!("/api/v1/pipelines/{}/cancel", mine.id)),
+        (
+            Method::POST,
+            format!("/api/v1/pipelines/{}/cancel", mine.id),
+        ),
         (Method::POST, format!("/api/v1/pipelines/{}/retry", mine.id)),
         (Method::POST, "/api/v1/pipelines".to_owned()),
         (Method::GET, format!("/api/v1/jobs/{job}")),
@@ -70,9 +73,9 @@ async fn tokens_reach_their_project_and_role_only() {
         (Method::POST, "/api/v1/tokens".to_owned()),
     ];
     for (method, path) in &routes {
-        let request = anonymous
-            .request(method.clone(), path)
-            .json(&json!({ "name": "x", "repo": "/tmp", "ref": "main", "value": "v", "role": "admin" }));
+        let request = anonymous.request(method.clone(), path).json(
+            &json!({ "name": "x", "repo": "/tmp", "ref": "main", "value": "v", "role": "admin" }),
+        );
         let error = anonymous
             .call(request)
             .await
@@ -87,7 +90,11 @@ async fn tokens_reach_their_project_and_role_only() {
     let seen = reader.pipeline(mine.id).await.expect("read its pipeline");
     assert_eq!(seen.id, mine.id);
     reader.job_log(job).await.expect("read its job's log");
-    reader.cancel(mine.id).await.expect_err("read cannot cancel").assert_refused(403);
+    reader
+        .cancel(mine.id)
+        .await
+        .expect_err("read cannot cancel")
+        .assert_refused(403);
     let run_again = reader
         .call_json::<PipelineView>(
             Method::POST,
@@ -102,7 +109,11 @@ async fn tokens_reach_their_project_and_role_only() {
         .await
         .expect_err("read cannot list variables")
         .assert_refused(403);
-    reader.pipeline(theirs.id).await.expect_err("not other's pipeline").assert_refused(403);
+    reader
+        .pipeline(theirs.id)
+        .await
+        .expect_err("not other's pipeline")
+        .assert_refused(403);
     reader
         .call_json::<ProjectView>(Method::GET, "/api/v1/projects/other", None)
         .await
@@ -128,8 +139,15 @@ async fn tokens_reach_their_project_and_role_only() {
     // A run token of app may cancel app's pipeline, not other's.
     let run = token(admin, "run", "app").await;
     let runner = admin.with_token(Some(&run.token));
-    runner.cancel(theirs.id).await.expect_err("not other's").assert_refused(403);
-    runner.cancel(mine.id).await.expect("run cancels its pipeline");
+    runner
+        .cancel(theirs.id)
+        .await
+        .expect_err("not other's")
+        .assert_refused(403);
+    runner
+        .cancel(mine.id)
+        .await
+        .expect("run cancels its pipeline");
 
     // Revoked: refused at once.
     let response = admin
@@ -137,7 +155,11 @@ async fn tokens_reach_their_project_and_role_only() {
         .await
         .expect("revoke the read token");
     assert_eq!(response.status().as_u16(), 204);
-    reader.pipeline(mine.id).await.expect_err("revoked").assert_refused(401);
+    reader
+        .pipeline(mine.id)
+        .await
+        .expect_err("revoked")
+        .assert_refused(401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +167,9 @@ async fn guessing_tokens_is_slowed_down() {
     let cluster = TestCluster::builder().start().await;
     let mut last = None;
     for attempt in 0..20 {
-        let guesser = cluster.api.with_token(Some(&format!("osp_guess_{attempt:030}")));
+        let guesser = cluster
+            .api
+            .with_token(Some(&format!("osp_guess_{attempt:030}")));
         let request = guesser.request(Method::GET, "/api/v1/projects");
         let response = guesser
             .call(request)
@@ -161,7 +185,10 @@ async fn guessing_tokens_is_slowed_down() {
         }
     }
     let blocked_at = last.expect("a 429 within 20 bad tokens");
-    assert!(blocked_at >= 5, "the first few failures are free: {blocked_at}");
+    assert!(
+        blocked_at >= 5,
+        "the first few failures are free: {blocked_at}"
+    );
     let response = reqwest::Client::new()
         .get(format!("{}/api/v1/projects", cluster.api.base_url()))
         .bearer_auth("osp_guess_again_000000000000000000")

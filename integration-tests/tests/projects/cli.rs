@@ -26,7 +26,13 @@ fn json<T: serde::de::DeserializeOwned>(output: &CliOutput) -> T {
 
 #[track_caller]
 fn assert_ok(output: &CliOutput) {
-    assert_eq!(output.code(), Some(0), "{} / {}", output.stdout_text(), output.stderr);
+    assert_eq!(
+        output.code(),
+        Some(0),
+        "{} / {}",
+        output.stdout_text(),
+        output.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,10 +50,19 @@ async fn the_cli_manages_a_project() {
     remote.push(&["main"]);
     let repo = remote.url();
 
-    let added = osprey(url, &["project", "add", "app", "--repo", &repo, "--json"], None, CLI_TIMEOUT).await;
+    let added = osprey(
+        url,
+        &["project", "add", "app", "--repo", &repo, "--json"],
+        None,
+        CLI_TIMEOUT,
+    )
+    .await;
     assert_ok(&added);
     let created: CreatedProject = json(&added);
-    assert_eq!((created.project.name.as_str(), created.project.repo.as_str()), ("app", repo.as_str()));
+    assert_eq!(
+        (created.project.name.as_str(), created.project.repo.as_str()),
+        ("app", repo.as_str())
+    );
     assert!(created.webhook_secret.len() >= 16, "{created:?}");
 
     let set = osprey_with_input(
@@ -62,12 +77,25 @@ async fn the_cli_manages_a_project() {
     assert!(!set.stdout_text().contains(VALUE), "{}", set.stdout_text());
     let listed = osprey(url, &["var", "list", "app", "--json"], None, CLI_TIMEOUT).await;
     assert_ok(&listed);
-    assert!(!listed.stdout_text().contains(VALUE), "{}", listed.stdout_text());
+    assert!(
+        !listed.stdout_text().contains(VALUE),
+        "{}",
+        listed.stdout_text()
+    );
     let variables: Vec<VariableView> = json(&listed);
     assert_eq!(variables.len(), 1, "{variables:?}");
-    assert_eq!((variables[0].key.as_str(), variables[0].masked), ("KEY", true));
+    assert_eq!(
+        (variables[0].key.as_str(), variables[0].masked),
+        ("KEY", true)
+    );
 
-    let created = osprey(url, &["token", "create", "--project", "app", "--role", "read"], None, CLI_TIMEOUT).await;
+    let created = osprey(
+        url,
+        &["token", "create", "--project", "app", "--role", "read"],
+        None,
+        CLI_TIMEOUT,
+    )
+    .await;
     assert_ok(&created);
     let stdout = created.stdout_text();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -77,23 +105,51 @@ async fn the_cli_manages_a_project() {
 
     let run = osprey(
         url,
-        &["pipeline", "run", "--project", "app", "--ref", "main", "--wait", "--json"],
+        &[
+            "pipeline",
+            "run",
+            "--project",
+            "app",
+            "--ref",
+            "main",
+            "--wait",
+            "--json",
+        ],
         None,
         WAIT_TIMEOUT,
     )
     .await;
-    assert_ne!(run.code(), Some(0), "a failed pipeline fails the run: {}", run.stderr);
+    assert_ne!(
+        run.code(),
+        Some(0),
+        "a failed pipeline fails the run: {}",
+        run.stderr
+    );
     let failed: PipelineView = json(&run);
     failed.assert_status(PipelineStatus::Failed);
     failed.assert_job_status("flaky", JobStatus::Failed);
-    assert_eq!((failed.project.as_deref(), failed.iid), (Some("app"), Some(1)));
+    assert_eq!(
+        (failed.project.as_deref(), failed.iid),
+        (Some("app"), Some(1))
+    );
     let log = cluster.api.job_log_text(failed.job("flaky").id).await;
-    assert!(log.contains("key=[MASKED]") && !log.contains(VALUE), "{log}");
+    assert!(
+        log.contains("key=[MASKED]") && !log.contains(VALUE),
+        "{log}"
+    );
 
     // The read token lists the project's pipelines, and may not run one.
     let listed = osprey(
         url,
-        &["--token", &token, "pipeline", "list", "--project", "app", "--json"],
+        &[
+            "--token",
+            &token,
+            "pipeline",
+            "list",
+            "--project",
+            "app",
+            "--json",
+        ],
         None,
         CLI_TIMEOUT,
     )
@@ -104,15 +160,35 @@ async fn the_cli_manages_a_project() {
     assert_eq!(ids, vec![failed.id]);
     let refused = osprey(
         url,
-        &["--token", &token, "pipeline", "run", "--project", "app", "--ref", "main"],
+        &[
+            "--token",
+            &token,
+            "pipeline",
+            "run",
+            "--project",
+            "app",
+            "--ref",
+            "main",
+        ],
         None,
         CLI_TIMEOUT,
     )
     .await;
-    assert_ne!(refused.code(), Some(0), "a read token cannot run: {}", refused.stdout_text());
+    assert_ne!(
+        refused.code(),
+        Some(0),
+        "a read token cannot run: {}",
+        refused.stdout_text()
+    );
 
     let id = failed.id.to_string();
-    let retried = osprey(url, &["pipeline", "retry", &id, "--json"], None, CLI_TIMEOUT).await;
+    let retried = osprey(
+        url,
+        &["pipeline", "retry", &id, "--json"],
+        None,
+        CLI_TIMEOUT,
+    )
+    .await;
     assert_ok(&retried);
     let retried: PipelineView = json(&retried);
     assert_eq!(retried.id, failed.id);

@@ -63,7 +63,12 @@ fn github_headers(secret: &str, body: &[u8], delivery: &str) -> Vec<(&'static st
     ]
 }
 
-fn gitea_headers(event: &str, secret: &str, body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+fn gitea_headers(
+    event: &str,
+    secret: &str,
+    body: &[u8],
+    delivery: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("X-Gitea-Event", event.to_owned()),
         ("X-Gitea-Delivery", delivery.to_owned()),
@@ -98,7 +103,9 @@ async fn each_forge_push_makes_one_pipeline() {
     let repo = remote.url();
     let first = remote.head();
     remote.push(&["main"]);
-    let secret = create_project(api, "app", &repo, json!({})).await.webhook_secret;
+    let secret = create_project(api, "app", &repo, json!({}))
+        .await
+        .webhook_secret;
 
     // GitLab: the branch's first push (before = zeros).
     let body = gitlab_push("refs/heads/main", ZEROS, &first, &repo);
@@ -110,7 +117,12 @@ async fn each_forge_push_makes_one_pipeline() {
     assert_outcome(&send_hook(api, "app", &headers, &body).await, "queued");
     let one = wait_for_project_pipeline(api, "app", "the GitLab push", |p| p.sha == first).await;
     assert_eq!(
-        (one.source.as_str(), one.git_ref.as_str(), one.iid, one.before_sha.as_deref()),
+        (
+            one.source.as_str(),
+            one.git_ref.as_str(),
+            one.iid,
+            one.before_sha.as_deref()
+        ),
         ("push", "main", Some(1), None),
         "{one:?}"
     );
@@ -159,7 +171,11 @@ async fn each_forge_push_makes_one_pipeline() {
     assert_outcome(&send_hook(api, "app", &headers, &body).await, "queued");
     let three = wait_for_project_pipeline(api, "app", "the Gitea push", |p| p.sha == third).await;
     assert_eq!(
-        (three.source.as_str(), three.iid, three.before_sha.as_deref()),
+        (
+            three.source.as_str(),
+            three.iid,
+            three.before_sha.as_deref()
+        ),
         ("push", Some(3), Some(second.as_str())),
         "{three:?}"
     );
@@ -184,12 +200,15 @@ async fn a_tag_push_runs_the_tag_jobs() {
     let repo = remote.url();
     let sha = remote.head();
     remote.push(&["main"]);
-    let secret = create_project(api, "app", &repo, json!({})).await.webhook_secret;
+    let secret = create_project(api, "app", &repo, json!({}))
+        .await
+        .webhook_secret;
 
     let body = github_push("refs/heads/main", ZEROS, &sha, &repo);
     let headers = gitea_headers("push", &secret, &body, "gitea-branch");
     assert_outcome(&send_hook(api, "app", &headers, &body).await, "queued");
-    let branch = wait_for_project_pipeline(api, "app", "the branch push", |p| p.git_ref == "main").await;
+    let branch =
+        wait_for_project_pipeline(api, "app", "the branch push", |p| p.git_ref == "main").await;
     let branch = api.wait_for_pipeline(branch.id).await;
     branch.assert_status(PipelineStatus::Success);
     assert!(
@@ -204,13 +223,20 @@ async fn a_tag_push_runs_the_tag_jobs() {
     let body = github_push("refs/tags/v1.2.3", ZEROS, &sha, &repo);
     let headers = gitea_headers("push", &secret, &body, "gitea-tag-push");
     assert_outcome(&send_hook(api, "app", &headers, &body).await, "queued");
-    let tag = wait_for_project_pipeline(api, "app", "the tag push", |p| p.git_ref == "v1.2.3").await;
+    let tag =
+        wait_for_project_pipeline(api, "app", "the tag push", |p| p.git_ref == "v1.2.3").await;
     let tag = api.wait_for_pipeline(tag.id).await;
     tag.assert_status(PipelineStatus::Success);
-    assert_eq!((tag.source.as_str(), tag.sha.as_str()), ("push", sha.as_str()));
+    assert_eq!(
+        (tag.source.as_str(), tag.sha.as_str()),
+        ("push", sha.as_str())
+    );
     tag.assert_job_status("deploy", JobStatus::Success);
     let log = api.job_log_text(tag.job("build").id).await;
-    assert!(log.contains("tag=[v1.2.3] branch=[unset] source=push"), "{log}");
+    assert!(
+        log.contains("tag=[v1.2.3] branch=[unset] source=push"),
+        "{log}"
+    );
     let log = api.job_log_text(tag.job("deploy").id).await;
     assert!(log.contains("deploying v1.2.3"), "{log}");
 

@@ -85,7 +85,12 @@ impl Remote {
 
 /// `POST /api/v1/projects` with `extra` fields merged in; asserts 201 and
 /// returns the created project (with its webhook secret).
-pub async fn create_project(api: &ApiClient, name: &str, repo: &str, extra: Value) -> CreatedProject {
+pub async fn create_project(
+    api: &ApiClient,
+    name: &str,
+    repo: &str,
+    extra: Value,
+) -> CreatedProject {
     let mut body = json!({ "name": name, "repo": repo });
     if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
@@ -98,7 +103,10 @@ pub async fn create_project(api: &ApiClient, name: &str, repo: &str, extra: Valu
     let created: CreatedProject = response.json().await.expect("a CreatedProject");
     assert_eq!(created.project.name, name);
     assert!(
-        created.project.webhook_url.ends_with(&format!("/hooks/{name}")),
+        created
+            .project
+            .webhook_url
+            .ends_with(&format!("/hooks/{name}")),
         "{created:?}"
     );
     assert!(created.webhook_secret.len() >= 16, "a real webhook secret");
@@ -107,8 +115,12 @@ pub async fn create_project(api: &ApiClient, name: &str, repo: &str, extra: Valu
 
 /// `GET /api/v1/projects/{name}/pipelines` (newest first).
 pub async fn project_pipelines(api: &ApiClient, name: &str) -> Result<Vec<PipelineView>, ApiError> {
-    api.call_json(Method::GET, &format!("/api/v1/projects/{name}/pipelines"), None)
-        .await
+    api.call_json(
+        Method::GET,
+        &format!("/api/v1/projects/{name}/pipelines"),
+        None,
+    )
+    .await
 }
 
 /// Waits until a pipeline of the project matches `check`; returns it.
@@ -172,7 +184,11 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
         };
         if meta.is_dir() {
             if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|entry| entry.ok()).map(|entry| entry.path()));
+                stack.extend(
+                    entries
+                        .filter_map(|entry| entry.ok())
+                        .map(|entry| entry.path()),
+                );
             }
         } else if meta.is_file() {
             if let Ok(bytes) = std::fs::read(&path) {
@@ -186,5 +202,8 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
 }

@@ -22,15 +22,26 @@ async fn a_polled_project_builds_a_new_commit() {
     // check it built nothing for the commit that was already there.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = project_pipelines(api, "app").await.expect("list pipelines");
-    assert!(before.is_empty(), "the first poll builds nothing: {before:?}");
+    assert!(
+        before.is_empty(),
+        "the first poll builds nothing: {before:?}"
+    );
 
     let second = remote.push_commit("main", "two.txt");
     let found = wait_for_project_pipeline(api, "app", "the polled push", |p| p.sha == second).await;
     assert_eq!(
-        (found.source.as_str(), found.git_ref.as_str(), found.before_sha.as_deref()),
+        (
+            found.source.as_str(),
+            found.git_ref.as_str(),
+            found.before_sha.as_deref()
+        ),
         ("push", "main", Some(first.as_str())),
         "{found:?}"
     );
     let pipelines = project_pipelines(api, "app").await.expect("list pipelines");
-    assert_eq!(pipelines.len(), 1, "only the new commit is built: {pipelines:?}");
+    assert_eq!(
+        pipelines.len(),
+        1,
+        "only the new commit is built: {pipelines:?}"
+    );
 }

@@ -90,11 +90,16 @@ async fn a_masked_value_is_never_seen() {
     remote.push(&["main"]);
     create_project(api, "app", &remote.url(), json!({})).await;
 
-    let (status, body) = put_variable(api, "SHORT", json!({ "value": "seven77", "masked": true })).await;
+    let (status, body) =
+        put_variable(api, "SHORT", json!({ "value": "seven77", "masked": true })).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("at least 8 characters"), "{body}");
-    let (status, body) =
-        put_variable(api, "DEPLOY_TOKEN", json!({ "value": SECRET, "masked": true })).await;
+    let (status, body) = put_variable(
+        api,
+        "DEPLOY_TOKEN",
+        json!({ "value": SECRET, "masked": true }),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     let done = run_project_pipeline(api, "main").await;
@@ -125,7 +130,10 @@ async fn a_masked_value_is_never_seen() {
     assert!(answers[2].contains("DEPLOY_TOKEN"), "{}", answers[2]);
     for answer in &answers {
         for needle in needles {
-            assert!(!contains(answer.as_bytes(), needle), "an API answer shows it: {answer}");
+            assert!(
+                !contains(answer.as_bytes(), needle),
+                "an API answer shows it: {answer}"
+            );
         }
     }
 
@@ -141,7 +149,9 @@ async fn a_masked_value_is_never_seen() {
         })
         .collect();
     assert!(
-        outputs.iter().any(|path| path.ends_with("coordinator.stderr")),
+        outputs
+            .iter()
+            .any(|path| path.ends_with("coordinator.stderr")),
         "the coordinator's output is kept: {outputs:?}"
     );
     for needle in needles {
@@ -149,7 +159,10 @@ async fn a_masked_value_is_never_seen() {
         for output in &outputs {
             found.extend(files_containing(output, needle));
         }
-        assert!(found.is_empty(), "{needle:?} is stored in the clear in {found:?}");
+        assert!(
+            found.is_empty(),
+            "{needle:?} is stored in the clear in {found:?}"
+        );
     }
 }
 
@@ -162,10 +175,22 @@ async fn protected_scoped_and_file_variables() {
     remote.push(&["main", "feature"]);
     create_project(api, "app", &remote.url(), json!({})).await;
     for (key, body) in [
-        ("PROT_VALUE", json!({ "value": "only-on-main", "protected": true })),
-        ("DEPLOY_URL", json!({ "value": "https://dev.example.test", "env_scope": "dev" })),
-        ("DEPLOY_URL", json!({ "value": "https://prod.example.test", "env_scope": "prod" })),
-        ("CONFIG", json!({ "value": "file-content-123", "file": true })),
+        (
+            "PROT_VALUE",
+            json!({ "value": "only-on-main", "protected": true }),
+        ),
+        (
+            "DEPLOY_URL",
+            json!({ "value": "https://dev.example.test", "env_scope": "dev" }),
+        ),
+        (
+            "DEPLOY_URL",
+            json!({ "value": "https://prod.example.test", "env_scope": "prod" }),
+        ),
+        (
+            "CONFIG",
+            json!({ "value": "file-content-123", "file": true }),
+        ),
     ] {
         let (status, answer) = put_variable(api, key, body).await;
         assert_eq!(status, 200, "{key}: {answer}");
@@ -174,7 +199,10 @@ async fn protected_scoped_and_file_variables() {
     let main = run_project_pipeline(api, "main").await;
     main.assert_status(PipelineStatus::Success);
     let log = api.job_log_text(main.job("prot").id).await;
-    assert!(log.contains("prot=[only-on-main]"), "main is protected: {log}");
+    assert!(
+        log.contains("prot=[only-on-main]"),
+        "main is protected: {log}"
+    );
     for (job, url) in [
         ("deploy_dev", "https://dev.example.test"),
         ("deploy_prod", "https://prod.example.test"),

@@ -33,11 +33,15 @@ async fn a_schedule_runs_its_pipeline() {
         .call_json(Method::POST, "/api/v1/projects/app/schedules", Some(&body))
         .await
         .expect("create a schedule");
-    assert_eq!((schedule.project.as_str(), schedule.git_ref.as_str()), ("app", "main"));
+    assert_eq!(
+        (schedule.project.as_str(), schedule.git_ref.as_str()),
+        ("app", "main")
+    );
 
-    let found =
-        wait_for_project_pipeline(api, "app", "a scheduled pipeline", |p| p.source == "schedule")
-            .await;
+    let found = wait_for_project_pipeline(api, "app", "a scheduled pipeline", |p| {
+        p.source == "schedule"
+    })
+    .await;
     let done = api.wait_for_pipeline(found.id).await;
     done.assert_status(PipelineStatus::Success);
     done.assert_job_status("nightly", JobStatus::Success);
@@ -77,7 +81,11 @@ async fn the_trigger_api_takes_a_run_token_and_variables() {
     let anonymous = api.with_token(None);
     let body = json!({ "token": token.token, "ref": "main", "variables": { "GREETING": "hi" } });
     let response = anonymous
-        .call(anonymous.request(Method::POST, "/api/v1/projects/app/trigger").json(&body))
+        .call(
+            anonymous
+                .request(Method::POST, "/api/v1/projects/app/trigger")
+                .json(&body),
+        )
         .await
         .expect("trigger a pipeline");
     assert_eq!(response.status().as_u16(), 201);
@@ -85,16 +93,24 @@ async fn the_trigger_api_takes_a_run_token_and_variables() {
     assert_eq!(created.source, "trigger", "{created:?}");
     let done = api.wait_for_pipeline(created.id).await;
     done.assert_status(PipelineStatus::Success);
-    assert!(done.jobs.iter().all(|job| job.name != "nightly"), "{done:?}");
+    assert!(
+        done.jobs.iter().all(|job| job.name != "nightly"),
+        "{done:?}"
+    );
     let log = api.job_log_text(done.job("always").id).await;
     assert!(log.contains("source=trigger greeting=hi"), "{log}");
 
     let bad = json!({ "token": "osp_not_a_real_token_0000000000", "ref": "main" });
     let refused = anonymous
-        .call(anonymous.request(Method::POST, "/api/v1/projects/app/trigger").json(&bad))
+        .call(
+            anonymous
+                .request(Method::POST, "/api/v1/projects/app/trigger")
+                .json(&bad),
+        )
         .await
         .expect_err("a bad token is refused");
     refused.assert_refused(401);
-    let listed = wait_for_project_pipeline(api, "app", "the triggered one", |p| p.id == created.id).await;
+    let listed =
+        wait_for_project_pipeline(api, "app", "the triggered one", |p| p.id == created.id).await;
     assert_eq!(listed.source, "trigger");
 }
