@@ -33,8 +33,14 @@ curl -sf "$url/healthz" >/dev/null || { echo "the coordinator did not start; see
 pids+=($!)
 
 export OSPREY_URL="$url"
+# The coordinator generated the admin API token on its first start.
+export OSPREY_TOKEN
+OSPREY_TOKEN=$(cat "$state/coordinator/admin.token")
 json_field() { grep -o "\"$1\": *\"\{0,1\}[a-z0-9]*" | head -n1 | sed 's/.*[": ]//'; }
-id=$("$bin/osprey" pipeline run --repo "$repo" --ref master --json | json_field id)
+# The example is a project: its pipelines are numbered, and a forge's push
+# webhook could start them (`osprey project show hello` prints its URL).
+"$bin/osprey" project add hello --repo "$repo" --default-branch master >/dev/null
+id=$("$bin/osprey" pipeline run --project hello --ref master --json | json_field id)
 echo "pipeline $id created; following its logs"
 "$bin/osprey" logs --pipeline "$id" -f &
 follower=$!
@@ -48,6 +54,6 @@ wait "$follower" || true
 echo
 "$bin/osprey" pipeline show "$id" || status=$?
 echo
-echo "coordinator: $url (logs in $state); press Ctrl-C to stop"
+echo "coordinator: $url (logs in $state; admin token in $state/coordinator/admin.token); press Ctrl-C to stop"
 wait "${pids[0]}"
 exit $status

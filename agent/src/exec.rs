@@ -180,6 +180,7 @@ fn prepare(
         project_name: project_name.to_owned(),
         project_dir: project_dir.to_owned(),
         env,
+        files_dir: None,
         main_script: crate::script::main_script(&job.before_script, &job.script),
         after_script: crate::script::after_script(&job.after_script),
         image: job.image.clone(),
@@ -351,12 +352,14 @@ fn missing_job(name: &str, defined: &[String], planned: &Pipeline, checkout: &Ch
 
 fn parse_vars(vars: &[String]) -> anyhow::Result<Vec<Variable>> {
     vars.iter()
-        .map(|var| match var.split_once('=') {
+        .enumerate()
+        .map(|(index, var)| match var.split_once('=') {
             Some((key, value)) if !key.is_empty() => Ok(Variable {
                 key: key.to_owned(),
                 value: value.to_owned(),
             }),
-            _ => bail!("--var {var:?}: expected KEY=VALUE"),
+            // Not repeated: a mistyped argument may be a secret value.
+            _ => bail!("--var number {}: expected KEY=VALUE", index + 1),
         })
         .collect()
 }
@@ -410,5 +413,7 @@ mod tests {
         );
         assert!(parse_vars(&["novalue".into()]).is_err());
         assert!(parse_vars(&["=1".into()]).is_err());
+        let err = parse_vars(&["A=1".into(), "=hunter22".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "--var number 2: expected KEY=VALUE");
     }
 }

@@ -19,6 +19,13 @@
 //!   connecting as the executor does (`DOCKER_HOST`, inherited, or the
 //!   default socket). The executor disarms it once it has cleaned up itself.
 //!
+//! Both take `--remove-on-cut DIR`, the job's file variables
+//! ([`crate::file_variables`]): on a cut lifeline the guard removes it first,
+//! so no secret file outlives a killed agent. A shell guard running as
+//! another user removes the files (the job's user owns them) but not the
+//! directory itself, whose parent is the agent's: the empty directory goes at
+//! the agent's next start.
+//!
 //! Restart clean-up (`WorkDir::reap_leftovers`, `DockerExecutor::reap_orphans`)
 //! stays: it covers a guard that was itself killed.
 
@@ -52,12 +59,18 @@ pub enum GuardKind {
         gid: Option<u32>,
         #[arg(long, value_delimiter = ',')]
         groups: Vec<u32>,
+        /// Remove this directory (the job's file variables) if the agent goes.
+        #[arg(long)]
+        remove_on_cut: Option<PathBuf>,
         script: PathBuf,
     },
     /// Remove one Docker run's containers and network if the agent goes.
     Docker {
         #[arg(long)]
         run: String,
+        /// Remove this directory (the job's file variables) if the agent goes.
+        #[arg(long)]
+        remove_on_cut: Option<PathBuf>,
     },
 }
 
@@ -91,8 +104,14 @@ pub fn main(args: GuardArgs) -> i32 {
         }
     };
     match args.kind {
-        GuardKind::Shell { script, .. } => runtime.block_on(shell(&script)),
-        GuardKind::Docker { run } => runtime.block_on(docker(&run)),
+        GuardKind::Shell {
+            script,
+            remove_on_cut,
+            ..
+        } => runtime.block_on(shell(&script, remove_on_cut.as_deref())),
+        GuardKind::Docker { run, remove_on_cut } => {
+            runtime.block_on(docker(&run, remove_on_cut.as_deref()))
+        }
     }
 }
 
@@ -155,7 +174,15 @@ fn hold_stop_signals() -> std::io::Result<Vec<tokio::signal::unix::Signal>> {
     .collect()
 }
 
-async fn shell(script: &Path) -> i32 {
+/// Removes the job's file variables of a job whose agent is gone.
+fn remove_files(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        // Best effort: see the module doc for what another user cannot remove.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+async fn shell(script: &Path, remove_on_cut: Option<&Path>) -> i32 {
     let set_up = hold_stop_signals().and_then(|held| Ok((held, watch_lifeline()?)));
     let (_held, lifeline) = match set_up {
         Ok(set_up) => set_up,
@@ -180,6 +207,7 @@ async fn shell(script: &Path) -> i32 {
         status = child.wait() => return exit_code(status),
         said = lifeline => {
             if said.unwrap_or(Lifeline::Cut) == Lifeline::Cut {
+                remove_files(remove_on_cut);
                 // The agent is gone: the whole group at once, this guard included.
                 let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
                 return 137;
@@ -202,7 +230,7 @@ fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
     }
 }
 
-async fn docker(run: &str) -> i32 {
+async fn docker(run: &str, remove_on_cut: Option<&Path>) -> i32 {
     let set_up = hold_stop_signals().and_then(|held| Ok((held, watch_lifeline()?)));
     let (_held, lifeline) = match set_up {
         Ok(set_up) => set_up,
@@ -214,6 +242,7 @@ async fn docker(run: &str) -> i32 {
     if lifeline.await.unwrap_or(Lifeline::Cut) == Lifeline::Disarmed {
         return 0;
     }
+    remove_files(remove_on_cut);
     match crate::executor::docker::remove_run(run).await {
         Ok(()) => {
             tracing::warn!(run, "agent gone: removed its docker job");
@@ -227,16 +256,20 @@ async fn docker(run: &str) -> i32 {
 }
 
 /// The command the shell executor runs a script with: `PROGRAM guard shell
-/// [--uid U --gid G --groups A,B] SCRIPT`, its stdin the lifeline (piped; the
-/// caller keeps it open until the script's group is gone). `user` is applied
-/// only when it is not the agent's own.
+/// [--uid U --gid G --groups A,B] [--remove-on-cut DIR] SCRIPT`, its stdin the
+/// lifeline (piped; the caller keeps it open until the script's group is
+/// gone). `user` is applied only when it is not the agent's own.
 pub fn shell_command(
     program: &Path,
     script: &Path,
     user: Option<&JobUser>,
+    remove_on_cut: Option<&Path>,
 ) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(program);
     command.args(["guard", "shell"]);
+    if let Some(dir) = remove_on_cut {
+        command.arg("--remove-on-cut").arg(dir);
+    }
     if let Some(user) = user.filter(|user| user.is_other()) {
         let groups: Vec<String> = user.groups.iter().map(u32::to_string).collect();
         command
@@ -260,11 +293,16 @@ pub struct DockerGuard {
 }
 
 impl DockerGuard {
-    /// Starts `PROGRAM guard docker --run RUN` in a process group of its own
-    /// (a terminal's Ctrl-C on the agent does not reach it).
-    pub fn spawn(program: &Path, run: &str) -> std::io::Result<Self> {
-        let mut child = tokio::process::Command::new(program)
-            .args(["guard", "docker", "--run", run])
+    /// Starts `PROGRAM guard docker --run RUN [--remove-on-cut DIR]` in a
+    /// process group of its own (a terminal's Ctrl-C on the agent does not
+    /// reach it).
+    pub fn spawn(program: &Path, run: &str, remove_on_cut: Option<&Path>) -> std::io::Result<Self> {
+        let mut command = tokio::process::Command::new(program);
+        command.args(["guard", "docker", "--run", run]);
+        if let Some(dir) = remove_on_cut {
+            command.arg("--remove-on-cut").arg(dir);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .process_group(0)
@@ -311,13 +349,33 @@ mod tests {
             home: "/".into(),
         };
         let args = |user: Option<&JobUser>| -> Vec<String> {
-            shell_command(Path::new("/agent"), Path::new("/s.sh"), user)
+            shell_command(Path::new("/agent"), Path::new("/s.sh"), user, None)
                 .as_std()
                 .get_args()
                 .map(|arg| arg.to_string_lossy().into_owned())
                 .collect()
         };
         assert_eq!(args(Some(&me)), ["guard", "shell", "/s.sh"]);
+        let with_files: Vec<String> = shell_command(
+            Path::new("/agent"),
+            Path::new("/s.sh"),
+            None,
+            Some(Path::new("/w/builds/1-a.tmp")),
+        )
+        .as_std()
+        .get_args()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+        assert_eq!(
+            with_files,
+            [
+                "guard",
+                "shell",
+                "--remove-on-cut",
+                "/w/builds/1-a.tmp",
+                "/s.sh"
+            ]
+        );
         let other = JobUser {
             uid: me.uid + 1,
             groups: vec![5, 6],

@@ -12,6 +12,7 @@ use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
 use crate::lease::Leases;
 use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
+use crate::mask::Masker;
 use crate::registry::{Registry, RunningJob, StopCause};
 use crate::retry::{with_backoff, GaveUp};
 use crate::workspace::{self, AttemptDirs, RunningRecord, WorkDir};
@@ -87,6 +88,7 @@ pub fn start<A: CoordinatorApi>(
         pgid: None,
     };
     let stored = record.store(&dirs.record);
+    // A masked file variable's value is its file's content: masked as well.
     let mut masked: Vec<String> = spec
         .variables
         .iter()
@@ -94,6 +96,8 @@ pub fn start<A: CoordinatorApi>(
         .map(|variable| variable.value.clone())
         .collect();
     masked.push(assignment.job_token.clone());
+    // The failure reason is reported and logged outside the job log, masked too.
+    let redactor = Masker::new(masked.clone());
     let stream = LogStream::new(dirs.spool.clone(), masked, ctx.shipper);
     let job = Arc::new(RunningJob::new(record, dirs.clone(), stream.acked()));
     ctx.registry.insert(job.clone());
@@ -109,7 +113,7 @@ pub fn start<A: CoordinatorApi>(
     };
     let span =
         tracing::info_span!("job", job_id = spec.job_id, attempt_id = %assignment.attempt_id);
-    Ok(run_attempt(ctx, job, attempt, spec, dirs, stream).instrument(span))
+    Ok(run_attempt(ctx, job, attempt, spec, dirs, stream, redactor).instrument(span))
 }
 
 async fn run_attempt<A: CoordinatorApi>(
@@ -119,6 +123,7 @@ async fn run_attempt<A: CoordinatorApi>(
     spec: JobSpec,
     dirs: AttemptDirs,
     mut stream: LogStream,
+    redactor: Masker,
 ) {
     tracing::info!(name = %spec.name, "job started");
     let endpoint = AttemptLog {
@@ -131,7 +136,8 @@ async fn run_attempt<A: CoordinatorApi>(
         drive(&ctx, &job, &attempt, &spec, &dirs, sink)
     );
     let finished = async {
-        let final_state = result?;
+        let mut final_state = result?;
+        final_state.reason = redactor.redact(&final_state.reason);
         let log = match log {
             Ok(log) if !log.fenced => log,
             Ok(_) => return Err(GaveUp::Fenced),
@@ -363,8 +369,17 @@ async fn run_steps<A: CoordinatorApi>(
         .await?
         .map_err(|Fenced| Step::Fenced)?;
 
-    let prepared = prepare(ctx, spec, dirs, job.stop_grace.clone());
+    // Written just before the scripts and removed right after them, whatever
+    // their end (a fenced or canceled job included: the guard drops here).
+    let files = write_file_variables(spec, dirs).map_err(|err| {
+        Step::Failed(Failure::new(
+            FailureReason::RunnerSystemFailure,
+            err.to_string(),
+        ))
+    })?;
+    let prepared = prepare(ctx, spec, dirs, job.stop_grace.clone(), files.as_ref());
     let outcome = run_executor(ctx, job, &prepared, log.clone()).await;
+    drop(files);
     if job.fenced.is_cancelled() {
         return Err(Step::Fenced);
     }
@@ -515,5 +530,5 @@ mod prepare;
 mod tests;
 mod transfers;
 
-use prepare::prepare;
+use prepare::{prepare, write_file_variables};
 use transfers::{fetch_dependency, upload_artifacts};

@@ -137,6 +137,7 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
             key: "TOKEN".into(),
             value: "hunter22".into(),
             masked: true,
+            file: false,
         }],
         script: script.iter().map(|s| s.to_string()).collect(),
         artifact_paths: vec!["out.txt".into()],
@@ -298,4 +299,187 @@ async fn stale_lease_stops_reporting() {
         "no seal and no final status after a stale lease"
     );
     assert!(fixture.ctx.registry.is_empty());
+}
+
+fn file_variable(key: &str, value: &str, masked: bool) -> PbVariable {
+    PbVariable {
+        key: key.into(),
+        value: value.into(),
+        masked,
+        file: true,
+    }
+}
+
+fn log_text(fixture: &Fixture) -> String {
+    String::from_utf8(fixture.ctx.api.log.lock().unwrap().clone()).unwrap()
+}
+
+/// The path the job printed after `marker `.
+fn printed_path(log: &str, marker: &str) -> std::path::PathBuf {
+    let line = log
+        .lines()
+        .find_map(|line| line.strip_prefix(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in\n{log}"));
+    std::path::PathBuf::from(line.trim())
+}
+
+#[tokio::test]
+async fn a_file_variable_is_a_private_file_outside_the_project_gone_after_the_job() {
+    let mut fixture = fixture(
+        FakeApi::default(),
+        &[
+            "cat \"$MY_FILE\"",
+            "echo \"path $MY_FILE\"",
+            "stat -c 'file mode %a' \"$MY_FILE\"",
+            "stat -c 'dir mode %a' \"$(dirname \"$MY_FILE\")\"",
+            "case \"$MY_FILE\" in \"$CI_PROJECT_DIR\"/*) echo inside;; *) echo outside;; esac",
+            "echo data > out.txt",
+        ],
+    );
+    fixture
+        .spec
+        .variables
+        .push(file_variable("MY_FILE", "line one\nline two\n", false));
+    run(&fixture).await;
+    let log = log_text(&fixture);
+    assert!(log.contains("line one\nline two\n"), "{log}");
+    assert!(log.contains("file mode 600\n"), "{log}");
+    assert!(log.contains("dir mode 700\n"), "{log}");
+    assert!(log.contains("outside\n"), "{log}");
+    let path = printed_path(&log, "path ");
+    assert_eq!(path.file_name().unwrap(), "MY_FILE");
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "file and dir removed"
+    );
+    assert_eq!(
+        fixture.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Success, None, String::new()))
+    );
+}
+
+#[tokio::test]
+async fn a_masked_file_variable_s_content_is_masked_and_a_failure_removes_it_too() {
+    let mut fixture = fixture(
+        FakeApi::default(),
+        &["cat \"$CERT\"", "echo \"path $CERT\"", "exit 3"],
+    );
+    let content = "-----BEGIN sekrit-----\nAAAA\n-----END sekrit-----";
+    fixture
+        .spec
+        .variables
+        .push(file_variable("CERT", content, true));
+    run(&fixture).await;
+    let log = log_text(&fixture);
+    assert!(!log.contains("sekrit"), "{log}");
+    assert!(log.contains("[MASKED]"), "{log}");
+    assert!(
+        !printed_path(&log, "path ").exists(),
+        "removed after a failure"
+    );
+}
+
+/// Runs a job with a file variable whose script sleeps; `stop` ends it once
+/// the script runs, `None` waits for its timeout. Returns the file's path.
+async fn stopped_while_running(
+    fixture: &Fixture,
+    stop: Option<fn(&RunningJob)>,
+) -> std::path::PathBuf {
+    assert!(fixture.ctx.registry.try_reserve());
+    let assignment = JobAssignment {
+        attempt_id: "11111111-2222".into(),
+        lease_epoch: 1,
+        job_token: "job-token".into(),
+        spec: Some(fixture.spec.clone()),
+    };
+    let running = tokio::spawn(start(fixture.ctx.clone(), assignment).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !log_text(fixture).contains("path ") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = printed_path(&log_text(fixture), "path ");
+    if let Some(stop) = stop {
+        // Checked only here: a timeout may already have fired.
+        assert!(path.exists(), "there while the script runs");
+        stop(&fixture.ctx.registry.get("11111111-2222").expect("running"));
+    }
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the job ends")
+        .unwrap();
+    path
+}
+
+fn sleeping_job_with_a_file_variable() -> Fixture {
+    let mut fixture = fixture(FakeApi::default(), &["echo \"path $MY_FILE\"", "sleep 30"]);
+    fixture
+        .spec
+        .variables
+        .push(file_variable("MY_FILE", "content", false));
+    fixture
+}
+
+#[tokio::test]
+async fn file_variables_are_removed_after_a_cancel_a_timeout_and_a_lost_lease() {
+    let canceled = sleeping_job_with_a_file_variable();
+    let path = stopped_while_running(
+        &canceled,
+        Some(|job| {
+            job.stop(StopCause::Canceled {
+                grace: Duration::ZERO,
+            })
+        }),
+    )
+    .await;
+    assert_eq!(
+        canceled.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Canceled, None, "canceled".into()))
+    );
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "canceled"
+    );
+
+    let mut timed_out = sleeping_job_with_a_file_variable();
+    timed_out.spec.timeout_seconds = 1;
+    let path = stopped_while_running(&timed_out, None).await;
+    assert_eq!(
+        timed_out.ctx.api.calls().last(),
+        Some(&Call::Status(JobState::Failed, None, "job timeout".into()))
+    );
+    assert!(
+        !path.exists() && !path.parent().unwrap().exists(),
+        "timed out"
+    );
+
+    // The lease is lost (or the coordinator abandons the attempt): fenced.
+    let fenced = sleeping_job_with_a_file_variable();
+    let path = stopped_while_running(&fenced, Some(RunningJob::abandon)).await;
+    assert_eq!(
+        fenced.ctx.api.calls(),
+        vec![Call::Status(JobState::Running, None, String::new())],
+        "nothing more reported"
+    );
+    assert!(!path.exists() && !path.parent().unwrap().exists(), "fenced");
+}
+
+#[tokio::test]
+async fn a_failure_reason_naming_a_masked_value_is_masked() {
+    let mut fixture = fixture(FakeApi::default(), &["true"]);
+    // The masked TOKEN of the fixture in a path the checkout error repeats.
+    fixture.spec.repo_url = "/nonexistent/hunter22/repo.git".into();
+    run(&fixture).await;
+    let calls = fixture.ctx.api.calls();
+    let Some(Call::Status(JobState::Failed, None, reason)) = calls.last() else {
+        panic!("{calls:?}");
+    };
+    assert!(
+        reason.contains("/nonexistent/[MASKED]/repo.git") && !reason.contains("hunter22"),
+        "{reason}"
+    );
+    assert!(!log_text(&fixture).contains("hunter22"));
 }

@@ -22,8 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// What replaces a masked value in the log.
-pub const MASK: &str = "[MASKED]";
+pub use crate::mask::{Masker, MASK};
 
 /// Tuning of the shipper.
 #[derive(Debug, Clone, Copy)]
@@ -323,81 +322,6 @@ impl<E: LogEndpoint> Shipper<'_, E> {
         let mut data = vec![0; len as usize];
         self.reader.read_exact(&mut data).await?;
         Ok(data.into())
-    }
-}
-
-/// Replaces masked values with [`MASK`] in a byte stream whose chunks may
-/// split a value: the tail that could start a value is held back until the
-/// next chunk (or [`Masker::finish`]) decides.
-pub struct Masker {
-    values: Vec<Vec<u8>>,
-    pending: Vec<u8>,
-}
-
-impl Masker {
-    pub fn new(values: Vec<String>) -> Self {
-        let mut values: Vec<Vec<u8>> = values
-            .into_iter()
-            .filter(|value| !value.is_empty())
-            .map(String::into_bytes)
-            .collect();
-        // Longest first, so a value containing another is masked whole.
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        Self {
-            values,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Masks `chunk` (after what was held back); returns what is safe to write.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if self.values.is_empty() {
-            return chunk.to_vec();
-        }
-        self.pending.extend_from_slice(chunk);
-        let masked = self.mask(&self.pending);
-        let keep = self.held_back(&masked);
-        let ready = masked[..masked.len() - keep].to_vec();
-        self.pending = masked[masked.len() - keep..].to_vec();
-        ready
-    }
-
-    /// Everything still held back, masked.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let pending = std::mem::take(&mut self.pending);
-        self.mask(&pending)
-    }
-
-    fn mask(&self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(data.len());
-        let mut i = 0;
-        'scan: while i < data.len() {
-            for value in &self.values {
-                if data[i..].starts_with(value) {
-                    out.extend_from_slice(MASK.as_bytes());
-                    i += value.len();
-                    continue 'scan;
-                }
-            }
-            out.push(data[i]);
-            i += 1;
-        }
-        out
-    }
-
-    /// Length of the longest suffix of `data` that is a proper prefix of a value.
-    fn held_back(&self, data: &[u8]) -> usize {
-        let longest = self.values.first().map_or(0, Vec::len);
-        (1..longest.min(data.len() + 1))
-            .rev()
-            .find(|&n| {
-                let tail = &data[data.len() - n..];
-                self.values
-                    .iter()
-                    .any(|value| value.len() > n && value.starts_with(tail))
-            })
-            .unwrap_or(0)
     }
 }
 

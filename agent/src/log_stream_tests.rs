@@ -202,15 +202,6 @@ async fn masked_values_never_reach_the_log_even_split_across_chunks() {
     assert_eq!(summary.size, stored.len() as u64);
 }
 
-#[test]
-fn masker_prefers_longest_value_and_flushes_partial_prefix() {
-    let mut masker = Masker::new(vec!["abc".into(), "abcdef".into(), String::new()]);
-    let mut out = masker.push(b"xxabcdefyyab");
-    out.extend(masker.push(b"c!ab"));
-    out.extend(masker.finish());
-    assert_eq!(String::from_utf8(out).unwrap(), "xx[MASKED]yy[MASKED]!ab");
-}
-
 #[tokio::test]
 async fn backpressure_stops_reading_output_while_unacknowledged() {
     let fake = FakeLog::with_faults(&[Fault::Unavailable; 3]);

@@ -1,5 +1,6 @@
 //! The agent's work dir and each attempt's place in it: the build dir
-//! (`builds/<job_id>-<attempt-short>/<project>`), the log spool
+//! (`builds/<job_id>-<attempt-short>/<project>`), its private sibling
+//! `builds/<job_id>-<attempt-short>.tmp/` (file variables), the log spool
 //! (`spool/<attempt_id>.log`) and the record of running attempts
 //! (`running/<attempt_id>.json`), plus the source checkout with the real `git`
 //! CLI. The record lets an agent restarted after a crash kill the process
@@ -54,6 +55,7 @@ impl WorkDir {
         let short: String = safe_name(attempt_id).chars().take(8).collect();
         let build_dir = self.builds().join(format!("{job_id}-{short}"));
         AttemptDirs {
+            tmp_dir: self.builds().join(format!("{job_id}-{short}.tmp")),
             project_dir: build_dir.join(safe_project_name(project_name)),
             archive: build_dir.join("artifacts.tar"),
             downloads: build_dir.join("downloads"),
@@ -71,9 +73,17 @@ impl WorkDir {
 
     /// Cleans up after attempts of an earlier agent process (crashed or
     /// killed): kills their leftover process groups, removes their build dirs,
-    /// spools and records. Their leases are gone; nothing is reported.
-    /// Returns the records found.
+    /// private tmp dirs, spools and records. Their leases are gone; nothing is
+    /// reported. Call at start-up, before any attempt runs: every tmp dir
+    /// (`builds/*.tmp`) then belongs to an attempt that no longer runs, and is
+    /// removed even without a record. Returns the records found.
     pub fn reap_leftovers(&self) -> Vec<RunningRecord> {
+        let found = self.reap_records();
+        self.remove_tmp_dirs();
+        found
+    }
+
+    fn reap_records(&self) -> Vec<RunningRecord> {
         let mut found = Vec::new();
         let Ok(entries) = std::fs::read_dir(self.root.join("running")) else {
             return found;
@@ -89,13 +99,34 @@ impl WorkDir {
                 }
                 tracing::info!(job_id = record.job_id, attempt_id = %record.attempt_id, pgid = ?record.pgid, "cleaned up attempt of an earlier agent process");
                 let dirs = self.attempt(record.job_id, &record.attempt_id, "");
-                let _ = std::fs::remove_dir_all(&dirs.build_dir);
-                let _ = std::fs::remove_file(&dirs.spool);
+                dirs.remove();
                 found.push(record);
             }
             let _ = std::fs::remove_file(&path);
         }
         found
+    }
+
+    /// Removes every `builds/*.tmp` dir: file variables of attempts that
+    /// ended without cleaning up (the agent and the job's guard killed).
+    fn remove_tmp_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.builds()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir && path.extension().is_some_and(|ext| ext == "tmp") {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {
+                        tracing::info!(dir = %path.display(), "removed the file variables of an earlier attempt")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, dir = %path.display(), "cannot remove the file variables of an earlier attempt")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -115,6 +146,10 @@ pub fn kill_group(pgid: i32) {
 pub struct AttemptDirs {
     /// `builds/<job_id>-<attempt-short>`, removed when the attempt ends.
     pub build_dir: PathBuf,
+    /// `builds/<job_id>-<attempt-short>.tmp`: the attempt's private files
+    /// (file variables), outside the build dir so no artifact, cache or
+    /// `untracked:` listing sees them; created only when needed.
+    pub tmp_dir: PathBuf,
     /// `<build_dir>/<project>`: the checkout, `CI_PROJECT_DIR`.
     pub project_dir: PathBuf,
     /// Where the job's artifact archive is built (outside the project dir).
@@ -128,6 +163,7 @@ pub struct AttemptDirs {
 impl AttemptDirs {
     /// Removes everything of the attempt but its record.
     pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.tmp_dir);
         let _ = std::fs::remove_dir_all(&self.build_dir);
         let _ = std::fs::remove_file(&self.spool);
     }
@@ -427,6 +463,11 @@ mod tests {
         };
         let dirs = work.attempt(1, "../../x", "..");
         assert!(dirs.build_dir.starts_with("/w/builds"));
+        assert!(dirs.tmp_dir.starts_with("/w/builds"));
+        assert!(
+            !dirs.tmp_dir.starts_with(&dirs.build_dir),
+            "outside the build dir"
+        );
         assert!(!dirs.project_dir.to_str().unwrap().contains("/../"));
         assert!(dirs.spool.starts_with("/w/spool"));
     }
@@ -470,7 +511,13 @@ mod tests {
         let mut child = child.arg("1000").spawn().unwrap();
         let dirs = work.attempt(3, "abcdef123456", "p");
         std::fs::create_dir_all(&dirs.project_dir).unwrap();
+        std::fs::create_dir_all(&dirs.tmp_dir).unwrap();
+        std::fs::write(dirs.tmp_dir.join("KEY"), "secret").unwrap();
         std::fs::write(&dirs.spool, "log").unwrap();
+        // A tmp dir whose record is gone (removed before its dir).
+        let stray = work.attempt(4, "0000ffff", "p").tmp_dir;
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join("KEY"), "secret").unwrap();
         RunningRecord {
             job_id: 3,
             attempt_id: "abcdef123456".into(),
@@ -485,5 +532,9 @@ mod tests {
         let status = child.wait().unwrap();
         assert!(!status.success(), "killed");
         assert!(!dirs.build_dir.exists() && !dirs.spool.exists() && !dirs.record.exists());
+        assert!(
+            !dirs.tmp_dir.exists() && !stray.exists(),
+            "file variables removed"
+        );
     }
 }

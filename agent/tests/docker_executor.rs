@@ -73,6 +73,7 @@ fn job(script: &[&str]) -> TestJob {
                 project.path().display().to_string(),
             ),
         ],
+        files_dir: None,
         main_script: osprey_agent::script::main_script(&[], &script),
         after_script: None,
         image: None,
@@ -177,6 +178,45 @@ async fn job_sees_its_source_and_output_keeps_its_order() {
     );
     assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
     eprintln!("a two-script busybox job took {took:?}");
+}
+
+#[tokio::test]
+async fn a_file_variable_is_readable_inside_the_container_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let docker = engine().await;
+    let executor = executor(busybox_config());
+    let mut test = job(&[
+        "cat \"$MY_FILE\"",
+        "echo \"path=$MY_FILE\"",
+        "if echo changed > \"$MY_FILE\"; then echo writable; else echo read-only; fi",
+    ]);
+    // The attempt's private dir, as the job runner writes it.
+    let files = tempfile::tempdir().expect("temp files dir");
+    let host_file = files.path().join("MY_FILE");
+    std::fs::write(&host_file, "from a file variable\n").unwrap();
+    std::fs::set_permissions(&host_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    test.job.files_dir = Some(files.path().to_owned());
+    test.job
+        .env
+        .push(("MY_FILE".to_owned(), host_file.display().to_string()));
+
+    let (outcome, log) = run(&executor, &test.job).await;
+
+    assert_eq!(outcome, Outcome::Success, "log:\n{log}");
+    assert!(log.contains("from a file variable\n"), "log:\n{log}");
+    assert!(
+        log.contains("path=/builds/demo.tmp/MY_FILE\n"),
+        "the in-container path; log:\n{log}"
+    );
+    assert!(
+        log.contains("read-only\n"),
+        "mounted read-only; log:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host_file).unwrap(),
+        "from a file variable\n"
+    );
+    assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
 }
 
 #[tokio::test]

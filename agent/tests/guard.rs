@@ -129,6 +129,7 @@ async fn the_shell_executor_under_a_guard_reports_output_and_exit_code() {
         project_name: "p".into(),
         project_dir: dir.path().to_owned(),
         env: Vec::new(),
+        files_dir: None,
         main_script: osprey_agent::script::main_script(&[], &lines(&["echo hi", "exit 3"])),
         after_script: osprey_agent::script::after_script(&lines(&["echo after"])),
         image: None,
@@ -159,4 +160,86 @@ async fn the_shell_executor_under_a_guard_reports_output_and_exit_code() {
         "{log}"
     );
     assert!(log.contains("hi\n") && log.contains("after\n"), "{log}");
+}
+
+/// A private dir of file variables, as the job runner makes it.
+fn files_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("1-abc.tmp");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("KUBECONFIG"), "secret").unwrap();
+    dir
+}
+
+#[test]
+fn a_cut_lifeline_removes_the_job_s_file_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files_dir(dir.path());
+    let pid_file = dir.path().join("pid");
+    let script = script(
+        dir.path(),
+        &format!("echo $$ > {}; sleep 300\n", pid_file.display()),
+    );
+    let mut guard = Command::new(env!("CARGO_BIN_EXE_osprey-agent"))
+        .args(["guard", "shell", "--remove-on-cut"])
+        .arg(&files)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the guard");
+    let shell = wait_pid(&pid_file);
+    assert!(files.exists(), "kept while the agent lives");
+    // The agent is killed: its end of the lifeline closes.
+    drop(guard.stdin.take());
+    assert_eq!(guard.wait().unwrap().signal(), Some(9));
+    assert!(!files.exists(), "file variables removed with the job");
+    wait_gone(shell);
+}
+
+#[test]
+fn a_disarmed_guard_leaves_the_file_variables_to_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files_dir(dir.path());
+    let pid_file = dir.path().join("pid");
+    let script = script(
+        dir.path(),
+        &format!("echo $$ > {}; sleep 0.3\n", pid_file.display()),
+    );
+    let mut guard = Command::new(env!("CARGO_BIN_EXE_osprey-agent"))
+        .args(["guard", "shell", "--remove-on-cut"])
+        .arg(&files)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the guard");
+    wait_pid(&pid_file);
+    let mut lifeline = guard.stdin.take().unwrap();
+    lifeline.write_all(b"d").unwrap();
+    drop(lifeline);
+    assert_eq!(guard.wait().unwrap().code(), Some(0));
+    assert!(
+        files.exists(),
+        "the agent removes them itself after the scripts"
+    );
+}
+
+#[test]
+fn a_docker_job_guard_removes_the_file_variables_when_the_agent_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files_dir(dir.path());
+    // No such run: removing its containers finds none (or no engine at all);
+    // the files go first either way.
+    let mut guard = Command::new(env!("CARGO_BIN_EXE_osprey-agent"))
+        .args(["guard", "docker", "--run", "osprey-guard-test-no-such-run"])
+        .arg("--remove-on-cut")
+        .arg(&files)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the guard");
+    drop(guard.stdin.take());
+    guard.wait().unwrap();
+    assert!(!files.exists(), "file variables removed");
 }

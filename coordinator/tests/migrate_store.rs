@@ -15,6 +15,12 @@ const TABLES: &[(&str, &str)] = &[
     ("jobs", "id"),
     ("log_chunks", "job_id, attempt, \"offset\""),
     ("idempotency_keys", "key"),
+    ("projects", "id"),
+    ("project_variables", "id"),
+    ("api_tokens", "id"),
+    ("schedules", "id"),
+    ("project_refs", "project_id, git_ref"),
+    ("trigger_events", "id"),
 ];
 /// More jobs than one INSERT of migrate-store carries (8000 parameters / 32
 /// columns), so that batches follow each other.
@@ -81,7 +87,8 @@ async fn used_sqlite_store(dir: &std::path::Path) -> String {
 INSERT INTO agents VALUES ('a-1', 'builder', 'aa11', '["linux","docker"]', 1, 'docker', 4, '2024-05-01T10:00:00Z');
 INSERT INTO agents VALUES ('a-2', 'spare', 'bb22', '[]', 0, 'shell', 1, '2024-05-01T10:01:00Z');
 INSERT INTO pipelines VALUES (3, 'https://git.example.com/app.git', 'main', 0, 'c0ffee', 'success', '{{"stages":["build"]}}',
-    '2024-05-01T11:00:00Z', '2024-05-01T11:05:00Z', 'beef', 'Fix: “quotes” ünïcode', 'main');
+    '2024-05-01T11:00:00Z', '2024-05-01T11:05:00Z', 'beef', 'Fix: “quotes” ünïcode', 'main',
+    4, 'app', 1, 'push', '[{{"key":"A","value":"b"}}]');
 INSERT INTO pipelines (id, repo, git_ref, ref_is_tag, sha, status, definition, created_at)
     VALUES (9, 'https://git.example.com/app.git', 'v1.0', 1, 'd00d', 'running', '{{}}', '2024-05-02T09:00:00Z');
 INSERT INTO jobs VALUES (1, 3, 0, 'build', 'build', 0, 'success', 0, 'on_success', '{{}}', 'a-1', 'builder',
@@ -102,6 +109,15 @@ INSERT INTO log_chunks VALUES (2, 2, 0, X'');
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 39)
 INSERT INTO log_chunks SELECT 7, 1, i * 300000, randomblob(300000) FROM n;
 INSERT INTO idempotency_keys VALUES ('key-1', 'req-sha', 3, '2024-05-01T11:00:00Z');
+INSERT INTO projects VALUES (4, 'app', 'https://git.example.com/app.git', 'main', '["main","v*"]', 60,
+    'registry.example.com/team/app', 'v1:k:n:c', '2024-05-01T09:00:00Z', NULL);
+INSERT INTO project_variables VALUES (2, 4, 'DEPLOY_TOKEN', 'prod', 'v1:k:n:c2', 1, 1, 0, 0, '2024-05-01T09:01:00Z');
+INSERT INTO api_tokens VALUES (5, 'tokhash', 'read', 4, 'ci bot', '2024-05-01T09:02:00Z', NULL, NULL);
+INSERT INTO schedules VALUES (6, 4, '0 3 * * *', 'Europe/Lisbon', 'main', '[]', 'nightly',
+    '2024-05-02T02:00:00.000Z', 3, '2024-05-01T09:03:00Z');
+INSERT INTO project_refs VALUES (4, 'refs/heads/main', 'c0ffee');
+INSERT INTO trigger_events VALUES (8, 4, 'push', 'main', 0, 'beef', 'c0ffee', '[]', 'push:4:branch:main:c0ffee',
+    'created', 3, NULL, '2024-05-01T10:59:00Z', NULL);
 INSERT INTO idempotency_keys VALUES ('key "2"', 'req-sha-2', 9, '2024-05-02T09:00:00Z');
 "#
     );

@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub type OutputSink = tokio::sync::mpsc::Sender<bytes::Bytes>;
 
 /// A job ready to run: source checked out, artifacts of dependencies extracted,
-/// variables resolved, scripts generated.
-#[derive(Debug, Clone)]
+/// variables resolved, scripts generated. Its Debug names the variables'
+/// keys, never their values.
+#[derive(Clone)]
 pub struct PreparedJob {
     pub job_id: JobId,
     pub job_name: String,
@@ -32,7 +33,13 @@ pub struct PreparedJob {
     pub project_dir: PathBuf,
     /// Environment of the scripts, predefined variables first; later entries win.
     /// `CI_PROJECT_DIR` here is the host path; the Docker executor overrides it.
+    /// A file variable's value is the path of its file in `files_dir`.
     pub env: Vec<(String, String)>,
+    /// The host directory (private, outside `project_dir`) holding the job's
+    /// file variables, if it has any. The shell executor hands it to the job
+    /// guard, which removes it if the agent dies; the Docker executor mounts
+    /// it read-only and gives the variables their in-container paths.
+    pub files_dir: Option<PathBuf>,
     /// `before_script` + `script`, from [`crate::script::main_script`].
     pub main_script: String,
     /// `after_script`, from [`crate::script::after_script`]; `None` when empty.
@@ -46,6 +53,21 @@ pub struct PreparedJob {
     pub kill_grace: Duration,
     /// A shorter grace a stop may ask for (a `CancelJob` grace, a lost lease).
     pub stop_grace: StopGrace,
+}
+
+impl std::fmt::Debug for PreparedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.env.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("PreparedJob")
+            .field("job_id", &self.job_id)
+            .field("job_name", &self.job_name)
+            .field("project_dir", &self.project_dir)
+            .field("env_keys", &keys)
+            .field("files_dir", &self.files_dir)
+            .field("image", &self.image)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The grace the stop of a running job asks for, set before its cancel

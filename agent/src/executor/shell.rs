@@ -96,7 +96,8 @@ impl ShellExecutor {
     ) -> Outcome {
         if let Some(user) = self.user.clone().filter(JobUser::is_other) {
             let project_dir = job.project_dir.clone();
-            let taken = tokio::task::spawn_blocking(move || user.take_over(&project_dir))
+            let taker = user.clone();
+            let taken = tokio::task::spawn_blocking(move || taker.take_over(&project_dir))
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|taken| taken);
@@ -105,6 +106,14 @@ impl ShellExecutor {
                     exit_code: None,
                     reason: format!("cannot give the project dir to the job's user: {err}"),
                 };
+            }
+            if let Some(files_dir) = &job.files_dir {
+                if let Err(err) = user.take_over_files(files_dir) {
+                    return Outcome::Failed {
+                        exit_code: None,
+                        reason: format!("cannot give the file variables to the job's user: {err}"),
+                    };
+                }
             }
         }
         let main = self
@@ -166,7 +175,12 @@ impl ShellExecutor {
         let stdout = pipe_writer.into_blocking_fd()?;
         let stderr = stdout.try_clone()?;
         let mut command = match &self.guard {
-            Some(program) => crate::guard::shell_command(program, file.path(), self.user.as_ref()),
+            Some(program) => crate::guard::shell_command(
+                program,
+                file.path(),
+                self.user.as_ref(),
+                job.files_dir.as_deref(),
+            ),
             None => {
                 let mut command = tokio::process::Command::new("sh");
                 command.arg(file.path()).stdin(Stdio::null());

@@ -16,6 +16,7 @@ fn job(dir: &Path, script: &[&str], after: &[&str]) -> PreparedJob {
             ("GREETING".into(), "first".into()),
             ("GREETING".into(), "hello".into()),
         ],
+        files_dir: None,
         main_script: script::main_script(&[], &lines(script)),
         after_script: script::after_script(&lines(after)),
         image: None,

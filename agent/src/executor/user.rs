@@ -96,6 +96,16 @@ impl JobUser {
         }
         Ok(())
     }
+
+    /// Gives the job's file variables (`dir` and the files in it, which the
+    /// agent just created: no links) to this user, keeping their modes (0700,
+    /// 0600), so the job can read them and no one else can.
+    pub fn take_over_files(&self, dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            std::os::unix::fs::lchown(entry?.path(), Some(self.uid), Some(self.gid))?;
+        }
+        std::os::unix::fs::lchown(dir, Some(self.uid), Some(self.gid))
+    }
 }
 
 #[cfg(test)]

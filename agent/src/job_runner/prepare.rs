@@ -1,27 +1,56 @@
 //! Turning an assignment's `JobSpec` into the [`PreparedJob`] an executor
 //! runs: the environment (the coordinator's variables, then the agent's own
-//! `CI_PROJECT_DIR`, `CI_BUILDS_DIR`, `CI_RUNNER_*`), image and services, the
-//! generated scripts, and the timeout capped by the agent's maximum.
+//! `CI_PROJECT_DIR`, `CI_BUILDS_DIR`, `CI_RUNNER_*`), the files of its file
+//! variables, image and services, the generated scripts, and the timeout
+//! capped by the agent's maximum.
 
 use super::RunnerContext;
 use crate::executor::{PreparedJob, StopGrace};
+use crate::file_variables::{FileVariableError, FileVariablesDir};
 use crate::workspace::AttemptDirs;
 use osprey_proto::v1::JobSpec;
 use osprey_shared::pipeline::{ImageRef, ServiceRef, Variable};
 use osprey_shared::JobId;
 use std::time::Duration;
 
-/// The job as the executor sees it.
+/// Writes the spec's file variables to the attempt's private tmp dir; `None`
+/// when it has none. The files go when the returned dir is dropped.
+pub(super) fn write_file_variables(
+    spec: &JobSpec,
+    dirs: &AttemptDirs,
+) -> Result<Option<FileVariablesDir>, FileVariableError> {
+    let mut files = None;
+    for (index, variable) in spec.variables.iter().enumerate() {
+        if variable.file {
+            let dir = match &mut files {
+                Some(dir) => dir,
+                None => files.insert(FileVariablesDir::create(&dirs.tmp_dir)?),
+            };
+            dir.write(index, &variable.key, variable.value.as_bytes())?;
+        }
+    }
+    Ok(files)
+}
+
+/// The job as the executor sees it; a file variable's value is its file's path.
 pub(super) fn prepare<A>(
     ctx: &RunnerContext<A>,
     spec: &JobSpec,
     dirs: &AttemptDirs,
     stop_grace: StopGrace,
+    files: Option<&FileVariablesDir>,
 ) -> PreparedJob {
     let mut env: Vec<(String, String)> = spec
         .variables
         .iter()
-        .map(|variable| (variable.key.clone(), variable.value.clone()))
+        .enumerate()
+        .map(|(index, variable)| {
+            let value = match files.and_then(|files| files.path_of(index)) {
+                Some(path) => path.to_string_lossy().into_owned(),
+                None => variable.value.clone(),
+            };
+            (variable.key.clone(), value)
+        })
         .collect();
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
     env.push(("CI_PROJECT_DIR".into(), path(&dirs.project_dir)));
@@ -64,6 +93,7 @@ pub(super) fn prepare<A>(
             .unwrap_or_default(),
         project_dir: dirs.project_dir.clone(),
         env,
+        files_dir: files.map(|files| files.path().to_owned()),
         main_script: crate::script::main_script(&spec.before_script, &spec.script),
         after_script: crate::script::after_script(&spec.after_script),
         image,

@@ -40,6 +40,8 @@ pub(crate) struct ContainerPlan<'a> {
     pub project_dir: String,
     /// The host directory bind-mounted at `project_dir`.
     pub host_project_dir: String,
+    /// The job's file variables: host dir, and where it is mounted read-only.
+    pub files: Option<(String, String)>,
 }
 
 impl ContainerPlan<'_> {
@@ -176,6 +178,9 @@ impl ContainerPlan<'_> {
     ) -> Result<i64, String> {
         let image = &self.image;
         let mut binds = vec![format!("{}:{}", self.host_project_dir, self.project_dir)];
+        if let Some((host, container)) = &self.files {
+            binds.push(format!("{host}:{container}:ro"));
+        }
         let mut volumes = Vec::new();
         for volume in &self.config.volumes {
             match parse_volume(volume).map_err(|e| e.to_string())? {

@@ -24,7 +24,10 @@
 //! scripts. A bind mount names a host path, so the agent must run on the same
 //! host as the engine (not in a container of its own without that path); in
 //! exchange there is no copy in or out, and artifacts are simply files in
-//! `project_dir` once the job ends.
+//! `project_dir` once the job ends. The job's file variables, when it has
+//! any, are mounted the same way, read-only, from their private host dir at
+//! `/builds/<project_name>.tmp` (GitLab Runner's place), and each file
+//! variable holds its file's path there.
 //!
 //! Everything created carries the labels `osprey.managed=true`,
 //! `osprey.job_id`, `osprey.agent` (name), `osprey.agent_id` (once registered)
@@ -51,7 +54,7 @@ use futures::future::BoxFuture;
 use globset::GlobSet;
 use osprey_shared::pipeline::ImageRef;
 use scope::{AgentIdentity, JobScope};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -193,7 +196,11 @@ impl DockerExecutor {
         tracing::info!(job_id = %job.job_id, run = %scope.run_id, "docker job starting");
         // Before anything exists on the engine, so nothing outlives the agent.
         let guard = match &self.guard {
-            Some(program) => match crate::guard::DockerGuard::spawn(program, &scope.run_id) {
+            Some(program) => match crate::guard::DockerGuard::spawn(
+                program,
+                &scope.run_id,
+                job.files_dir.as_deref(),
+            ) {
                 Ok(guard) => Some(guard),
                 Err(err) => return failed(format!("cannot start the job guard: {err}")),
             },
@@ -216,7 +223,8 @@ impl DockerExecutor {
         } else if let Some(guard) = guard {
             guard.disarm().await;
         }
-        tracing::info!(job_id = %job.job_id, outcome = ?outcome, "docker job finished");
+        // The reason is left to the job runner, which masks it.
+        tracing::info!(job_id = %job.job_id, outcome = outcome.ci_job_status(), "docker job finished");
         outcome
     }
 
@@ -261,7 +269,14 @@ impl DockerExecutor {
             },
         };
         let project_dir = format!("{BUILDS_DIR}/{}", project_dir_name(&job.project_name));
+        let files = job
+            .files_dir
+            .as_ref()
+            .map(|host| (host.clone(), format!("{project_dir}.tmp")));
         let mut env = job.env.clone();
+        if let Some((host, container)) = &files {
+            in_container_paths(&mut env, host, container);
+        }
         env.push(("CI_PROJECT_DIR".to_owned(), project_dir.clone()));
         env.push(("CI_BUILDS_DIR".to_owned(), BUILDS_DIR.to_owned()));
         let plan = ContainerPlan {
@@ -274,6 +289,7 @@ impl DockerExecutor {
             env,
             project_dir,
             host_project_dir: job.project_dir.display().to_string(),
+            files: files.map(|(host, container)| (host.display().to_string(), container)),
         };
         if let Err(reason) = plan.start_services(&job.services, output).await {
             return failed(reason);
@@ -387,6 +403,19 @@ fn is_user_defined_network(mode: &str) -> bool {
     !matches!(mode, "host" | "bridge" | "none" | "default") && !mode.starts_with("container:")
 }
 
+/// Gives each file variable (a value naming a file of `host_dir`) the path
+/// of that file under `container_dir`, where the dir is mounted.
+fn in_container_paths(env: &mut [(String, String)], host_dir: &Path, container_dir: &str) {
+    for (_, value) in env.iter_mut() {
+        let path = Path::new(value.as_str());
+        if path.parent() == Some(host_dir) {
+            if let Some(name) = path.file_name() {
+                *value = format!("{container_dir}/{}", name.to_string_lossy());
+            }
+        }
+    }
+}
+
 /// The last path segment of `/builds/<name>`: never empty, `.`/`..` or with a `/`.
 fn project_dir_name(project_name: &str) -> String {
     let name: String = project_name
@@ -416,6 +445,23 @@ mod tests {
         assert_eq!(project_dir_name("a/b"), "a-b");
         assert_eq!(project_dir_name(".."), "project");
         assert_eq!(project_dir_name(""), "project");
+    }
+
+    #[test]
+    fn file_variables_get_their_in_container_paths() {
+        let host = Path::new("/w/builds/1-abc.tmp");
+        let mut env = vec![
+            (
+                "KUBECONFIG".to_owned(),
+                "/w/builds/1-abc.tmp/KUBECONFIG".to_owned(),
+            ),
+            ("PLAIN".to_owned(), "/w/builds/1-abc.tmp".to_owned()),
+            ("OTHER".to_owned(), "/elsewhere/KUBECONFIG".to_owned()),
+        ];
+        in_container_paths(&mut env, host, "/builds/demo.tmp");
+        assert_eq!(env[0].1, "/builds/demo.tmp/KUBECONFIG");
+        assert_eq!(env[1].1, "/w/builds/1-abc.tmp");
+        assert_eq!(env[2].1, "/elsewhere/KUBECONFIG");
     }
 
     #[test]
