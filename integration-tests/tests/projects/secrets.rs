@@ -109,6 +109,12 @@ async fn a_masked_value_is_never_seen() {
     let text = String::from_utf8_lossy(&log);
     assert!(text.contains("leak-done"), "{text}");
     assert!(text.contains("whole=[MASKED]"), "{text}");
+    // Whole, in two pieces, byte by byte and in base64: each one masked.
+    let masked_lines = text
+        .lines()
+        .filter(|line| line.contains("[MASKED]"))
+        .count();
+    assert!(masked_lines >= 4, "{masked_lines} masked lines: {text}");
 
     let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
     let needles = [SECRET.as_bytes(), encoded.as_bytes()];
