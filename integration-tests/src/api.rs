@@ -115,7 +115,8 @@ impl ApiClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ApiError> {
-        self.send(request).await
+        // `request` added the token already; a second header would be sent.
+        checked(request.send().await.map_err(ApiError::Transport)?).await
     }
 
     /// Sends a JSON request and decodes the JSON answer.
@@ -129,7 +130,7 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        json(self.send(request).await?).await
+        json(self.call(request).await?).await
     }
 
     pub fn base_url(&self) -> &str {
@@ -240,17 +241,21 @@ impl ApiClient {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.map_err(ApiError::Transport)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(ApiError::Status {
-            status: status.as_u16(),
-            body,
-        })
+        checked(request.send().await.map_err(ApiError::Transport)?).await
     }
+}
+
+/// The response when its status is a success, else an [`ApiError::Status`].
+async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(ApiError::Status {
+        status: status.as_u16(),
+        body,
+    })
 }
 
 async fn json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ApiError> {

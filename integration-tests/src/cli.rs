@@ -31,6 +31,18 @@ pub async fn osprey(
     cwd: Option<&Path>,
     timeout: Duration,
 ) -> CliOutput {
+    osprey_with_input(url, args, cwd, None, timeout).await
+}
+
+/// [`osprey`] with `input` written to its standard input (then closed);
+/// `None`: stdin is `/dev/null`.
+pub async fn osprey_with_input(
+    url: Option<&str>,
+    args: &[&str],
+    cwd: Option<&Path>,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> CliOutput {
     let mut command = tokio::process::Command::new(binary("osprey"));
     if let Some(url) = url {
         command.args(["--url", url]);
@@ -44,14 +56,23 @@ pub async fn osprey(
             "XDG_CONFIG_HOME",
             std::env::temp_dir().join("osprey-test-no-config"),
         )
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
-    let child = command.spawn().expect("spawn osprey");
+    let mut child = command.spawn().expect("spawn osprey");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt as _;
+        stdin.write_all(input).await.expect("write osprey's stdin");
+        // Dropped: closed, so the reader sees the end.
+    }
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("osprey {args:?} did not finish within {timeout:?}"))

@@ -360,7 +360,9 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 /// The branches and tags of `repo` as `git ls-remote` lists them:
 /// `(refs/heads/NAME or refs/tags/NAME, sha)`, peeled tags at their commit.
 pub async fn list_refs(repo: &str, settings: &RepoSettings) -> CoreResult<Vec<(String, String)>> {
-    settings.policy.check(repo)?;
+    if settings.policy.check(repo)? == RepoKind::LocalPath {
+        return list_local_refs(repo).await;
+    }
     let cwd = std::env::temp_dir();
     let output = Command::from(git_command(&cwd))
         .args(["ls-remote", "--heads", "--tags", "--", repo])
@@ -391,6 +393,33 @@ pub async fn list_refs(repo: &str, settings: &RepoSettings) -> CoreResult<Vec<(S
         }
     }
     Ok(refs.into_iter().collect())
+}
+
+/// [`list_refs`] of a local path, read in place as every other read of a
+/// local repository is: `ls-remote` of a path is git's `file` transport,
+/// which the neutral configuration (`GIT_PROTOCOL_FROM_USER=0`) refuses.
+async fn list_local_refs(repo: &str) -> CoreResult<Vec<(String, String)>> {
+    let dir = Path::new(repo);
+    if !dir.is_dir() {
+        return Err(unreadable(repo, "*", "no such directory"));
+    }
+    // `*objectname` is the commit an annotated tag points at (empty else).
+    let format = "--format=%(refname)%09%(objectname)%09%(*objectname)";
+    let args = ["for-each-ref", format, "refs/heads", "refs/tags"];
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), git(dir, &args))
+        .await
+        .map_err(|_| unreadable(repo, "*", "for-each-ref timed out"))?
+        .map_err(|error| unreadable(repo, "*", &error))?;
+    let mut refs = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split('\t');
+        let (Some(name), Some(sha)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let peeled = fields.next().filter(|peeled| !peeled.is_empty());
+        refs.push((name.to_owned(), peeled.unwrap_or(sha).to_owned()));
+    }
+    Ok(refs)
 }
 
 /// The project's name: the last path segment without `.git`.
