@@ -11,10 +11,10 @@ run: deps build-release
 ## test: unit, integration and Docker tests (installs what they need)
 test: deps build
 	$(CARGO) test --workspace --all-targets
-	# The pipeline, restart (kill -9), log, artifact and cache tests again, on
+	# The pipeline, restart (kill -9), log, artifact, cache and project tests again, on
 	# PostgreSQL with artifacts and caches in an S3 bucket.
 	OSPREY_TEST_STORE=postgres OSPREY_TEST_ARTIFACTS=s3 $(CARGO) test -p osprey-integration-tests \
-		--test stages --test recovery --test logs --test artifacts --test cache
+		--test stages --test recovery --test logs --test artifacts --test cache --test projects
 
 ## lint: formatting and clippy, as CI checks them
 lint:
