@@ -312,6 +312,7 @@ fn plan_pipeline(
         files: &files,
         predefined: checkout.predefined(sha),
         variables,
+        project_variables: Vec::new(),
     };
     let defined: Vec<String> = definition
         .pipeline

@@ -113,6 +113,7 @@ fn run_case(dir: &Path) -> String {
             Some(context.default_branch.as_deref().unwrap_or("main")),
         ),
         variables,
+        project_variables: Vec::new(),
     };
     match plan::plan(&definition, &ctx) {
         Ok(plan) => plan::render(&plan, &ctx),

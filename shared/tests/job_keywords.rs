@@ -36,6 +36,7 @@ fn plan_on(text: &str, git_ref: &str) -> Result<Plan, Vec<plan::PlanError>> {
         files: &NoFiles,
         predefined: predefined(git_ref, false, "push", Some("main")),
         variables: Vec::new(),
+        project_variables: Vec::new(),
     };
     plan::plan(&definition, &ctx)
 }
@@ -231,4 +232,53 @@ fn rules_needs_count_against_the_limit_of_fifty() {
             .collect::<Vec<_>>(),
         ["job test: rules:needs: one job can only need 50 others, but you have listed 51"]
     );
+}
+
+/// Project variables decide rules as GitLab's do, but never end up in what
+/// a job keeps: a reference to one stays `$NAME` until dispatch.
+#[test]
+fn project_variables_decide_rules_without_being_stored() {
+    let text = r#"
+deploy:
+  script: ./deploy
+  variables:
+    URL: https://$DEPLOY_TOKEN@deploy.example.com
+  rules:
+    - if: $DEPLOY_ENABLED == "yes"
+skipped:
+  script: x
+  rules:
+    - if: $DEPLOY_ENABLED == "no"
+"#;
+    let definition = parse_pipeline_with(".gitlab-ci.yml", text, &NoFiles).expect("valid pipeline");
+    let project_variables = vec![
+        osprey_shared::pipeline::Variable {
+            key: "DEPLOY_ENABLED".into(),
+            value: "yes".into(),
+        },
+        osprey_shared::pipeline::Variable {
+            key: "DEPLOY_TOKEN".into(),
+            value: "s3cret-token".into(),
+        },
+    ];
+    let ctx = PlanContext {
+        git_ref: "main".into(),
+        is_tag: false,
+        source: PipelineSource::Push,
+        changed_files: None,
+        files: &NoFiles,
+        predefined: predefined("main", false, "push", Some("main")),
+        variables: Vec::new(),
+        project_variables,
+    };
+    let Ok(Plan::Created { pipeline }) = plan::plan(&definition, &ctx) else {
+        panic!("a pipeline is created");
+    };
+    let names: Vec<&str> = pipeline.jobs.iter().map(|job| job.name.as_str()).collect();
+    assert_eq!(names, vec!["deploy"]);
+    let stored = serde_json::to_string(&pipeline).unwrap();
+    assert!(!stored.contains("s3cret-token"), "{stored}");
+    assert!(!stored.contains("DEPLOY_ENABLED"), "{stored}");
+    let url = &job(&pipeline, "deploy").variables[0];
+    assert_eq!(url.value, "https://$DEPLOY_TOKEN@deploy.example.com");
 }

@@ -82,6 +82,7 @@ fn plan(args: &LintArgs, name: &str, text: &str) -> anyhow::Result<ExitCode> {
         changed_files: (!args.changed.is_empty()).then(|| args.changed.clone()),
         files: &repo,
         variables,
+        project_variables: Vec::new(),
     };
     match plan::plan(&definition, &ctx) {
         Ok(plan) if args.json => {

@@ -82,10 +82,14 @@ impl Core {
             Before::LastPipeline => self.store().last_sha(repo, git_ref).await?,
             Before::Known(before) => before.clone(),
         };
-        let project_variables = request
+        let project_predefined = request
             .project
             .map(|project| plan_variables(project, repo))
             .unwrap_or_default();
+        let rule_variables = match request.project {
+            Some(project) => self.rule_variables(project, git_ref).await?,
+            None => Vec::new(),
+        };
         let (planned, default_branch) = {
             let commit = commit.clone();
             let git_ref = git_ref.to_owned();
@@ -99,7 +103,8 @@ impl Core {
                     git_ref: &git_ref,
                     before,
                     variables,
-                    project_variables,
+                    project_predefined,
+                    rule_variables,
                     source,
                     max_file_bytes,
                 })
@@ -194,7 +199,9 @@ struct PlanInput<'a> {
     git_ref: &'a str,
     before: Option<String>,
     variables: Vec<Variable>,
-    project_variables: Vec<Variable>,
+    project_predefined: Vec<Variable>,
+    /// The project's variables, for `rules:` only.
+    rule_variables: Vec<Variable>,
     source: PipelineSource,
     max_file_bytes: u64,
 }
@@ -228,7 +235,7 @@ fn plan_pipeline(input: &PlanInput<'_>) -> CoreResult<(Pipeline, Option<String>)
         key: "CI_COMMIT_SHA".to_owned(),
         value: commit.sha.clone(),
     });
-    predefined.extend(input.project_variables.iter().cloned());
+    predefined.extend(input.project_predefined.iter().cloned());
     let changed_files = tree.changed_files(input.before.as_deref());
     let context = PlanContext {
         git_ref: input.git_ref.to_owned(),
@@ -238,6 +245,7 @@ fn plan_pipeline(input: &PlanInput<'_>) -> CoreResult<(Pipeline, Option<String>)
         files: &tree,
         predefined,
         variables: input.variables.clone(),
+        project_variables: input.rule_variables.clone(),
     };
     match plan(&definition, &context) {
         Ok(Plan::Created { pipeline }) => Ok((pipeline, default_branch)),

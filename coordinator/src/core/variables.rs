@@ -33,6 +33,42 @@ pub struct ProjectContext {
 }
 
 impl Core {
+    /// A project's variables as `rules:` see them when a pipeline of
+    /// `git_ref` is planned: those of scope `*` (GitLab resolves
+    /// environment scopes only for jobs), protected ones only on protected
+    /// refs, file ones not at all. Values for evaluation only: planning
+    /// never copies them into jobs.
+    pub(super) async fn rule_variables(
+        &self,
+        project: &ProjectRow,
+        git_ref: &str,
+    ) -> CoreResult<Vec<osprey_shared::pipeline::Variable>> {
+        let protected = rules::ref_is_protected(git_ref, &project.protected_refs);
+        let mut out = Vec::new();
+        for row in self.store().variables_of(project.id).await? {
+            if row.env_scope != "*" || row.file || (row.protected && !protected) {
+                continue;
+            }
+            let plain = self
+                .keyring()
+                .decrypt(
+                    &row.value,
+                    &variable_aad(project.id, &row.key, &row.env_scope),
+                )
+                .map_err(|error| {
+                    CoreError::Internal(format!(
+                        "variable {} of project {}: {error}",
+                        row.key, project.name
+                    ))
+                })?;
+            out.push(osprey_shared::pipeline::Variable {
+                key: row.key,
+                value: String::from_utf8_lossy(&plain).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
     /// The project of a pipeline and its variables, decrypted.
     pub(super) async fn project_context(
         &self,

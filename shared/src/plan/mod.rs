@@ -109,6 +109,11 @@ pub struct PlanContext<'a> {
     /// Pipeline variables given by the user (`--var`, API, schedule):
     /// highest precedence, copied into every job.
     pub variables: Vec<Variable>,
+    /// Project variables (secrets): seen by `rules:`, `workflow:rules` and
+    /// `only/except: variables` with their precedence (above the file's
+    /// variables, below the pipeline's), never expanded into what a job
+    /// keeps — they join the job when it is dispatched.
+    pub project_variables: Vec<Variable>,
 }
 
 /// The outcome of planning.
@@ -248,6 +253,7 @@ impl Planner<'_, '_> {
     ) -> Lookup {
         let mut all = raw(&self.ctx.predefined, &[]);
         all.extend(yaml.iter().cloned());
+        all.extend(raw(&self.ctx.project_variables, &[]));
         all.extend(raw(&self.ctx.variables, &[]));
         match resolve(&all) {
             Ok(resolved) => resolved.into_iter().collect(),

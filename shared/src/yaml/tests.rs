@@ -627,6 +627,7 @@ mod garbage_with_planning {
                     files: &NoFiles,
                     predefined: Vec::new(),
                     variables: Vec::new(),
+                    project_variables: Vec::new(),
                 };
                 let _ = plan(&definition, &ctx);
             }
