@@ -179,3 +179,61 @@ async fn wait_for_log(path: &Path, needle: &str, what: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The CLI reaches a TLS coordinator with `https://` and `--tls-ca`, with
+/// the admin token the coordinator generated on its first start; without
+/// the CA it refuses the certificate, without a token it gets a 401.
+#[tokio::test]
+async fn the_cli_speaks_https_to_a_coordinator_it_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certificates(dir.path());
+    let (_coordinator, port) = start_coordinator(dir.path());
+    let token_file = dir.path().join("data").join("admin.token");
+    let token = std::fs::read_to_string(&token_file).expect("the admin token was generated");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the admin token file is private");
+    let url = format!("https://localhost:{port}");
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let cli = |args: Vec<&str>| {
+        let output = Command::new(binary("osprey"))
+            .args(args)
+            .env_remove("OSPREY_TOKEN")
+            .env("XDG_CONFIG_HOME", dir.path())
+            .output()
+            .expect("run osprey");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = cli(vec![
+        "--url",
+        &url,
+        "--tls-ca",
+        ca,
+        "--token",
+        token.trim(),
+        "project",
+        "list",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "[]");
+    let (ok, _, stderr) = cli(vec![
+        "--url",
+        &url,
+        "--token",
+        token.trim(),
+        "project",
+        "list",
+    ]);
+    assert!(!ok, "a certificate of an unknown CA is refused");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    let (ok, _, stderr) = cli(vec!["--url", &url, "--tls-ca", ca, "project", "list"]);
+    assert!(!ok);
+    assert!(stderr.contains("401"), "{stderr}");
+}
