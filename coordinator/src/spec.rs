@@ -3,11 +3,13 @@
 //! whose artifacts it gets, and its caches.
 
 use crate::core::ProjectContext;
-use crate::repo::project_name;
 use crate::storage::{JobRow, PipelineRow};
 use osprey_proto::v1;
 use osprey_shared::pipeline::{
     ArtifactsExpiry, ArtifactsWhen, Cache, CachePolicy, CacheWhen, JobDef, Pipeline, Variable,
+};
+use osprey_shared::variables::predefined::{
+    id_predefined, job_predefined, pipeline_predefined, Facts, Ids, JobFacts,
 };
 use std::collections::HashMap;
 
@@ -73,86 +75,46 @@ pub fn job_spec(
         server_url,
         project: context,
     } = *inputs;
-    let project = match &context.project {
-        Some(row) => row.name.clone(),
-        None => project_name(&pipeline.repo),
-    };
-    let mut variables = vec![
-        variable("CI", "true"),
-        variable("GITLAB_CI", "true"),
-        variable("OSPREY", "true"),
-        variable("CI_SERVER_URL", server_url),
-        variable("CI_PIPELINE_ID", pipeline.id.to_string()),
-        variable("CI_JOB_ID", job.id.to_string()),
-        variable("CI_JOB_NAME", job.name.clone()),
-        variable("CI_JOB_STAGE", job.stage.clone()),
-        variable("CI_COMMIT_SHA", pipeline.sha.clone()),
-        variable(
-            "CI_COMMIT_SHORT_SHA",
-            pipeline.sha.chars().take(8).collect::<String>(),
-        ),
-        variable("CI_COMMIT_REF_NAME", pipeline.git_ref.clone()),
-        variable("CI_PROJECT_NAME", project.clone()),
-    ];
-    if pipeline.ref_is_tag {
-        variables.push(variable("CI_COMMIT_TAG", pipeline.git_ref.clone()));
-    } else {
-        variables.push(variable("CI_COMMIT_BRANCH", pipeline.git_ref.clone()));
-    }
-    let server = server_url.trim_end_matches('/');
-    let message = pipeline.commit_message.clone().unwrap_or_default();
-    let title = message.lines().next().unwrap_or_default().to_owned();
-    variables.extend([
-        variable(
-            "CI_COMMIT_REF_SLUG",
-            osprey_shared::variables::ref_slug(&pipeline.git_ref),
-        ),
-        // `0000…` as GitLab gives for a ref's first pipeline.
-        variable(
-            "CI_COMMIT_BEFORE_SHA",
-            pipeline
-                .before_sha
-                .clone()
-                .unwrap_or_else(|| "0".repeat(40)),
-        ),
-        variable("CI_COMMIT_MESSAGE", message),
-        variable("CI_COMMIT_TITLE", title),
-        variable("CI_PIPELINE_SOURCE", pipeline.source.clone()),
-        variable(
-            "CI_PIPELINE_IID",
-            pipeline.iid.unwrap_or(pipeline.id).to_string(),
-        ),
-        variable(
-            "CI_PIPELINE_URL",
-            format!("{server}/api/v1/pipelines/{}", pipeline.id),
-        ),
-        variable("CI_JOB_URL", format!("{server}/api/v1/jobs/{}", job.id)),
-        variable("CI_PROJECT_PATH", pipeline.repo.clone()),
-        variable("CI_PROJECT_URL", pipeline.repo.clone()),
-    ]);
-    if let Some(branch) = &pipeline.default_branch {
-        variables.push(variable("CI_DEFAULT_BRANCH", branch.clone()));
-    }
-    if let Some((index, total)) = job_def.node {
-        variables.push(variable("CI_NODE_INDEX", index.to_string()));
-        variables.push(variable("CI_NODE_TOTAL", total.to_string()));
-    }
-    if let Some((registry, image)) = context
-        .project
-        .as_ref()
-        .and_then(crate::core::registry_variables)
-    {
-        variables.push(variable("CI_REGISTRY", registry));
-        variables.push(variable("CI_REGISTRY_IMAGE", image));
-    }
+    let facts = crate::core::project_facts(context.project.as_ref(), &pipeline.repo, server_url);
+    let project = facts.name.clone();
+    let mut predefined = pipeline_predefined(&Facts {
+        git_ref: &pipeline.git_ref,
+        is_tag: pipeline.ref_is_tag,
+        source: &pipeline.source,
+        default_branch: pipeline.default_branch.as_deref(),
+        sha: Some(&pipeline.sha),
+        before_sha: pipeline.before_sha.as_deref(),
+        message: Some(pipeline.commit_message.as_deref().unwrap_or_default()),
+        server_url: Some(server_url),
+        project: Some(&facts),
+    });
+    predefined.extend(job_predefined(&JobFacts {
+        name: &job.name,
+        stage: &job.stage,
+        node: job_def.node,
+    }));
+    let ids = id_predefined(
+        server_url,
+        &Ids {
+            pipeline_id: pipeline.id as u64,
+            pipeline_iid: pipeline.iid.unwrap_or(pipeline.id) as u64,
+            job_id: job.id as u64,
+        },
+    );
+    predefined.extend(ids.iter().cloned());
+    let mut variables: Vec<v1::Variable> = user_variables(&predefined).collect();
     // Precedence, lowest first: predefined, global, job, project, pipeline.
     let secrets = context.job_variables(job_def.environment.as_ref().map(|env| env.name.as_str()));
+    // What planning could not know joins the job's own values now: the
+    // ids (`$CI_JOB_ID`) and the project's variables.
+    let mut known: Vec<v1::Variable> = user_variables(&ids).collect();
+    known.extend(secrets.iter().cloned());
     variables.extend(user_variables(&definition.variables));
     variables.extend(
         job_def
             .variables
             .iter()
-            .map(|var| variable(&var.key, context.expand(&var.value, &secrets))),
+            .map(|var| variable(&var.key, context.expand(&var.value, &known))),
     );
     variables.extend(secrets);
     variables.extend(user_variables(&pipeline.pipeline_variables()));

@@ -111,3 +111,36 @@ build:
         "nothing was created"
     );
 }
+
+/// A second pipeline of the same commit compares with nothing, so its
+/// `changes:` are true (GitLab: true for any pipeline that is no push); it
+/// used to drop the `changes:` jobs the first one ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_hold_for_a_second_pipeline_of_the_same_commit() {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let repo = TestRepo::new();
+    repo.write(
+        ".gitlab-ci.yml",
+        "always:\n  script: ['true']\nsrc:\n  script: ['true']\n  rules:\n    - changes: [src/*]\n",
+    );
+    repo.commit("pipeline");
+    cluster.api.run_pipeline(&repo, "master").await;
+    repo.write("src/a.txt", "a");
+    repo.commit("change src");
+    let first = cluster.api.run_pipeline(&repo, "master").await;
+    assert_eq!(names(&first), vec!["always", "src"]);
+    let again = cluster.api.run_pipeline(&repo, "master").await;
+    assert_eq!(
+        names(&again),
+        vec!["always", "src"],
+        "same commit: changes are true"
+    );
+    repo.write("README", "docs");
+    repo.commit("docs only");
+    let docs = cluster.api.run_pipeline(&repo, "master").await;
+    assert_eq!(
+        names(&docs),
+        vec!["always"],
+        "a push that changes no src/ file"
+    );
+}

@@ -70,3 +70,74 @@ fails:
         assert!(log.contains(&format!("status={status}")), "{job}: {log}");
     }
 }
+
+/// Predefined variables expand inside `variables:` as on GitLab: those of
+/// the ref, commit and project when the pipeline is planned, the ids when
+/// the job is dispatched. The project's path and URL come from its
+/// repository URL, never the coordinator's file system.
+#[tokio::test(flavor = "multi_thread")]
+async fn predefined_variables_expand_inside_variables() {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+variables:
+  IMAGE: $CI_REGISTRY_IMAGE/bot:$CI_COMMIT_SHORT_SHA
+show:
+  variables:
+    WHO: "$CI_JOB_NAME/$CI_JOB_STAGE in $CI_PROJECT_NAME at $CI_PIPELINE_ID.$CI_PIPELINE_IID job $CI_JOB_ID"
+  script:
+    - echo "image=$IMAGE"
+    - echo "who=$WHO"
+    - echo "path=$CI_PROJECT_PATH ns=$CI_PROJECT_NAMESPACE url=$CI_PROJECT_URL"
+"#,
+    );
+    let sha = repo.git(&["rev-parse", "HEAD"]);
+    let body = serde_json::json!({
+        "name": "bot",
+        "repo": repo.url(),
+        "default_branch": "master",
+        "registry": "registry.example.com/Team/Bot",
+    });
+    let _: serde_json::Value = cluster
+        .api
+        .call_json(reqwest::Method::POST, "/api/v1/projects", Some(&body))
+        .await
+        .unwrap();
+    let created: osprey_shared::api::PipelineView = cluster
+        .api
+        .call_json(
+            reqwest::Method::POST,
+            "/api/v1/projects/bot/pipelines",
+            Some(&serde_json::json!({"ref": "master"})),
+        )
+        .await
+        .unwrap();
+    let done = cluster.api.wait_for_pipeline(created.id).await;
+    let job = done.job("show");
+    let log = cluster.api.job_log_text(job.id).await;
+    assert!(
+        log.contains(&format!(
+            "image=registry.example.com/team/bot/bot:{}",
+            &sha[..8]
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "who=show/test in bot at {}.1 job {}",
+            done.id, job.id
+        )),
+        "{log}"
+    );
+    let host_path = repo.path().display().to_string();
+    let line = log
+        .lines()
+        .find(|line| line.starts_with("path="))
+        .unwrap_or_default();
+    assert!(!line.contains(&host_path), "no host path: {line}");
+    assert!(
+        line.contains("path=local/bot ns=local url=http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.ends_with("/projects/bot"), "{line}");
+}

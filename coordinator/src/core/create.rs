@@ -11,6 +11,7 @@ use crate::repo::{GitTree, ResolvedCommit};
 use crate::storage::{CommitDetails, IdempotencyKey, Keyed, NewPipeline, Origin, ProjectRow};
 use osprey_shared::pipeline::{Pipeline, Variable};
 use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
+use osprey_shared::variables::predefined::{pipeline_predefined, Facts, ProjectFacts};
 
 /// The commit before the pipeline's, for `changes:` and `CI_COMMIT_BEFORE_SHA`.
 #[derive(Debug, Clone)]
@@ -79,17 +80,21 @@ impl Core {
             repo::resolve_at(repo, git_ref, request.at, &mirrors, &self.settings().repos).await?;
         let max_file_bytes = self.settings().repos.max_pipeline_file_bytes;
         let before = match &request.before {
-            Before::LastPipeline => self.store().last_sha(repo, git_ref).await?,
+            // A second pipeline of the same commit compares with nothing:
+            // its `changes:` are true, as for any pipeline that is no push.
+            Before::LastPipeline => self
+                .store()
+                .last_sha(repo, git_ref)
+                .await?
+                .filter(|last| *last != commit.sha),
             Before::Known(before) => before.clone(),
         };
-        let project_predefined = request
-            .project
-            .map(|project| plan_variables(project, repo))
-            .unwrap_or_default();
+        let project_predefined = project_facts(request.project, repo, &self.settings().server_url);
         let rule_variables = match request.project {
             Some(project) => self.rule_variables(project, git_ref).await?,
             None => Vec::new(),
         };
+        let server_url = self.settings().server_url.clone();
         let (planned, default_branch) = {
             let commit = commit.clone();
             let git_ref = git_ref.to_owned();
@@ -104,6 +109,7 @@ impl Core {
                     before,
                     variables,
                     project_predefined,
+                    server_url,
                     rule_variables,
                     source,
                     max_file_bytes,
@@ -166,20 +172,16 @@ impl Core {
     }
 }
 
-/// The predefined variables a project gives its pipelines that planning
-/// (and `variables:`) can already see: `CI_PROJECT_NAME`, `CI_REGISTRY`,
-/// `CI_REGISTRY_IMAGE`.
-pub fn plan_variables(project: &ProjectRow, _repo: &str) -> Vec<Variable> {
-    let var = |key: &str, value: String| Variable {
-        key: key.to_owned(),
-        value,
-    };
-    let mut out = vec![var("CI_PROJECT_NAME", project.name.clone())];
-    if let Some((registry, image)) = registry_variables(project) {
-        out.push(var("CI_REGISTRY", registry));
-        out.push(var("CI_REGISTRY_IMAGE", image));
-    }
-    out
+/// What jobs see of a pipeline's project (`CI_PROJECT_*`, `CI_REGISTRY*`):
+/// a registered project's name and registry, or just what the repository
+/// URL says.
+pub fn project_facts(project: Option<&ProjectRow>, repo: &str, server_url: &str) -> ProjectFacts {
+    osprey_shared::variables::predefined::project_facts(
+        repo,
+        project.map(|project| project.name.as_str()),
+        server_url,
+        project.and_then(registry_variables),
+    )
 }
 
 /// `CI_REGISTRY` and `CI_REGISTRY_IMAGE` of a project's `--registry
@@ -199,7 +201,8 @@ struct PlanInput<'a> {
     git_ref: &'a str,
     before: Option<String>,
     variables: Vec<Variable>,
-    project_predefined: Vec<Variable>,
+    project_predefined: ProjectFacts,
+    server_url: String,
     /// The project's variables, for `rules:` only.
     rule_variables: Vec<Variable>,
     source: PipelineSource,
@@ -225,17 +228,17 @@ fn plan_pipeline(input: &PlanInput<'_>) -> CoreResult<(Pipeline, Option<String>)
     tree.parsed();
     let definition = parsed.map_err(CoreError::InvalidPipeline)?;
     let default_branch = tree.default_branch();
-    let mut predefined = osprey_shared::variables::predefined(
-        input.git_ref,
-        commit.ref_is_tag,
-        input.source.as_str(),
-        default_branch.as_deref(),
-    );
-    predefined.push(Variable {
-        key: "CI_COMMIT_SHA".to_owned(),
-        value: commit.sha.clone(),
+    let predefined = pipeline_predefined(&Facts {
+        git_ref: input.git_ref,
+        is_tag: commit.ref_is_tag,
+        source: input.source.as_str(),
+        default_branch: default_branch.as_deref(),
+        sha: Some(&commit.sha),
+        before_sha: input.before.as_deref(),
+        message: Some(&commit.message),
+        server_url: Some(&input.server_url),
+        project: Some(&input.project_predefined),
     });
-    predefined.extend(input.project_predefined.iter().cloned());
     let changed_files = tree.changed_files(input.before.as_deref());
     let context = PlanContext {
         git_ref: input.git_ref.to_owned(),

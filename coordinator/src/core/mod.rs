@@ -31,7 +31,7 @@ use tokio::sync::watch;
 pub use access::Principal;
 pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
-pub use create::{registry_variables, Before, PipelineRequest};
+pub use create::{project_facts, registry_variables, Before, PipelineRequest};
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
 pub use variables::ProjectContext;

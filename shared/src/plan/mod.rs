@@ -222,6 +222,15 @@ fn finish(mut errors: Vec<PlanError>, plan: Plan) -> Result<Plan, Vec<PlanError>
     }
 }
 
+/// `CI_JOB_NAME`, `CI_JOB_STAGE` and `CI_NODE_*` of a job being planned.
+fn job_predefined(job: &JobDef) -> Vec<Variable> {
+    crate::variables::predefined::job_predefined(&crate::variables::predefined::JobFacts {
+        name: &job.name,
+        stage: &job.stage,
+        node: job.node,
+    })
+}
+
 fn raw(variables: &[Variable], raw_names: &[String]) -> Vec<RawVariable> {
     variables
         .iter()
@@ -248,10 +257,13 @@ impl Planner<'_, '_> {
     fn lookup(
         &self,
         yaml: &[RawVariable],
-        job: Option<&str>,
+        job: Option<&JobDef>,
         errors: &mut Vec<PlanError>,
     ) -> Lookup {
         let mut all = raw(&self.ctx.predefined, &[]);
+        if let Some(job) = job {
+            all.extend(raw(&job_predefined(job), &[]));
+        }
         all.extend(yaml.iter().cloned());
         all.extend(raw(&self.ctx.project_variables, &[]));
         all.extend(raw(&self.ctx.variables, &[]));
@@ -259,7 +271,7 @@ impl Planner<'_, '_> {
             Ok(resolved) => resolved.into_iter().collect(),
             Err(error) => {
                 errors.push(PlanError {
-                    job: job.map(str::to_owned),
+                    job: job.map(|job| job.name.clone()),
                     message: error.to_string(),
                 });
                 all.into_iter().map(|v| (v.key, v.value)).collect()
@@ -277,7 +289,7 @@ impl Planner<'_, '_> {
     ) -> Option<JobDef> {
         let mut yaml = globals.to_vec();
         yaml.extend(raw(&job.variables, &conditions.raw_variables));
-        let lookup = self.lookup(&yaml, Some(&job.name), errors);
+        let lookup = self.lookup(&yaml, Some(job), errors);
         let mut planned = job.clone();
         match &conditions.filter {
             JobFilter::Rules(rules) => {
@@ -331,6 +343,7 @@ impl Planner<'_, '_> {
         yaml.extend(raw(&self.ctx.variables, &[]));
         // Resolve against the predefined ones, but hand the job only its own.
         let mut all = raw(&self.ctx.predefined, &[]);
+        all.extend(raw(&job_predefined(job), &[]));
         all.extend(yaml.iter().cloned());
         match resolve(&all) {
             Ok(resolved) => {

@@ -5,42 +5,29 @@
 
 pub mod expand;
 pub mod expression;
+pub mod predefined;
 
 pub use expand::{expand, resolve, ExpandError, RawVariable};
 pub use expression::{Expression, ExpressionError, Pattern};
 
 use crate::pipeline::Variable;
 
-/// The predefined variables that follow from the ref alone, as GitLab sets
-/// them for a pipeline: `CI_COMMIT_REF_NAME`, `CI_COMMIT_REF_SLUG`,
-/// `CI_COMMIT_BRANCH` or `CI_COMMIT_TAG`, `CI_PIPELINE_SOURCE`, and
-/// `CI_DEFAULT_BRANCH` when known. The coordinator adds the rest (sha, ids).
+/// The predefined variables that follow from the ref alone (the list is
+/// [`predefined::pipeline_predefined`]): what `osprey lint --plan` and
+/// `osprey-agent exec` know without a coordinator.
 pub fn predefined(
     git_ref: &str,
     is_tag: bool,
     source: &str,
     default_branch: Option<&str>,
 ) -> Vec<Variable> {
-    let var = |key: &str, value: &str| Variable {
-        key: key.to_owned(),
-        value: value.to_owned(),
-    };
-    let mut out = vec![
-        var("CI", "true"),
-        var("GITLAB_CI", "true"),
-        var("CI_COMMIT_REF_NAME", git_ref),
-        var("CI_COMMIT_REF_SLUG", &ref_slug(git_ref)),
-        var("CI_PIPELINE_SOURCE", source),
-    ];
-    if is_tag {
-        out.push(var("CI_COMMIT_TAG", git_ref));
-    } else {
-        out.push(var("CI_COMMIT_BRANCH", git_ref));
-    }
-    if let Some(branch) = default_branch {
-        out.push(var("CI_DEFAULT_BRANCH", branch));
-    }
-    out
+    predefined::pipeline_predefined(&predefined::Facts {
+        git_ref,
+        is_tag,
+        source,
+        default_branch,
+        ..predefined::Facts::default()
+    })
 }
 
 /// GitLab's `CI_COMMIT_REF_SLUG`: lowercased, every character outside
