@@ -107,6 +107,39 @@ pub struct ExecArgs {
     /// Image of a job that names none (Docker executor), as `run --docker-image`.
     #[arg(long, env = "OSPREY_DOCKER_IMAGE")]
     pub docker_image: Option<String>,
+    /// TOML file as `run --config`; only its Docker settings (`[docker]`,
+    /// `docker_image`) are used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Extra mount of the job container, `SRC:DST[:ro]` (repeatable), added
+    /// to the file's `[docker] volumes`.
+    #[arg(long = "docker-volume", value_name = "SRC:DST[:ro]")]
+    pub docker_volumes: Vec<String>,
+    /// Run the containers privileged (e.g. for docker:dind).
+    #[arg(long)]
+    pub docker_privileged: bool,
+}
+
+impl ExecArgs {
+    /// The Docker executor's settings of `exec`: the `--config` file's, if
+    /// any, with the flags over them; validated.
+    pub fn docker_config(&self) -> Result<DockerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut docker = file.docker.unwrap_or_default();
+        if let Some(image) = self.docker_image.clone().or(file.docker_image) {
+            docker.default_image = Some(image);
+        }
+        docker.volumes.extend(self.docker_volumes.iter().cloned());
+        docker.privileged |= self.docker_privileged;
+        docker.validate().map_err(|err| ConfigError::Invalid {
+            key: "docker",
+            message: err.to_string(),
+        })?;
+        Ok(docker)
+    }
 }
 
 /// Which executor runs the jobs.
@@ -473,5 +506,57 @@ mod tests {
             .layer_over(FileConfig::default())
             .unwrap();
         assert_eq!(config.user.map(|user| user.uid), Some(me.uid.as_raw()));
+    }
+
+    fn exec_args(list: &[&str]) -> ExecArgs {
+        let mut argv = vec!["osprey-agent", "exec", "docker", "build"];
+        argv.extend_from_slice(list);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Exec(args) => args,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exec_takes_docker_settings_from_its_file_and_flags() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "url = \"http://ignored:1\"\ndocker_image = \"file:1\"\n[docker]\nvolumes = [\"/cache\"]\nmemory = \"1g\"\n",
+        )
+        .expect("write config");
+        let config = exec_args(&[
+            "--config",
+            &path.display().to_string(),
+            "--docker-volume",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "--docker-volume",
+            "/srv/data:/data:ro",
+            "--docker-privileged",
+        ])
+        .docker_config()
+        .expect("valid");
+        assert_eq!(config.default_image.as_deref(), Some("file:1"));
+        assert_eq!(
+            config.volumes,
+            vec![
+                "/cache".to_owned(),
+                "/var/run/docker.sock:/var/run/docker.sock".to_owned(),
+                "/srv/data:/data:ro".to_owned()
+            ]
+        );
+        assert!(config.privileged);
+        assert_eq!(config.memory_bytes().expect("memory"), Some(1 << 30));
+
+        let plain = exec_args(&[]).docker_config().expect("valid");
+        assert_eq!(plain, DockerConfig::default());
+        let err = exec_args(&["--docker-volume", "relative"])
+            .docker_config()
+            .expect_err("a volume must name a container path");
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "docker", .. }),
+            "{err}"
+        );
     }
 }

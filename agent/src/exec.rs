@@ -1,7 +1,10 @@
-//! `osprey-agent exec shell|docker "JOB NAME" [--var K=V]... [--docker-image IMAGE]`:
+//! `osprey-agent exec shell|docker "JOB NAME" [--var K=V]... [--docker-image IMAGE]
+//! [--config FILE] [--docker-volume SRC:DST[:ro]]... [--docker-privileged]`:
 //! runs one job of the current git repository's `.gitlab-ci.yml` here, with no
 //! coordinator, streaming its log to stdout; the process exits with the job's
-//! result. `--docker-image` is the image of a job that names none.
+//! result. `--docker-image` is the image of a job that names none; the Docker
+//! settings are those of the `--config` file (the agent's TOML), if given,
+//! with the volumes and privileged flag added.
 //!
 //! The file goes through the coordinator's front end and planner: `include:`
 //! (local files, read from the working tree), `rules:`, `only`/`except` and
@@ -17,7 +20,7 @@
 //! artifact upload, and `when:` / `allow_failure:` are not consulted.
 
 use crate::config::{ExecArgs, ExecutorKind};
-use crate::executor::docker::{DockerConfig, DockerExecutor};
+use crate::executor::docker::DockerExecutor;
 use crate::executor::shell::ShellExecutor;
 use crate::executor::{Executor, Outcome, PreparedJob};
 use anyhow::{bail, Context};
@@ -79,10 +82,7 @@ async fn execute(args: &ExecArgs, job: &PreparedJob) -> anyhow::Result<i32> {
     let executor: Box<dyn Executor> = match args.executor {
         ExecutorKind::Shell => Box::new(ShellExecutor::new()),
         ExecutorKind::Docker => {
-            let config = DockerConfig {
-                default_image: args.docker_image.clone(),
-                ..DockerConfig::default()
-            };
+            let config = args.docker_config()?;
             let executor = DockerExecutor::new(config)?.with_agent_name("osprey-exec");
             executor.check_engine().await?;
             Box::new(executor)

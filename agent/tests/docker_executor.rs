@@ -298,31 +298,66 @@ async fn service_is_reached_by_its_alias_with_its_variables() {
 }
 
 #[tokio::test]
-async fn service_that_exits_fails_the_job() {
+async fn a_service_that_exits_is_a_warning_with_its_log_and_the_script_runs() {
     let docker = engine().await;
     let executor = executor(busybox_config());
-    let mut test = job(&["echo should not run"]);
+    let mut test = job(&["echo script ran"]);
     test.job.services = vec![ServiceRef {
         name: BUSYBOX.to_owned(),
         alias: Some("db".to_owned()),
-        command: Some(vec!["sh".to_owned(), "-c".to_owned(), "exit 4".to_owned()]),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "echo boom; exit 1".to_owned(),
+        ]),
         entrypoint: None,
         variables: Vec::new(),
     }];
 
     let (outcome, log) = run(&executor, &test.job).await;
 
-    match outcome {
-        Outcome::Failed {
-            exit_code: None,
-            reason,
-        } => assert!(
-            reason.starts_with(&format!("service {BUSYBOX} failed to start")),
-            "{reason}"
-        ),
-        other => panic!("expected a failed service, got {other:?}; log:\n{log}"),
-    }
-    assert!(!log.contains("should not run\n"), "log:\n{log}");
+    assert_eq!(outcome, Outcome::Success, "log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "WARNING: service {BUSYBOX} (alias db) is not running: exited with code 1\n"
+        )),
+        "log:\n{log}"
+    );
+    assert!(log.contains("[service db] boom\n"), "log:\n{log}");
+    assert!(log.contains("script ran\n"), "log:\n{log}");
+    assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_service_whose_image_is_missing_is_a_warning_and_the_script_runs() {
+    let docker = engine().await;
+    let executor = executor_with(|c| c.pull_policy = PullPolicy::Never);
+    let mut test = job(&["echo script ran"]);
+    let missing = "osprey-test/no-such-dind:latest";
+    test.job.services = vec![ServiceRef {
+        name: missing.to_owned(),
+        alias: Some("docker".to_owned()),
+        command: None,
+        entrypoint: None,
+        variables: Vec::new(),
+    }];
+
+    let (outcome, log) = run(&executor, &test.job).await;
+
+    assert_eq!(outcome, Outcome::Success, "log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "WARNING: Service {missing} failed to start: image {missing}"
+        )),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "WARNING: {missing} needs privileged = true in the agent's Docker settings\n"
+        )),
+        "a dind-looking service on an unprivileged agent gets the hint; log:\n{log}"
+    );
+    assert!(log.contains("script ran\n"), "log:\n{log}");
     assert_eq!(leftovers(&docker, test.job.job_id).await, (0, 0));
 }
 

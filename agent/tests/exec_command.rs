@@ -28,6 +28,10 @@ in-docker:
     - echo "dir=$CI_PROJECT_DIR"
     - cat README
     - wget -q -O - http://web/
+mounted:
+  image: osprey-test/busybox:latest
+  script:
+    - cat /data/hostfile
 "#;
 
 fn git(dir: &Path, args: &[&str]) {
@@ -114,6 +118,54 @@ fn docker_job_runs_with_its_service() {
     );
     assert!(stdout.contains("committed readme\n"), "{stdout}");
     assert!(stdout.contains("service-ok\n"), "{stdout}");
+}
+
+#[test]
+fn docker_exec_mounts_volumes_from_flags_and_its_config_file() {
+    let repo = repository();
+    let host = tempfile::tempdir().expect("temp dir");
+    std::fs::write(host.path().join("hostfile"), "from the host\n").unwrap();
+    let volume = format!("{}:/data:ro", host.path().display());
+
+    let output = exec(
+        repo.path(),
+        &["docker", "mounted", "--docker-volume", &volume],
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "needs the Docker engine and scripts/build-test-images.sh; stdout:\n{stdout}\nstderr:\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("from the host\n"), "{stdout}");
+
+    let config = host.path().join("agent.toml");
+    std::fs::write(&config, format!("[docker]\nvolumes = [{volume:?}]\n")).unwrap();
+    let output = exec(
+        repo.path(),
+        &[
+            "docker",
+            "mounted",
+            "--config",
+            &config.display().to_string(),
+        ],
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("from the host\n"), "{stdout}");
+
+    let output = exec(repo.path(), &["docker", "mounted"]);
+    assert_ne!(
+        output.status.code(),
+        Some(0),
+        "without the volume the file is not there"
+    );
 }
 
 /// A repository whose pipeline needs the planner: `include:`, `rules:`,

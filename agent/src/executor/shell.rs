@@ -32,6 +32,26 @@ pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long output still held in the pipe is read after the script's group is gone.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The one warning line, as GitLab Runner's shell executor prints, for a job
+/// that names an `image:` or `services:`, which only the Docker executor uses.
+pub fn ignored_settings_warning(job: &PreparedJob) -> Option<String> {
+    let mut ignored = Vec::new();
+    if let Some(image) = &job.image {
+        ignored.push(format!("image: {}", image.name));
+    }
+    if !job.services.is_empty() {
+        let names: Vec<&str> = job.services.iter().map(|s| s.name.as_str()).collect();
+        ignored.push(format!("services: {}", names.join(", ")));
+    }
+    if ignored.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "WARNING: the shell executor ignores {} (run on a docker agent for them)\n",
+        ignored.join(" and ")
+    ))
+}
+
 /// Told the process group of each script when it starts (`Some`) and when it
 /// is gone (`None`), so the agent can record it and kill it after a crash.
 pub type ProcessHook = Arc<dyn Fn(JobId, Option<i32>) + Send + Sync>;
@@ -94,6 +114,9 @@ impl ShellExecutor {
         output: OutputSink,
         cancel: CancellationToken,
     ) -> Outcome {
+        if let Some(warning) = ignored_settings_warning(job) {
+            let _ = output.send(Bytes::from(warning)).await;
+        }
         if let Some(user) = self.user.clone().filter(JobUser::is_other) {
             let project_dir = job.project_dir.clone();
             let taker = user.clone();

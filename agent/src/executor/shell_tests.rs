@@ -247,3 +247,44 @@ async fn missing_project_dir_fails_without_panicking() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn image_and_services_are_ignored_with_one_warning_first() {
+    use osprey_shared::pipeline::{ImageRef, ServiceRef};
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = job(dir.path(), &["echo ran"], &[]);
+    let (outcome, log) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
+    assert_eq!(outcome, Outcome::Success);
+    assert!(!log.contains("WARNING"), "{log}");
+
+    job.image = Some(ImageRef {
+        name: "alpine".into(),
+        entrypoint: None,
+    });
+    job.services = ["postgres", "redis"]
+        .iter()
+        .map(|name| ServiceRef {
+            name: (*name).into(),
+            alias: None,
+            command: None,
+            entrypoint: None,
+            variables: Vec::new(),
+        })
+        .collect();
+    let (outcome, log) = run(&ShellExecutor::new(), &job, CancellationToken::new()).await;
+    assert_eq!(outcome, Outcome::Success, "{log}");
+    assert!(
+        log.starts_with(
+            "WARNING: the shell executor ignores image: alpine and services: postgres, redis (run on a docker agent for them)\n"
+        ),
+        "{log}"
+    );
+    assert_eq!(log.matches("WARNING").count(), 1, "{log}");
+    assert!(log.contains("ran\n"), "{log}");
+
+    job.image = None;
+    assert_eq!(
+        ignored_settings_warning(&job).as_deref(),
+        Some("WARNING: the shell executor ignores services: postgres, redis (run on a docker agent for them)\n")
+    );
+}

@@ -36,7 +36,8 @@ pub struct DockerConfig {
     pub network_mode: Option<String>,
     /// Longest time an image pull may take before the job fails.
     pub pull_timeout_secs: u64,
-    /// How long a service must stay up after its start to count as started.
+    /// How long a service must stay up after its start to count as started;
+    /// one that does not is a warning in the job log, not a failure.
     pub service_startup_grace_ms: u64,
     /// Run an init process (docker-init) as PID 1 of every container, so a stop
     /// signal reaches the script and cancellation is prompt.

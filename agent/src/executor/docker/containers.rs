@@ -12,15 +12,14 @@
 use super::config::{parse_volume, DockerConfig, VolumeSpec};
 use super::scope::JobScope;
 use crate::executor::OutputSink;
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
 use futures::StreamExt;
-use osprey_shared::pipeline::{ImageRef, ServiceRef};
+use osprey_shared::pipeline::ImageRef;
 use std::collections::HashMap;
 
 /// Settings shared by every container of one job.
@@ -45,7 +44,7 @@ pub(crate) struct ContainerPlan<'a> {
 }
 
 impl ContainerPlan<'_> {
-    fn host_config(&self, binds: Vec<String>) -> Result<HostConfig, String> {
+    pub(super) fn host_config(&self, binds: Vec<String>) -> Result<HostConfig, String> {
         let memory = self.config.memory_bytes().map_err(|e| e.to_string())?;
         let nano_cpus = self.config.nano_cpus().map_err(|e| e.to_string())?;
         Ok(HostConfig {
@@ -59,114 +58,17 @@ impl ContainerPlan<'_> {
         })
     }
 
-    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, String> {
+    pub(super) async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, String> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         self.docker
             .create_container(Some(options), body)
             .await
             .map(|created| created.id)
             .map_err(|e| e.to_string())
-    }
-
-    /// Starts every service and checks each still runs after the startup grace.
-    pub async fn start_services(
-        &self,
-        services: &[ServiceRef],
-        output: &OutputSink,
-    ) -> Result<(), String> {
-        let mut started = Vec::with_capacity(services.len());
-        for (index, service) in services.iter().enumerate() {
-            let alias = service.effective_alias();
-            say(
-                output,
-                format!("Starting service {} as {alias}\n", service.name),
-            )
-            .await;
-            let id = self
-                .start_service(index, service, &alias)
-                .await
-                .map_err(|e| format!("service {} failed to start: {e}", service.name))?;
-            started.push((service, id));
-        }
-        if started.is_empty() {
-            return Ok(());
-        }
-        tokio::time::sleep(self.config.service_startup_grace()).await;
-        for (service, id) in started {
-            let state = self
-                .docker
-                .inspect_container(&id, None)
-                .await
-                .map_err(|e| format!("service {} failed to start: {e}", service.name))?
-                .state
-                .unwrap_or_default();
-            if state.running != Some(true) {
-                let tail = self.log_tail(&id).await;
-                say(output, format!("Service {} logs:\n{tail}", service.name)).await;
-                return Err(format!(
-                    "service {} failed to start: it exited with code {}",
-                    service.name,
-                    state.exit_code.unwrap_or(-1)
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    async fn start_service(
-        &self,
-        index: usize,
-        service: &ServiceRef,
-        alias: &str,
-    ) -> Result<String, String> {
-        let name = format!("{}-svc-{index}-{}", self.scope.name(), dns_label(alias));
-        // GitLab passes the job's variables to services, then the service's own.
-        let env = self.env.iter().cloned().chain(
-            service
-                .variables
-                .iter()
-                .map(|v| (v.key.clone(), v.value.clone())),
-        );
-        let networking_config = self.aliases.then(|| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                self.network.clone(),
-                EndpointSettings {
-                    aliases: Some(vec![alias.to_owned()]),
-                    ..Default::default()
-                },
-            )])),
-        });
-        let body = ContainerCreateBody {
-            image: Some(service.name.clone()),
-            entrypoint: service.entrypoint.clone(),
-            cmd: service.command.clone(),
-            env: Some(env_list(env)),
-            labels: Some(self.scope.labels("service")),
-            host_config: Some(self.host_config(Vec::new())?),
-            networking_config,
-            ..Default::default()
-        };
-        let id = self.create(&name, body).await?;
-        self.docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(job_id = %self.scope.job_id, service = %service.name, alias, "service started");
-        Ok(id)
-    }
-
-    async fn log_tail(&self, id: &str) -> String {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail("20")
-            .build();
-        let mut logs = self.docker.logs(id, Some(options));
-        let mut text = Vec::new();
-        while let Some(Ok(chunk)) = logs.next().await {
-            text.extend_from_slice(&chunk.into_bytes());
-        }
-        String::from_utf8_lossy(&text).into_owned()
     }
 
     /// Runs `script` in a fresh container of the job image and returns its exit code.
@@ -257,7 +159,7 @@ pub(crate) async fn say(output: &OutputSink, line: String) {
 }
 
 /// `KEY=VALUE` strings, each key once with its last value, in first-seen order.
-fn env_list(pairs: impl Iterator<Item = (String, String)>) -> Vec<String> {
+pub(super) fn env_list(pairs: impl Iterator<Item = (String, String)>) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
     let mut values: HashMap<String, String> = HashMap::new();
     for (key, value) in pairs {
@@ -275,7 +177,7 @@ fn env_list(pairs: impl Iterator<Item = (String, String)>) -> Vec<String> {
 }
 
 /// Lowercase letters, digits and `-` only, for container names.
-fn dns_label(text: &str) -> String {
+pub(super) fn dns_label(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' | '-' | '.' | '_' => c,

@@ -9,9 +9,10 @@
 //!    under the pull policy (pulls bounded by `pull_timeout_secs`);
 //! 2. a bridge network `osprey-job-<job_id>-<random>` is created (unless
 //!    `network_mode` names one), and the services start on it with their
-//!    alias ([`ServiceRef::effective_alias`]) as network alias; a service that
-//!    fails to create or start, or is no longer running after
-//!    `service_startup_grace_ms`, fails the job;
+//!    alias ([`ServiceRef::effective_alias`]) as network alias; a service whose
+//!    image cannot be had, that fails to create or start, or is no longer
+//!    running after `service_startup_grace_ms`, is a warning in the job log
+//!    with its last log lines, and the script runs anyway (see [`services`]);
 //! 3. the main script runs in a container of the job image, then the
 //!    `after_script` in a second one (see [`containers`] for why one
 //!    container per script and how output is ordered);
@@ -43,6 +44,7 @@ mod config;
 mod containers;
 mod image;
 mod scope;
+mod services;
 
 pub use config::{ConfigError, DockerConfig, MemoryLimit, PullPolicy};
 pub use scope::{LABEL_AGENT, LABEL_AGENT_ID, LABEL_JOB_ID, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
@@ -250,15 +252,19 @@ impl DockerExecutor {
         {
             return failed(reason);
         }
+        // A service whose image cannot be had is a warning, not a failure (as GitLab).
+        let mut services = Vec::with_capacity(job.services.len());
         for service in &job.services {
-            if let Err(reason) =
-                image::ensure_image(docker, &service.name, self.config.pull_policy, pull_timeout)
-                    .await
+            match image::ensure_image(docker, &service.name, self.config.pull_policy, pull_timeout)
+                .await
             {
-                return failed(format!(
-                    "service {} failed to start: {reason}",
-                    service.name
-                ));
+                Ok(()) => services.push(service.clone()),
+                Err(reason) => {
+                    tracing::warn!(job_id = %job.job_id, service = %service.name, %reason, "service image not available");
+                    let warning =
+                        services::failed_to_start(service, self.config.privileged, &reason);
+                    say(output, warning).await;
+                }
             }
         }
         let (network, aliases) = match &self.config.network_mode {
@@ -291,9 +297,7 @@ impl DockerExecutor {
             host_project_dir: job.project_dir.display().to_string(),
             files: files.map(|(host, container)| (host.display().to_string(), container)),
         };
-        if let Err(reason) = plan.start_services(&job.services, output).await {
-            return failed(reason);
-        }
+        plan.start_services(&services, output).await;
         let outcome = match plan
             .run_script("step_script", &job.main_script, output)
             .await
