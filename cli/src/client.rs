@@ -106,6 +106,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, options: &ClientOptions) -> anyhow::Result<Self> {
+        let lower = base_url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            // reqwest would only say "URL scheme is not allowed".
+            anyhow::bail!("--url must start with http:// or https:// (got {base_url})");
+        }
         // reqwest's TLS takes rustls's process-wide provider: ring, as tonic
         // uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -373,6 +378,22 @@ mod tests {
         let client = Client::new("http://127.0.0.1:1", &options).unwrap();
         assert!(!format!("{client:?}").contains("tok-very-secret"));
         assert!(!format!("{options:?}").contains("tok-very-secret"));
+    }
+
+    #[test]
+    fn a_url_without_an_http_scheme_is_refused_with_the_flag_named() {
+        let options = ClientOptions {
+            token: None,
+            tls_ca: None,
+        };
+        for url in ["127.0.0.1:8710", "ftp://127.0.0.1:8710"] {
+            let error = Client::new(url, &options).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("--url must start with http:// or https:// (got {url})")
+            );
+        }
+        assert!(Client::new("HTTPS://127.0.0.1:8710", &options).is_ok());
     }
 
     #[test]

@@ -39,8 +39,8 @@ fn user_variables(variables: &[Variable]) -> impl Iterator<Item = v1::Variable> 
 
 /// The jobs whose artifacts `job` downloads, as GitLab chooses them:
 /// `dependencies:` when given; else the `needs:` with `artifacts: true`; else
-/// every job of the earlier stages. Only jobs that succeeded and stored an
-/// archive count.
+/// every job of the earlier stages. Every such job that stored an archive
+/// counts, failed ones too (`artifacts: when: on_failure` / `always`).
 pub fn artifact_sources<'a>(
     job: &JobRow,
     def: &JobDef,
@@ -56,9 +56,9 @@ pub fn artifact_sources<'a>(
     pipeline_jobs
         .iter()
         .filter(|other| other.id != job.id && wanted(other))
-        .filter(|other| {
-            other.status() == osprey_shared::JobStatus::Success && other.artifact_size.is_some()
-        })
+        // Whatever its status: a failed job that uploaded (`artifacts:
+        // when: on_failure` or `always`) passes its archive on, as on GitLab.
+        .filter(|other| other.artifact_size.is_some())
         .collect()
 }
 

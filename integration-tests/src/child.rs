@@ -79,8 +79,11 @@ impl Process {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        // Plain text in the captured files.
-        command.env("NO_COLOR", "1");
+        // Plain text in the captured files, unless the test set `NO_COLOR`
+        // itself (to see what the process does on its own).
+        if !command.get_envs().any(|(key, _)| key == "NO_COLOR") {
+            command.env("NO_COLOR", "1");
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,4 +1,5 @@
-//! Artifacts of one stage are extracted for the jobs of later stages.
+//! Artifacts of one stage are extracted for the jobs of later stages (also
+//! those a failed job uploaded with `artifacts: when: on_failure`).
 
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::{JobStatus, PipelineStatus};
@@ -36,4 +37,35 @@ consume:
         "consumer log lacks the artifact's content:\n{log}"
     );
     assert!(log.contains("$ cat out/nested/deep.txt\ndeep\n"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_passes_on_the_artifacts_it_uploaded_on_failure() {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+stages: [build, report]
+broken:
+  stage: build
+  script:
+    - echo "failure report $((6 * 7))" > report.txt
+    - exit 1
+  artifacts:
+    when: on_failure
+    paths: [report.txt]
+report:
+  stage: report
+  when: on_failure
+  script: [cat report.txt]
+"#,
+    );
+    let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+    pipeline.assert_status(PipelineStatus::Failed);
+    pipeline.assert_job_status("broken", JobStatus::Failed);
+    let report = pipeline.assert_job_status("report", JobStatus::Success);
+    let log = cluster.api.job_log_text(report.id).await;
+    assert!(
+        log.contains("$ cat report.txt\nfailure report 42\n"),
+        "the failed job's artifact did not reach the later job:\n{log}"
+    );
 }

@@ -63,6 +63,10 @@ deploy:
         (tolerated.status, tolerated.exit_code),
         (JobStatus::Failed, Some(3))
     );
+    assert!(
+        tolerated.allow_failure,
+        "exit code 3 is allowed: {tolerated:?}"
+    );
 
     for index in 1..=2 {
         let unit = done.assert_job_status(&format!("unit {index}/2"), JobStatus::Success);

@@ -1,9 +1,10 @@
 //! Logs are stored whole and exactly once: a large log byte for byte, and a
-//! chunk sent twice over gRPC stored once.
+//! chunk sent twice over gRPC stored once. The coordinator's own log, when
+//! written to a file, is plain text.
 
 use osprey_integration_tests::cli::osprey;
 use osprey_integration_tests::wait::tail;
-use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
+use osprey_integration_tests::{Coordinator, CoordinatorOpts, PipelineExt, TestCluster, TestRepo};
 use osprey_proto::v1::agent_message::Kind as AgentKind;
 use osprey_proto::v1::agent_service_client::AgentServiceClient;
 use osprey_proto::v1::coordinator_message::Kind as CoordinatorKind;
@@ -406,5 +407,28 @@ async fn a_log_chunk_sent_twice_is_stored_once() {
     assert_eq!(
         cluster.api.follow_log_to_end(job_id).await.unwrap(),
         expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_coordinator_log_in_a_file_has_no_colour_codes() {
+    // An empty NO_COLOR leaves colours to the process (the harness
+    // otherwise sets it): only its own terminal check can turn them off.
+    let coordinator = Coordinator::start(CoordinatorOpts {
+        env: vec![("NO_COLOR".to_owned(), String::new())],
+        ..CoordinatorOpts::default()
+    })
+    .await;
+    let path = coordinator.dir().join("coordinator.stderr");
+    let log = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
+    assert!(
+        log.contains("INFO"),
+        "no log lines in {}:\n{log}",
+        path.display()
+    );
+    assert!(
+        !log.contains("\x1b["),
+        "colour codes in a log file:\n{log:?}"
     );
 }

@@ -37,7 +37,7 @@ pub fn run_request(args: &RunArgs) -> anyhow::Result<RunRequest> {
             },
         }),
         (None, Some(repo)) => Ok(RunRequest::Repo(CreatePipeline {
-            repo: resolve_repo(repo)?,
+            repo: resolve_run_repo(repo)?,
             project: None,
             git_ref: args.git_ref.clone(),
             variables: args.variables.clone(),
@@ -228,6 +228,18 @@ fn print_json(pipeline: &PipelineView) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`resolve_repo`] for a pipeline to run now: a local path must be a git
+/// repository (a work tree or a bare one), checked here so the error names
+/// the directory the user gave.
+pub(crate) fn resolve_run_repo(repo: &str) -> anyhow::Result<String> {
+    let path = Path::new(repo);
+    let url = !path.exists() && looks_like_url(repo);
+    if !url && !is_git_repository(path) {
+        anyhow::bail!("{repo} is not a git repository");
+    }
+    resolve_repo(repo)
+}
+
 /// A local path becomes absolute (the coordinator and agents do not share our
 /// working directory); anything that looks like a URL is sent as given.
 pub(crate) fn resolve_repo(repo: &str) -> anyhow::Result<String> {
@@ -244,6 +256,15 @@ pub(crate) fn resolve_repo(repo: &str) -> anyhow::Result<String> {
         .into_os_string()
         .into_string()
         .map_err(|path| anyhow::anyhow!("repository path {path:?} is not UTF-8"))
+}
+
+/// A work tree (`.git`, a directory or a worktree's file) or a bare
+/// repository (`HEAD`, `objects/` and `refs/`).
+fn is_git_repository(path: &Path) -> bool {
+    path.join(".git").exists()
+        || (path.join("HEAD").is_file()
+            && path.join("objects").is_dir()
+            && path.join("refs").is_dir())
 }
 
 /// `scheme://...` or scp-like `user@host:path`.
@@ -377,9 +398,43 @@ mod tests {
     }
 
     #[test]
-    fn local_paths_become_absolute() {
+    fn local_repositories_become_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join(".git")).unwrap();
+        let resolved = resolve_run_repo(work.to_str().unwrap()).unwrap();
+        assert!(Path::new(&resolved).is_absolute(), "{resolved}");
+        assert!(resolved.ends_with("work"), "{resolved}");
+
+        let bare = dir.path().join("bare.git");
+        std::fs::create_dir_all(bare.join("objects")).unwrap();
+        std::fs::create_dir_all(bare.join("refs")).unwrap();
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        assert!(resolve_run_repo(bare.to_str().unwrap()).is_ok());
+        assert_eq!(
+            resolve_run_repo("https://x/r.git").unwrap(),
+            "https://x/r.git"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_git_repository_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        let given = plain.to_str().unwrap();
+        let error = resolve_run_repo(given).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{given} is not a git repository")
+        );
+        let error = resolve_run_repo("no-such-dir/repo").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no-such-dir/repo is not a git repository"
+        );
+        // A project's repository is only resolved (it is read later).
         let resolved = resolve_repo("no-such-dir/repo").unwrap();
         assert!(Path::new(&resolved).is_absolute(), "{resolved}");
-        assert!(resolved.ends_with("no-such-dir/repo"));
     }
 }

@@ -263,6 +263,26 @@ impl JobRow {
         serde_json::from_str(&self.definition)
     }
 
+    /// Whether the job's failure is allowed, as GitLab shows it: the
+    /// `allow_failure` flag, or a failure with one of its
+    /// `allow_failure: exit_codes` (read from the stored definition).
+    pub fn failure_allowed(&self) -> bool {
+        if self.allow_failure {
+            return true;
+        }
+        let Some(code) = self.exit_code.filter(|_| self.status == JobStatus::Failed) else {
+            return false;
+        };
+        /// Only the field needed, so the whole definition is not decoded.
+        #[derive(serde::Deserialize)]
+        struct ExitCodes {
+            #[serde(default)]
+            allow_failure_exit_codes: Vec<i64>,
+        }
+        serde_json::from_str::<ExitCodes>(&self.definition)
+            .is_ok_and(|codes| codes.allow_failure_exit_codes.contains(&code))
+    }
+
     /// The API view; `pending_reason` comes from the dispatcher's live view.
     pub fn view(&self, pending_reason: Option<String>) -> JobView {
         JobView {
@@ -270,7 +290,7 @@ impl JobRow {
             name: self.name.clone(),
             stage: self.stage.clone(),
             status: self.status,
-            allow_failure: self.allow_failure,
+            allow_failure: self.failure_allowed(),
             when: self.when.as_str().to_owned(),
             agent: self.agent_name.clone(),
             started_at: self.started_at.clone(),
@@ -282,5 +302,62 @@ impl JobRow {
             coverage: self.coverage,
             scheduled_at: self.scheduled_at.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_job(definition: &str, exit_code: Option<i64>) -> JobRow {
+        JobRow {
+            id: 1,
+            pipeline_id: 1,
+            name: "tolerated".to_owned(),
+            stage: "test".to_owned(),
+            stage_index: 1,
+            status: JobStatus::Failed,
+            allow_failure: false,
+            when: When::OnSuccess,
+            definition: definition.to_owned(),
+            agent_id: None,
+            agent_name: None,
+            attempt_id: None,
+            lease_epoch: 0,
+            job_token_sha256: None,
+            cancel_requested: false,
+            started_at: None,
+            finished_at: None,
+            exit_code,
+            failure_kind: None,
+            failure_reason: None,
+            log_size: 0,
+            log_sealed: true,
+            artifact_size: None,
+            artifact_sha256: None,
+            artifact_key: None,
+            attempt: 1,
+            coverage: None,
+            scheduled_at: None,
+            artifact_attempt: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_with_an_allowed_exit_code_shows_allow_failure() {
+        let definition = serde_json::to_string(&JobDef {
+            allow_failure_exit_codes: vec![3, 4],
+            ..JobDef::default()
+        })
+        .expect("definition serializes");
+        assert!(failed_job(&definition, Some(3)).view(None).allow_failure);
+        assert!(!failed_job(&definition, Some(1)).view(None).allow_failure);
+        assert!(!failed_job(&definition, None).view(None).allow_failure);
+        let mut succeeded = failed_job(&definition, Some(3));
+        succeeded.status = JobStatus::Success;
+        assert!(!succeeded.view(None).allow_failure);
+        let mut flagged = failed_job("{}", Some(1));
+        flagged.allow_failure = true;
+        assert!(flagged.view(None).allow_failure);
     }
 }

@@ -69,6 +69,8 @@ pub struct JobView {
     pub name: String,
     pub stage: String,
     pub status: JobStatus,
+    /// `allow_failure`, or the job failed with one of its
+    /// `allow_failure: exit_codes` (as GitLab shows it).
     pub allow_failure: bool,
     pub when: String,
     /// Name of the agent that ran (or runs) the job.

@@ -560,6 +560,14 @@ fn deep_nesting_is_refused_at_the_limit() {
 }
 
 #[test]
+fn unknown_alias_is_named_at_its_location() {
+    let e = errors("a:\n  script: [x]\nb:\n  script: *missing\n");
+    assert_eq!(e, ["4:11: invalid YAML: unknown anchor *missing"]);
+    let e = errors("a:\n  script: [x, *gone]\n");
+    assert_eq!(e, ["2:15: invalid YAML: unknown anchor *gone"]);
+}
+
+#[test]
 fn recursive_alias_does_not_hang() {
     let e = errors("a: &a [*a]\n");
     assert_eq!(e.len(), 1, "{e:?}");

@@ -192,7 +192,7 @@ fn parse_with(
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0usize;
     while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|error| vec![scan_error(&error, builder.file)])?;
+        let (event, span) = next.map_err(|error| vec![scan_error(&error, text, builder.file)])?;
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart(_) => {
@@ -218,15 +218,35 @@ fn parse_with(
     Ok((builder.root.take(), std::mem::take(&mut builder.errors)))
 }
 
-fn scan_error(error: &ScanError, file: usize) -> TreeError {
+fn scan_error(error: &ScanError, text: &str, file: usize) -> TreeError {
+    let marker = error.marker();
+    let message = match alias_name_at(text, marker.index()) {
+        // saphyr's message does not say which alias it could not resolve.
+        Some(name) if error.info().ends_with("unknown anchor") => {
+            format!("invalid YAML: unknown anchor *{name}")
+        }
+        _ => format!("invalid YAML: {}", error.info()),
+    };
     TreeError {
         location: Location {
             file,
-            line: error.marker().line(),
-            column: error.marker().col() + 1,
+            line: marker.line(),
+            column: marker.col() + 1,
         },
-        message: format!("invalid YAML: {}", error.info()),
+        message,
     }
+}
+
+/// The name of the alias (`*name`) starting at character `index` of `text`.
+fn alias_name_at(text: &str, index: usize) -> Option<String> {
+    let mut chars = text.chars().skip(index);
+    if chars.next() != Some('*') {
+        return None;
+    }
+    let name: String = chars
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | '[' | ']' | '{' | '}'))
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// A collection under construction.
