@@ -14,9 +14,6 @@ use osprey_shared::pipeline::Variable;
 use osprey_shared::plan::PipelineSource;
 use std::time::Duration;
 
-/// A sha of zeros: no commit (a new ref's `before`, a deleted ref's `after`).
-const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
-
 fn full_ref(name: &str, is_tag: bool) -> String {
     if is_tag {
         format!("refs/tags/{name}")
@@ -146,7 +143,8 @@ impl Core {
             repo: &project.repo,
             git_ref: &event.git_ref,
             at: event.after_sha.as_deref(),
-            before: Before::Known(event.before_sha.clone().filter(|sha| sha != NO_COMMIT)),
+            // The hook parser gives no `before` for a new ref's zeros.
+            before: Before::Known(event.before_sha.clone()),
             variables,
             source,
             project: Some(&project),

@@ -8,7 +8,7 @@
 use super::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::secrets::{rules, variable_aad};
-use crate::storage::{PipelineRow, ProjectRow};
+use crate::storage::{PipelineRow, ProjectRow, VariableRow};
 use osprey_proto::v1;
 use zeroize::Zeroizing;
 
@@ -33,6 +33,24 @@ pub struct ProjectContext {
 }
 
 impl Core {
+    /// Decrypts one stored variable of `project`.
+    fn decrypt_variable(&self, project: &ProjectRow, row: &VariableRow) -> CoreResult<String> {
+        let plain = self
+            .keyring()
+            .decrypt(
+                &row.value,
+                &variable_aad(project.id, &row.key, &row.env_scope),
+            )
+            .map_err(|error| {
+                CoreError::Internal(format!(
+                    "variable {} of project {}: {error}",
+                    row.key, project.name
+                ))
+            })?;
+        String::from_utf8(plain.to_vec())
+            .map_err(|_| CoreError::Internal(format!("variable {} is not UTF-8", row.key)))
+    }
+
     /// A project's variables as `rules:` see them when a pipeline of
     /// `git_ref` is planned: those of scope `*` (GitLab resolves
     /// environment scopes only for jobs), protected ones only on protected
@@ -49,21 +67,10 @@ impl Core {
             if row.env_scope != "*" || row.file || (row.protected && !protected) {
                 continue;
             }
-            let plain = self
-                .keyring()
-                .decrypt(
-                    &row.value,
-                    &variable_aad(project.id, &row.key, &row.env_scope),
-                )
-                .map_err(|error| {
-                    CoreError::Internal(format!(
-                        "variable {} of project {}: {error}",
-                        row.key, project.name
-                    ))
-                })?;
+            let value = self.decrypt_variable(project, &row)?;
             out.push(osprey_shared::pipeline::Variable {
                 key: row.key,
-                value: String::from_utf8_lossy(&plain).into_owned(),
+                value,
             });
         }
         Ok(out)
@@ -82,20 +89,7 @@ impl Core {
         };
         let mut secrets = Vec::new();
         for row in self.store().variables_of(project_id).await? {
-            let plain = self
-                .keyring()
-                .decrypt(
-                    &row.value,
-                    &variable_aad(project_id, &row.key, &row.env_scope),
-                )
-                .map_err(|error| {
-                    CoreError::Internal(format!(
-                        "variable {} of project {}: {error}",
-                        row.key, project.name
-                    ))
-                })?;
-            let value = String::from_utf8(plain.to_vec())
-                .map_err(|_| CoreError::Internal(format!("variable {} is not UTF-8", row.key)))?;
+            let value = self.decrypt_variable(&project, &row)?;
             secrets.push(ProjectSecret {
                 key: row.key,
                 env_scope: row.env_scope,
@@ -118,22 +112,14 @@ impl ProjectContext {
     /// The project variables a job gets: protected ones only on protected
     /// refs, and per key the most specific scope matching its environment.
     pub fn job_variables(&self, environment: Option<&str>) -> Vec<v1::Variable> {
-        let mut best: Vec<(&ProjectSecret, u32)> = Vec::new();
-        for secret in &self.secrets {
-            if secret.protected && !self.protected_ref {
-                continue;
-            }
-            let Some(rank) = rules::scope_specificity(&secret.env_scope, environment) else {
-                continue;
-            };
-            match best.iter_mut().find(|(seen, _)| seen.key == secret.key) {
-                Some(entry) if entry.1 < rank => *entry = (secret, rank),
-                Some(_) => {}
-                None => best.push((secret, rank)),
-            }
-        }
-        best.into_iter()
-            .map(|(secret, _)| v1::Variable {
+        let candidates = self
+            .secrets
+            .iter()
+            .filter(|secret| !secret.protected || self.protected_ref)
+            .map(|secret| (secret.key.as_str(), secret.env_scope.as_str(), secret));
+        rules::pick_scoped(candidates, environment)
+            .into_iter()
+            .map(|(_, secret)| v1::Variable {
                 key: secret.key.clone(),
                 value: secret.value.to_string(),
                 masked: secret.masked,

@@ -28,9 +28,9 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
         .map(|addr| addr.ip())
 }
 
-/// The bearer token of a request, if any.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+/// The bearer token of a request's headers, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -39,7 +39,9 @@ impl FromRequestParts<Core> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, core: &Core) -> Result<Self, Self::Rejection> {
-        let principal = core.authenticate(bearer(parts), peer(parts)).await?;
+        let principal = core
+            .authenticate(bearer(&parts.headers), peer(parts))
+            .await?;
         Ok(Caller(principal))
     }
 }

@@ -162,15 +162,7 @@ async fn trigger_pipeline(
     body: Result<Json<TriggerPipeline>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let request = json_body(body)?;
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or(value.strip_prefix("bearer "))
-        });
-    let token = request.token.as_deref().or(bearer);
+    let token = request.token.as_deref().or(super::caller::bearer(&headers));
     let principal = core.authenticate(token, None).await?;
     let caller = Caller(principal);
     let project = project_for(&core, &caller, &name, Role::Run).await?;

@@ -421,27 +421,3 @@ async fn list_local_refs(repo: &str) -> CoreResult<Vec<(String, String)>> {
     }
     Ok(refs)
 }
-
-/// The project's name: the last path segment without `.git`.
-pub fn project_name(repo: &str) -> String {
-    let trimmed = repo.trim_end_matches('/');
-    let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
-    let name = last.strip_suffix(".git").unwrap_or(last);
-    if name.is_empty() {
-        "project".to_owned()
-    } else {
-        name.to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::project_name;
-
-    #[test]
-    fn project_names_come_from_the_last_segment() {
-        assert_eq!(project_name("/srv/git/app.git"), "app");
-        assert_eq!(project_name("https://git.example.com/team/api/"), "api");
-        assert_eq!(project_name("git@example.com:team/web.git"), "web");
-    }
-}
