@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod hooks;
+pub mod notify;
 pub mod http;
 pub mod repo;
 pub mod rotate;

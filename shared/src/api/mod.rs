@@ -4,8 +4,10 @@
 //!
 //! Times are RFC 3339 with milliseconds in UTC; absent values are `null`.
 
+mod deployments;
 mod projects;
 
+pub use deployments::*;
 pub use projects::*;
 
 use crate::ids::{JobId, PipelineId};
