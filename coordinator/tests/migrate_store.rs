@@ -21,6 +21,11 @@ const TABLES: &[(&str, &str)] = &[
     ("schedules", "id"),
     ("project_refs", "project_id, git_ref"),
     ("trigger_events", "id"),
+    ("environments", "id"),
+    ("deployments", "id"),
+    ("notification_rules", "id"),
+    ("notifications", "id"),
+    ("notification_attempts", "id"),
 ];
 /// More jobs than one INSERT of migrate-store carries (8000 parameters / 32
 /// columns), so that batches follow each other.
@@ -88,7 +93,7 @@ INSERT INTO agents VALUES ('a-1', 'builder', 'aa11', '["linux","docker"]', 1, 'd
 INSERT INTO agents VALUES ('a-2', 'spare', 'bb22', '[]', 0, 'shell', 1, '2024-05-01T10:01:00Z');
 INSERT INTO pipelines VALUES (3, 'https://git.example.com/app.git', 'main', 0, 'c0ffee', 'success', '{{"stages":["build"]}}',
     '2024-05-01T11:00:00Z', '2024-05-01T11:05:00Z', 'beef', 'Fix: “quotes” ünïcode', 'main',
-    4, 'app', 1, 'push', '[{{"key":"A","value":"b"}}]');
+    4, 'app', 1, 'push', '[{{"key":"A","value":"b"}}]', 'token:ci bot');
 INSERT INTO pipelines (id, repo, git_ref, ref_is_tag, sha, status, definition, created_at)
     VALUES (9, 'https://git.example.com/app.git', 'v1.0', 1, 'd00d', 'running', '{{}}', '2024-05-02T09:00:00Z');
 INSERT INTO jobs VALUES (1, 3, 0, 'build', 'build', 0, 'success', 0, 'on_success', '{{}}', 'a-1', 'builder',
@@ -118,6 +123,15 @@ INSERT INTO schedules VALUES (6, 4, '0 3 * * *', 'Europe/Lisbon', 'main', '[]', 
 INSERT INTO project_refs VALUES (4, 'refs/heads/main', 'c0ffee');
 INSERT INTO trigger_events VALUES (8, 4, 'push', 'main', 0, 'beef', 'c0ffee', '[]', 'push:4:branch:main:c0ffee',
     'created', 3, NULL, '2024-05-01T10:59:00Z', NULL);
+INSERT INTO environments VALUES (10, 4, 'production', 'production', 'production', 'https://app.example.com',
+    'available', NULL, '2024-05-01T11:04:00Z', '2024-05-01T11:05:00Z');
+INSERT INTO deployments VALUES (11, 4, 1, 10, 'start', 3, 1, 'c0ffee', 'main', 0, 'success', 'push', 'push', NULL, NULL,
+    'https://app.example.com', 3600, 'stop app', '2024-05-01T11:00:00Z', '2024-05-01T11:00:01Z', '2024-05-01T11:02:00Z');
+INSERT INTO notification_rules VALUES (12, 4, 'webhook', 'https://hooks.example.com/x', '["pipeline_failed"]',
+    'v*', 'v1:k:n:c3', '2024-05-01T09:04:00Z');
+INSERT INTO notifications VALUES (13, 4, 12, 'pipeline_failed', 3, NULL, 'msg_1', 'delivered', '{{"object_kind":"pipeline"}}',
+    NULL, '2024-05-01T11:05:00Z', '2024-05-01T11:05:01Z');
+INSERT INTO notification_attempts VALUES (14, 13, '2024-05-01T11:05:01Z', 1, 200, 'ok', 12);
 INSERT INTO idempotency_keys VALUES ('key "2"', 'req-sha-2', 9, '2024-05-02T09:00:00Z');
 "#
     );

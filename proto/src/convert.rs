@@ -19,6 +19,8 @@ impl From<FailureReason> for FailureKind {
             FailureReason::UnmetPrerequisites => FailureKind::UnmetPrerequisites,
             FailureReason::SchedulerFailure => FailureKind::SchedulerFailure,
             FailureReason::DataIntegrityFailure => FailureKind::DataIntegrityFailure,
+            // Decided by the coordinator, never reported by an agent.
+            FailureReason::ForwardDeploymentFailure => FailureKind::UnknownFailure,
         }
     }
 }

@@ -31,10 +31,13 @@ pub enum FailureReason {
     UnmetPrerequisites,
     SchedulerFailure,
     DataIntegrityFailure,
+    /// A deploy job older than the environment's latest deployment: it
+    /// does not run (GitLab's "prevent outdated deployment jobs").
+    ForwardDeploymentFailure,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 13] = [
         FailureReason::UnknownFailure,
         FailureReason::ScriptFailure,
         FailureReason::ApiFailure,
@@ -47,6 +50,7 @@ impl FailureReason {
         FailureReason::UnmetPrerequisites,
         FailureReason::SchedulerFailure,
         FailureReason::DataIntegrityFailure,
+        FailureReason::ForwardDeploymentFailure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl FailureReason {
             FailureReason::UnmetPrerequisites => "unmet_prerequisites",
             FailureReason::SchedulerFailure => "scheduler_failure",
             FailureReason::DataIntegrityFailure => "data_integrity_failure",
+            FailureReason::ForwardDeploymentFailure => "forward_deployment_failure",
         }
     }
 

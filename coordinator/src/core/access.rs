@@ -21,13 +21,24 @@ pub struct Principal {
     pub role: Role,
     /// The one project the token is for; `None`: every project.
     pub project: Option<i64>,
+    /// The API token's id; `None`: the admin token.
+    pub token: Option<i64>,
 }
 
 impl Principal {
     pub const ADMIN: Principal = Principal {
         role: Role::Admin,
         project: None,
+        token: None,
     };
+
+    /// Who this is, as deployments record it: `admin` or `token:ID`.
+    pub fn who(&self) -> String {
+        match self.token {
+            None => "admin".to_owned(),
+            Some(id) => format!("token:{id}"),
+        }
+    }
 
     /// Allows a call that needs `role` on `project` (`None`: something of
     /// no project — tokens, agents, bare-repository pipelines — which only
@@ -149,6 +160,7 @@ impl Core {
                 return Ok(Principal {
                     role,
                     project: row.project_id,
+                    token: Some(row.id),
                 });
             }
         }

@@ -36,6 +36,8 @@ pub struct PipelineRequest<'a> {
     pub source: PipelineSource,
     pub project: Option<&'a ProjectRow>,
     pub trigger_event: Option<i64>,
+    /// Who started it (`admin`, `token:ID`, `schedule:ID`); `None`: its source.
+    pub triggered_by: Option<&'a str>,
 }
 
 impl Core {
@@ -47,6 +49,7 @@ impl Core {
         git_ref: &str,
         variables: Vec<Variable>,
         source: PipelineSource,
+        triggered_by: &str,
         key: Option<IdempotencyKey<'_>>,
     ) -> CoreResult<CreatedPipeline> {
         let request = PipelineRequest {
@@ -58,6 +61,7 @@ impl Core {
             source,
             project: Some(project),
             trigger_event: None,
+            triggered_by: Some(triggered_by),
         };
         self.create(request, key).await
     }
@@ -141,6 +145,7 @@ impl Core {
                 source: request.source.as_str(),
                 variables: &request.variables,
                 trigger_event: request.trigger_event,
+                triggered_by: request.triggered_by,
             },
         };
         let (id, pending) = match key {

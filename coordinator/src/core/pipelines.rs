@@ -66,6 +66,7 @@ impl Core {
             source: PipelineSource::Push,
             project: None,
             trigger_event: None,
+            triggered_by: None,
         };
         self.create(request, key).await
     }

@@ -139,6 +139,7 @@ impl Core {
         };
         let source = PipelineSource::parse(&event.source).unwrap_or(PipelineSource::Push);
         let variables: Vec<Variable> = serde_json::from_str(&event.variables).unwrap_or_default();
+        let triggered_by = event.schedule_id.map(|id| format!("schedule:{id}"));
         let request = PipelineRequest {
             repo: &project.repo,
             git_ref: &event.git_ref,
@@ -149,6 +150,7 @@ impl Core {
             source,
             project: Some(&project),
             trigger_event: Some(event.id),
+            triggered_by: triggered_by.as_deref(),
         };
         self.create(request, None).await?;
         Ok(())

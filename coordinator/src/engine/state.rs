@@ -193,6 +193,9 @@ pub enum Event {
     DelaysElapsed,
     /// The job's resource group may be free now.
     ResourceFreed { job: JobId },
+    /// A pending job is not to run (an outdated deployment): it fails
+    /// without an attempt, and is not retried.
+    Prevented { job: JobId, failure: Failure },
 }
 
 /// How an attempt ended, as its agent says.

@@ -108,6 +108,17 @@ pub fn apply(
             make_ready(&mut next, index, context);
         }
         Event::RetryRequested { jobs } => retry(&mut next, jobs)?,
+        Event::Prevented { job, failure } => {
+            let job = find(&mut next, *job)?;
+            if job.status != JobStatus::Pending {
+                return Err(Refusal::NotPending {
+                    job: job.id,
+                    status: job.status,
+                });
+            }
+            let message = Some(failure.message.clone());
+            finish(job, JobStatus::Failed, None, Some(failure.reason), message, now);
+        }
         Event::ResourceFreed { job } => {
             let index = index_of(&next, *job)?;
             if next.jobs[index].status == JobStatus::WaitingForResource {

@@ -133,6 +133,7 @@ async fn create_pipeline(
                 &request.git_ref,
                 request.variables,
                 osprey_shared::plan::PipelineSource::Api,
+                &caller.0.who(),
                 key,
             )
             .await?

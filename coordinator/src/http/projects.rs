@@ -137,6 +137,7 @@ async fn run_pipeline(
             &request.git_ref,
             request.variables,
             PipelineSource::Api,
+            &caller.0.who(),
             None,
         )
         .await?;
@@ -177,6 +178,7 @@ async fn trigger_pipeline(
             &request.git_ref,
             variables,
             PipelineSource::Trigger,
+            &caller.0.who(),
             None,
         )
         .await?;

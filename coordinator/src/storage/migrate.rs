@@ -31,6 +31,11 @@ const TABLES: &[(&str, &[&str])] = &[
     ("schedules", &["id"]),
     ("project_refs", &["project_id", "git_ref"]),
     ("trigger_events", &["id"]),
+    ("environments", &["id"]),
+    ("deployments", &["id"]),
+    ("notification_rules", &["id"]),
+    ("notifications", &["id"]),
+    ("notification_attempts", &["id"]),
 ];
 /// Tables whose `id` is an autoincrement (an identity on PostgreSQL).
 const IDENTITY_TABLES: &[&str] = &[
@@ -41,6 +46,11 @@ const IDENTITY_TABLES: &[&str] = &[
     "api_tokens",
     "schedules",
     "trigger_events",
+    "environments",
+    "deployments",
+    "notification_rules",
+    "notifications",
+    "notification_attempts",
 ];
 /// Largest number of bind parameters in one INSERT (SQLite allows 32766,
 /// PostgreSQL 65535).

@@ -11,6 +11,8 @@
 //! default) and PostgreSQL with one set of queries.
 
 mod clock;
+/// Environments, deployments, notification rules and the outbox.
+pub mod deployments;
 mod error;
 /// Copying a stopped coordinator's state between databases (`migrate-store`).
 pub mod migrate;
@@ -20,6 +22,7 @@ mod sql;
 
 pub use crate::engine::AttemptEnd;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use deployments::{DeploymentStore, NotifyStore};
 pub use error::{StoreError, StoreResult};
 pub use projects::*;
 pub use rows::{AgentRow, JobRow, PipelineRow};
@@ -92,6 +95,8 @@ pub struct Origin<'a> {
     pub variables: &'a [osprey_shared::pipeline::Variable],
     /// The trigger event the pipeline answers, closed in its transaction.
     pub trigger_event: Option<i64>,
+    /// Who started it (`admin`, `token:ID`, `schedule:ID`); `None`: its source.
+    pub triggered_by: Option<&'a str>,
 }
 
 impl Default for Origin<'_> {
@@ -101,6 +106,7 @@ impl Default for Origin<'_> {
             source: "push",
             variables: &[],
             trigger_event: None,
+            triggered_by: None,
         }
     }
 }
@@ -171,13 +177,29 @@ pub fn ended(job: JobId, status: JobStatus) -> StoreResult<()> {
 
 /// Everything the coordinator keeps, as the role traits below; each
 /// method is one transaction. Import [`prelude`] to call them.
-pub trait Store: AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore {}
+pub trait Store:
+    AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore + DeploymentStore + NotifyStore
+{
+}
 
-impl<T: AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore> Store for T {}
+impl<
+        T: AgentStore
+            + PipelineStore
+            + LifecycleStore
+            + RecordStore
+            + ProjectStore
+            + DeploymentStore
+            + NotifyStore,
+    > Store for T
+{
+}
 
 /// The traits of [`Store`], to bring its methods into scope.
 pub mod prelude {
-    pub use super::{AgentStore, LifecycleStore, PipelineStore, ProjectStore, RecordStore, Store};
+    pub use super::{
+        AgentStore, DeploymentStore, LifecycleStore, NotifyStore, PipelineStore, ProjectStore,
+        RecordStore, Store,
+    };
 }
 
 /// Registered agents.

@@ -128,6 +128,24 @@ pub struct Environment {
     pub url: Option<String>,
     /// `start` (default), `prepare`, `stop`, `verify`, `access`.
     pub action: String,
+    /// `deployment_tier`: production, staging, testing, development or
+    /// other; after planning, guessed from the name when not given.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// `auto_stop_in` in seconds (`never`: `None`).
+    #[serde(default)]
+    pub auto_stop_in: Option<u64>,
+    /// `on_stop`: the job that stops the environment.
+    #[serde(default)]
+    pub on_stop: Option<String>,
+}
+
+impl Environment {
+    /// A job of this action records a deployment (`prepare`, `verify` and
+    /// `access` do not, as on GitLab; `stop` stops the environment).
+    pub fn deploys(&self) -> bool {
+        self.action == "start"
+    }
 }
 
 /// When a job runs, relative to the result of the earlier stages.

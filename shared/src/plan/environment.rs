@@ -4,7 +4,7 @@
 //! expanded with the job's final variables (predefined ones included), and
 //! the environment is handed to the job as GitLab does, through
 //! `CI_ENVIRONMENT_NAME`, `CI_ENVIRONMENT_SLUG`, `CI_ENVIRONMENT_URL` (when
-//! set) and `CI_ENVIRONMENT_ACTION`.
+//! set), `CI_ENVIRONMENT_ACTION` and `CI_ENVIRONMENT_TIER`.
 
 use super::slug::environment_slug;
 use super::PlanError;
@@ -57,6 +57,10 @@ pub(super) fn apply(
         return;
     }
     environment.url = environment.url.as_deref().map(|url| expand(url, &get));
+    let tier = environment
+        .tier
+        .get_or_insert_with(|| guess_tier(&environment.name).to_owned())
+        .clone();
     let mut add = |key: &str, value: String| {
         job.variables.retain(|v| v.key != key);
         job.variables.push(Variable {
@@ -75,4 +79,49 @@ pub(super) fn apply(
         add("CI_ENVIRONMENT_URL", url);
     }
     add("CI_ENVIRONMENT_ACTION", action);
+    add("CI_ENVIRONMENT_TIER", tier);
+}
+
+/// The tier of an environment without `deployment_tier`, guessed from its
+/// name as GitLab does (the first of its patterns that matches, in its
+/// order: development, testing, staging, production, else other).
+pub fn guess_tier(name: &str) -> &'static str {
+    let name = name.to_lowercase();
+    let any = |words: &[&str]| words.iter().any(|word| name.contains(word));
+    if any(&["dev", "review/", "trunk"]) {
+        "development"
+    } else if any(&[
+        "test", "tst", "int", "accept", "acpt", "qa", "qc", "control", "quality",
+    ]) {
+        "testing"
+    } else if any(&["stag", "stg", "model", "modl", "pre", "demo", "non"]) {
+        "staging"
+    } else if any(&["prod", "prd", "live"]) {
+        "production"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guess_tier;
+
+    #[test]
+    fn tiers_are_guessed_as_gitlab_does() {
+        for (name, tier) in [
+            ("production", "production"),
+            ("prd", "production"),
+            ("live", "production"),
+            ("dev", "development"),
+            ("review/feature-1", "development"),
+            ("homolog", "other"),
+            ("qa", "testing"),
+            ("staging", "staging"),
+            ("pre-prod", "staging"),
+            ("Integration", "testing"),
+        ] {
+            assert_eq!(guess_tier(name), tier, "{name}");
+        }
+    }
 }

@@ -14,7 +14,9 @@ mod render;
 mod slug;
 
 pub use cache::files_key;
+pub use environment::guess_tier;
 pub use render::{render, MASK};
+pub use slug::environment_slug;
 
 use crate::pipeline::{
     JobConditions, JobDef, JobFilter, Pipeline, PipelineDefinition, RefPolicy, Rule, RuleWhen,

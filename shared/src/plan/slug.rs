@@ -2,15 +2,13 @@
 //! byte, because users put the slug in URLs and DNS names.
 //!
 //! GitLab adds a suffix taken from the SHA-256 of the name when the slug is
-//! not the name itself. SHA-256 is written out here (it is short and tested
-//! against the standard vectors) so that `osprey-shared` stays free of I/O
-//! and of crates beyond its parser's.
+//! not the name itself.
 
 /// The slug of an environment name: lowercase letters, digits and `-`,
 /// starting with a letter, at most 24 characters; when it differs from the
 /// name, 17 characters of it, `-` and a 6-character suffix from the name's
 /// SHA-256 (so that `review/a` and `review-a` get different slugs).
-pub(crate) fn environment_slug(name: &str) -> String {
+pub fn environment_slug(name: &str) -> String {
     slug_with_suffix(name, || base36_tail(&sha256(name.as_bytes())))
 }
 

@@ -23,8 +23,10 @@ const MAX_RETRIES: u32 = 2;
 const ENVIRONMENT_ACTIONS: &[&str] = &["start", "prepare", "stop", "verify", "access"];
 
 /// `environment:` keys GitLab has that Osprey does not implement yet.
-const ENVIRONMENT_UNSUPPORTED: &[&str] =
-    &["deployment_tier", "on_stop", "auto_stop_in", "kubernetes"];
+const ENVIRONMENT_UNSUPPORTED: &[&str] = &["kubernetes"];
+/// GitLab's `environment:deployment_tier` values.
+pub(crate) const DEPLOYMENT_TIERS: &[&str] =
+    &["production", "staging", "testing", "development", "other"];
 
 /// `when:` of a job (`never` is only valid in rules).
 pub(crate) fn when(report: &mut Report, cx: Context, value: &Node) -> Option<When> {
@@ -273,12 +275,18 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
             name,
             url: None,
             action: "start".to_owned(),
+            tier: None,
+            auto_stop_in: None,
+            on_stop: None,
         });
     }
     let mut name = None;
     let mut has_name = false;
     let mut url = None;
     let mut action = "start".to_owned();
+    let mut tier = None;
+    let mut auto_stop_in = None;
+    let mut on_stop = None;
     for (key, field) in node.as_mapping().unwrap_or_default() {
         let Some(text) = key.as_scalar().map(|s| s.text.as_str()) else {
             continue;
@@ -288,7 +296,14 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
             key.location,
             "environment",
             text,
-            &["name", "url", "action"],
+            &[
+                "name",
+                "url",
+                "action",
+                "deployment_tier",
+                "auto_stop_in",
+                "on_stop",
+            ],
             ENVIRONMENT_UNSUPPORTED,
         ) {
             continue;
@@ -300,6 +315,36 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
                     .and_then(|n| environment_name(report, cx, field, n));
             }
             "url" => url = values::string(report, cx, field, "environment:url"),
+            "on_stop" => on_stop = values::string(report, cx, field, "environment:on_stop"),
+            "deployment_tier" => {
+                let value = values::string(report, cx, field, "environment:deployment_tier");
+                match value {
+                    Some(value) if DEPLOYMENT_TIERS.contains(&value.as_str()) => tier = Some(value),
+                    Some(value) => cx.error(
+                        report,
+                        field.location,
+                        format!(
+                            "environment:deployment_tier must be one of {}, found {value}{}",
+                            DEPLOYMENT_TIERS.join(", "),
+                            did_you_mean(suggest(&value, DEPLOYMENT_TIERS.iter().copied()))
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+            "auto_stop_in" => {
+                match values::string(report, cx, field, "environment:auto_stop_in").as_deref() {
+                    Some("never") | None => {}
+                    Some(text) => match super::duration::parse_expiry(text) {
+                        Ok(seconds) => auto_stop_in = Some(seconds),
+                        Err(error) => cx.error(
+                            report,
+                            field.location,
+                            format!("environment:auto_stop_in {}", error.0),
+                        ),
+                    },
+                }
+            }
             _ => {
                 if let Some(value) = values::string(report, cx, field, "environment:action") {
                     if ENVIRONMENT_ACTIONS.contains(&value.as_str()) {
@@ -326,6 +371,9 @@ pub(crate) fn environment(report: &mut Report, cx: Context, node: &Node) -> Opti
         name: name?,
         url,
         action,
+        tier,
+        auto_stop_in,
+        on_stop,
     })
 }
 

@@ -12,7 +12,9 @@
 //! one lock (SQLite allows one writer at a time anyway).
 
 mod agents;
+mod deployments;
 mod idempotency;
+mod notify;
 mod pipelines;
 mod projects;
 mod records;

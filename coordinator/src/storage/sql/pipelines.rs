@@ -56,8 +56,9 @@ impl SqlStore {
         };
         let pipeline: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (repo, git_ref, ref_is_tag, sha, status, definition, created_at, \
-             before_sha, commit_message, default_branch, project_id, project, iid, source, variables) \
-             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+             before_sha, commit_message, default_branch, project_id, project, iid, source, variables, \
+             triggered_by) \
+             VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(new.repo)
         .bind(new.git_ref)
@@ -73,6 +74,7 @@ impl SqlStore {
         .bind(iid)
         .bind(origin.source)
         .bind(variables)
+        .bind(origin.triggered_by)
         .fetch_one(&mut **tx)
         .await?;
         if let Some(event) = origin.trigger_event {
@@ -82,6 +84,7 @@ impl SqlStore {
                 )));
             }
         }
+        let mut deploying = Vec::new();
         for (position, job) in new.pipeline.jobs.iter().enumerate() {
             let stage_index = new.pipeline.stage_index(&job.stage).ok_or_else(|| {
                 StoreError::Refused(format!(
@@ -93,10 +96,10 @@ impl SqlStore {
                 .map_err(|error| StoreError::Backend(format!("encoding job: {error}")))?;
             let rules = serde_json::to_string(&JobRules::of(job))
                 .map_err(|error| StoreError::Backend(format!("encoding job: {error}")))?;
-            sqlx::query(
+            let job_id: i64 = sqlx::query_scalar(
                 "INSERT INTO jobs (pipeline_id, position, name, stage, stage_index, status, allow_failure, \
                  when_, definition, resource_group, interruptible, rules) \
-                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11)",
+                 VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11) RETURNING id",
             )
             .bind(pipeline)
             .bind(position as i64)
@@ -109,9 +112,14 @@ impl SqlStore {
             .bind(&job.resource_group)
             .bind(i64::from(job.interruptible))
             .bind(rules)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
+            if job.environment.is_some() {
+                deploying.push((job_id, job));
+            }
         }
+        self.record_deployments(tx, pipeline, new, &deploying)
+            .await?;
         let pipeline = PipelineId(pipeline as u64);
         let applied = self.transact_in(tx, pipeline, &Event::Advance).await?;
         Ok((pipeline, applied.queued()))

@@ -238,8 +238,15 @@ impl RecordStore for SqlStore {
 
     async fn expire_artifacts(&self) -> StoreResult<Vec<(JobId, Option<String>)>> {
         let mut write = self.write().await?;
+        // The archives of the pipelines of each environment's last 10
+        // successful deployments stay whatever their `expire_in`, so that a
+        // rollback has them.
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, artifact_key FROM jobs WHERE artifact_expires_at <= $1 ORDER BY id",
+            "SELECT id, artifact_key FROM jobs WHERE artifact_expires_at <= $1 \
+             AND pipeline_id NOT IN (SELECT pipeline_id FROM (SELECT pipeline_id, ROW_NUMBER() \
+               OVER (PARTITION BY environment_id ORDER BY id DESC) AS n FROM deployments \
+               WHERE status = 'success' AND action = 'start') AS recent WHERE n <= 10) \
+             ORDER BY id",
         )
         .bind(self.now_text())
         .fetch_all(&mut *write.tx)

@@ -4,6 +4,7 @@
 //! freed resource group is offered to first — the job that has waited
 //! longest (lowest id), in whatever pipeline.
 
+use super::deployments::{PipelineMeta, Rollback};
 use super::{id, SqlStore};
 use crate::engine::{
     self, AttemptEnd, Context, Effect, Event, JobRules, JobState, PipelineState, Refusal,
@@ -123,14 +124,27 @@ fn job_state(row: JobRow, rules: Option<String>) -> StoreResult<JobState> {
 }
 
 impl SqlStore {
-    async fn load_state(&self, tx: &mut Tx, pipeline: PipelineId) -> StoreResult<PipelineState> {
-        let row = sqlx::query("SELECT status, finished_at FROM pipelines WHERE id = $1")
-            .bind(id(pipeline.0))
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline} not found")))?;
+    async fn load_state(
+        &self,
+        tx: &mut Tx,
+        pipeline: PipelineId,
+    ) -> StoreResult<(PipelineState, PipelineMeta)> {
+        let row = sqlx::query(
+            "SELECT status, finished_at, project_id, git_ref, ref_is_tag, sha, source, triggered_by \
+             FROM pipelines WHERE id = $1",
+        )
+        .bind(id(pipeline.0))
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline} not found")))?;
         let status = crate::storage::rows::parsed(&row, "status")?;
         let finished_at = time_of(row.try_get("finished_at")?)?;
+        let meta = PipelineMeta {
+            project_id: row.try_get("project_id")?,
+            git_ref: row.try_get("git_ref")?,
+            source: row.try_get("source")?,
+            triggered_by: row.try_get("triggered_by")?,
+        };
         // The definition only where no rules are stored (jobs of before).
         let columns = JOB_COLUMNS.replacen(
             "definition",
@@ -147,12 +161,13 @@ impl SqlStore {
         for row in &rows {
             jobs.push(job_state(JobRow::from_row(row)?, row.try_get("rules")?)?);
         }
-        Ok(PipelineState {
+        let state = PipelineState {
             id: pipeline,
             status,
             finished_at,
             jobs,
-        })
+        };
+        Ok((state, meta))
     }
 
     /// Writes what changed from `before` to `after`.
@@ -214,12 +229,24 @@ impl SqlStore {
         pipeline: PipelineId,
         event: &Event,
     ) -> StoreResult<Applied> {
+        self.transact_as(tx, pipeline, event, None).await
+    }
+
+    /// [`SqlStore::transact_in`], with the deployments and notifications
+    /// the change makes; `rollback` names the run a rollback starts.
+    pub(super) async fn transact_as(
+        &self,
+        tx: &mut Tx,
+        pipeline: PipelineId,
+        event: &Event,
+        rollback: Option<&Rollback<'_>>,
+    ) -> StoreResult<Applied> {
         if !self.lock_pipeline(tx, id(pipeline.0)).await? {
             return Err(StoreError::NotFound(format!(
                 "pipeline {pipeline} not found"
             )));
         }
-        let before = self.load_state(tx, pipeline).await?;
+        let (before, meta) = self.load_state(tx, pipeline).await?;
         let groups: BTreeSet<String> = before
             .jobs
             .iter()
@@ -243,6 +270,10 @@ impl SqlStore {
         };
         let transition = engine::apply(&before, event, &context).map_err(refused)?;
         self.persist(tx, &before, &transition.state).await?;
+        if meta.project_id.is_some() {
+            self.consequences(tx, &meta, &before, &transition.state, rollback)
+                .await?;
+        }
         Ok(Applied {
             state: transition.state,
             effects: transition.effects,
