@@ -1,7 +1,7 @@
 //! Command line and configuration of `osprey-coordinator`, validated once.
 
 use crate::artifact_store::ArtifactStoreConfig;
-use crate::core::CoreSettings;
+use crate::core::{CoreSettings, NotifySettings, SmtpUrl};
 use crate::repo::policy::RepoPolicy;
 use crate::repo::RepoSettings;
 use anyhow::Context;
@@ -127,6 +127,18 @@ pub struct ServeArgs {
     /// The admin API token itself (at least 16 characters).
     #[arg(long, env = "OSPREY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The SMTP server of e-mail notifications, in lettre's URL form:
+    /// `smtps://user:pass@host:465`, `smtp://host:587?tls=required`,
+    /// `smtp://host:25`. Without it, e-mail rules fail their deliveries.
+    #[arg(long, env = "OSPREY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From address of e-mail notifications.
+    #[arg(long, env = "OSPREY_SMTP_FROM", default_value = "Osprey <osprey@localhost>")]
+    pub smtp_from: String,
+    /// Delay before the second try of a notification; each further try
+    /// waits twice as long (at most an hour), for 24 hours.
+    #[arg(long, env = "OSPREY_NOTIFY_RETRY_MS", default_value_t = 10_000)]
+    pub notify_retry_ms: u64,
 }
 
 /// Validated server configuration.
@@ -196,6 +208,11 @@ impl ServeArgs {
                 artifact_store,
                 secrets_key_file: self.secrets_key_file,
                 admin_token,
+                notify: NotifySettings {
+                    smtp_url: self.smtp_url.map(SmtpUrl),
+                    smtp_from: self.smtp_from,
+                    first_retry: Duration::from_millis(self.notify_retry_ms.max(1)),
+                },
             },
             tls,
             max_artifact_bytes: self.max_artifact_bytes,

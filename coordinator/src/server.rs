@@ -42,9 +42,19 @@ pub async fn run(
                     if let Err(error) = housekeeping_core.expire().await {
                         tracing::error!(error = %error, "housekeeping failed");
                     }
+                    if let Err(error) = housekeeping_core.auto_stop().await {
+                        tracing::error!(error = %error, "stopping environments failed");
+                    }
                 }
             }
         }
+    });
+
+    let notifier_core = core.clone();
+    let notifier_stop = tasks.token();
+    // Delivers the outbox's notifications; stops with the shutdown token.
+    tasks.spawn("notifier", async move {
+        notifier_core.run_notifier(notifier_stop).await;
     });
 
     let expiry_core = core.clone();

@@ -9,6 +9,8 @@ mod access;
 mod attempts;
 mod cache;
 mod create;
+mod deployments;
+mod notify;
 mod offers;
 mod pipelines;
 mod projects;
@@ -31,6 +33,8 @@ use tokio::sync::watch;
 pub use access::Principal;
 pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
+pub use deployments::deployment_view;
+pub use notify::retry_delay;
 pub use create::{project_facts, registry_variables, Before, PipelineRequest};
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
@@ -68,6 +72,36 @@ pub struct CoreSettings {
     /// The admin API token (`None`: read from, or generated into,
     /// `DATA_DIR/admin.token`).
     pub admin_token: Option<String>,
+    pub notify: NotifySettings,
+}
+
+/// How notifications are sent.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub smtp_url: Option<SmtpUrl>,
+    pub smtp_from: String,
+    /// The delay before the second try; each further one doubles it.
+    pub first_retry: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            smtp_url: None,
+            smtp_from: "Osprey <osprey@localhost>".to_owned(),
+            first_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An SMTP URL, which may hold a password: never shown by `Debug`.
+#[derive(Clone)]
+pub struct SmtpUrl(pub String);
+
+impl std::fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&osprey_shared::redact::url_credentials(&self.0))
+    }
 }
 
 impl CoreSettings {
@@ -276,6 +310,7 @@ impl Core {
             queued.push((
                 job.id(),
                 QueuedJob {
+                    deploys: job_def.environment.as_ref().is_some_and(|env| env.deploys()),
                     tags: job_def.tags.into_iter().collect::<BTreeSet<_>>(),
                     next_epoch: job.lease_epoch as u64 + 1,
                 },

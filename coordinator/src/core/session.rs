@@ -239,6 +239,7 @@ impl Core {
         let offer = self.dispatcher().take_offer(&handle.agent_id, offer_id);
         let confirmed = match offer {
             None => false,
+            Some(offer) if offer.queued.deploys && self.prevent_outdated(offer.job).await? => false,
             Some(offer) => {
                 let assigned = self
                     .store()

@@ -47,6 +47,9 @@ pub struct QueuedJob {
     pub tags: BTreeSet<String>,
     /// Epoch of the next attempt (the job's stored epoch + 1).
     pub next_epoch: u64,
+    /// It deploys (`environment:` action start): checked for an outdated
+    /// deployment before it is assigned.
+    pub deploys: bool,
 }
 
 /// An offer: reserved by matching, then sent with its spec, then answered.

@@ -27,6 +27,7 @@ fn agent(
 
 fn queued(tags: &[&str]) -> QueuedJob {
     QueuedJob {
+        deploys: false,
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         next_epoch: 1,
     }

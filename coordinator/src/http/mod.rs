@@ -12,6 +12,7 @@
 //! whose role and project each handler checks (403).
 
 mod caller;
+mod deployments;
 mod hooks;
 mod projects;
 
@@ -52,6 +53,7 @@ pub fn router(core: Core) -> Router {
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/agents", get(list_agents))
         .merge(projects::routes())
+        .merge(deployments::routes())
         .merge(hooks::routes())
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(core)

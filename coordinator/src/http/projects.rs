@@ -74,7 +74,7 @@ async fn list_projects(State(core): State<Core>, caller: Caller) -> ApiResult<im
 }
 
 /// The project a path names, if the caller may act on it with `role`.
-async fn project_for(
+pub(super) async fn project_for(
     core: &Core,
     caller: &Caller,
     name: &str,

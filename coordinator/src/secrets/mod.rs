@@ -56,6 +56,14 @@ pub fn webhook_aad(project_id: i64) -> Vec<u8> {
     tagged_aad(b"osprey-webhook-secret-v1", project_id)
 }
 
+/// The AAD of a notification rule's signing secret: binds it to its
+/// project and receiver URL (known before the rule has an id).
+pub fn notify_rule_aad(project_id: i64, url: &str) -> Vec<u8> {
+    let mut aad = tagged_aad(b"osprey-notify-secret-v1", project_id);
+    push_field(&mut aad, url.as_bytes());
+    aad
+}
+
 /// A purpose tag and a project id, both of fixed or prefixed length, so no
 /// two (purpose, id, fields...) tuples encode alike.
 fn tagged_aad(tag: &[u8], project_id: i64) -> Vec<u8> {

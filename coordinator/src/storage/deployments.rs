@@ -157,6 +157,8 @@ pub trait DeploymentStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreResult<Vec<DeploymentRow>>;
     async fn deployment(&self, id: i64) -> StoreResult<Option<DeploymentRow>>;
+    /// The environment's latest successful deployment.
+    async fn last_success(&self, environment_id: i64) -> StoreResult<Option<DeploymentRow>>;
     /// The latest deployment of a job (its current run).
     async fn deployment_of_job(&self, job: JobId) -> StoreResult<Option<DeploymentRow>>;
     /// Runs the deploy job of `target` again as a new deployment with

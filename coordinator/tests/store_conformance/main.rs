@@ -3,6 +3,7 @@
 //! starts (`osprey_test_support::postgres`). Time is a [`ManualClock`], so
 //! delays and expiry are tested without sleeping.
 
+mod deployments;
 mod lifecycle;
 mod pipelines;
 mod projects;
@@ -97,6 +98,9 @@ conformance!(
     projects::a_schedule_tick_is_claimed_once,
     projects::tokens_are_found_by_hash_and_revoked,
     projects::a_retry_reruns_failed_jobs_and_what_was_skipped_after_them,
+    deployments::a_deploy_job_records_a_deployment_that_follows_it,
+    deployments::an_outdated_deploy_job_fails_and_a_rollback_runs,
+    deployments::a_fixed_pipeline_is_notified_and_deliveries_keep_their_tries,
 );
 
 // ------------------------------------------------------------- helpers

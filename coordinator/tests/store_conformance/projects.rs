@@ -8,7 +8,7 @@ use osprey_coordinator::storage::{
 };
 use osprey_shared::{JobId, JobStatus, PipelineId, PipelineStatus};
 
-fn project(name: &str) -> ProjectRow {
+pub fn project(name: &str) -> ProjectRow {
     ProjectRow {
         id: 0,
         name: name.to_owned(),
@@ -57,6 +57,7 @@ async fn project_pipeline(
                 source: "api",
                 variables: &[],
                 trigger_event: event,
+                triggered_by: None,
             },
         })
         .await

@@ -436,6 +436,18 @@ impl DeploymentStore for SqlStore {
             .next())
     }
 
+    async fn last_success(&self, environment_id: i64) -> StoreResult<Option<DeploymentRow>> {
+        Ok(self
+            .deployments_where(
+                "d.action = 'start' AND d.status = 'success' AND d.environment_id",
+                environment_id,
+                1,
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
     async fn deployment_of_job(&self, job: JobId) -> StoreResult<Option<DeploymentRow>> {
         Ok(self
             .deployments_where("d.job_id", id(job.0), 1)

@@ -130,7 +130,7 @@ impl SqlStore {
         pipeline: PipelineId,
     ) -> StoreResult<(PipelineState, PipelineMeta)> {
         let row = sqlx::query(
-            "SELECT status, finished_at, project_id, git_ref, ref_is_tag, sha, source, triggered_by \
+            "SELECT status, finished_at, project_id, git_ref, source, triggered_by \
              FROM pipelines WHERE id = $1",
         )
         .bind(id(pipeline.0))
