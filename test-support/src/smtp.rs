@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long the server may take to start listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Binds port 0, prints the port, then stores each message's raw bytes as
 /// `NNNNNN.eml` (written under a dot name, then renamed: readers never see
 /// half a message).
@@ -94,15 +97,19 @@ impl SmtpSink {
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         // The script prints its port once it listens, or exits (no aiosmtpd:
-        // stdout closes, and the log says why).
-        let mut line = String::new();
-        let read = child
-            .stdout
-            .take()
-            .map(|stdout| BufReader::new(stdout).read_line(&mut line));
-        let port = match (read, line.trim().parse::<u16>()) {
-            (Some(Ok(_)), Ok(port)) => port,
-            _ => {
+        // stdout closes, and the log says why). Read on a thread so a server
+        // that hangs cannot hang the test.
+        let stdout = child.stdout.take().context("the sink's stdout")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver.recv_timeout(READY_TIMEOUT).unwrap_or_default();
+        let port = match line.trim().parse::<u16>() {
+            Ok(port) => port,
+            Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let log =

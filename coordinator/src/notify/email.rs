@@ -8,6 +8,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use osprey_shared::api::NotifyEvent;
+use osprey_shared::JobStatus;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -111,6 +112,8 @@ pub fn render(report: &Report) -> Rendered {
 struct Facts<'a> {
     /// The subject without the project prefix.
     headline: String,
+    /// A sentence under the headline, for events that need one.
+    note: Option<&'static str>,
     /// `(label, value)` rows: project, ref, commit, status...
     rows: Vec<(&'static str, String)>,
     /// Failed jobs with their cleaned log tails.
@@ -179,11 +182,21 @@ impl<'a> Facts<'a> {
         let failed = report
             .jobs
             .iter()
-            .filter(|job| job.status == "failed")
+            .filter(|job| job.status == JobStatus::Failed.as_str())
             .map(|job| (job, job.log_tail.as_deref().map(clean_log)))
             .collect();
+        let note = match report.event {
+            NotifyEvent::Test => Some("This is a test message: this notification rule works."),
+            NotifyEvent::ManualWaiting => Some("Play the job to let the pipeline go on."),
+            NotifyEvent::PipelineFailed
+            | NotifyEvent::PipelineFixed
+            | NotifyEvent::PipelineSuccess
+            | NotifyEvent::DeploymentSuccess
+            | NotifyEvent::DeploymentFailed => None,
+        };
         Facts {
             headline,
+            note,
             rows,
             failed,
         }
@@ -195,7 +208,7 @@ fn waiting_job(report: &Report) -> Option<&JobFacts> {
     report
         .jobs
         .iter()
-        .find(|job| job.manual && job.status == "manual")
+        .find(|job| job.manual && job.status == JobStatus::Manual.as_str())
         .or_else(|| report.jobs.iter().find(|job| job.manual))
 }
 
@@ -220,6 +233,9 @@ fn job_line(job: &JobFacts) -> String {
 
 fn render_text(report: &Report, facts: &Facts<'_>) -> String {
     let mut text = format!("{}\n\n", facts.headline);
+    if let Some(note) = facts.note {
+        let _ = write!(text, "{note}\n\n");
+    }
     let width = facts.rows.iter().map(|(label, _)| label.len()).max();
     for (label, value) in &facts.rows {
         let pad = width.unwrap_or(0) - label.len();
@@ -246,6 +262,9 @@ fn render_html(report: &Report, facts: &Facts<'_>) -> String {
          <body style=\"font-family: sans-serif\">\n",
     );
     let _ = writeln!(html, "<h2>{}</h2>", escape(&facts.headline));
+    if let Some(note) = facts.note {
+        let _ = writeln!(html, "<p>{}</p>", escape(note));
+    }
     html.push_str("<table>\n");
     for (label, value) in &facts.rows {
         let _ = writeln!(

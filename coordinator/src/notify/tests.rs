@@ -188,6 +188,29 @@ fn deployment_mail_names_environment_and_job() {
 }
 
 #[test]
+fn test_and_manual_mails_say_what_to_make_of_them() {
+    let mut report = failed_report();
+    report.event = NotifyEvent::Test;
+    let rendered = render(&report);
+    assert!(rendered
+        .text
+        .starts_with("Test notification from Osprey\n\nThis is a test message"));
+    assert!(rendered.html.contains("<p>This is a test message"));
+
+    report.event = NotifyEvent::ManualWaiting;
+    let mut manual = job(41, "deploy", "deploy", "manual");
+    manual.manual = true;
+    report.jobs = vec![manual];
+    let text = render(&report).text;
+    assert!(text.contains("Play the job"), "{text}");
+    assert!(
+        text.contains("Waiting job: deploy (stage deploy)"),
+        "{text}"
+    );
+    assert!(!text.contains("Failed jobs"), "{text}");
+}
+
+#[test]
 fn durations_read_like_a_person_wrote_them() {
     assert_eq!(human_duration(0.2), "0s");
     assert_eq!(human_duration(45.0), "45s");

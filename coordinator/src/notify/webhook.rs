@@ -13,6 +13,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use osprey_shared::PipelineStatus;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::Arc;
@@ -95,9 +96,11 @@ pub fn payload(report: &Report) -> Value {
 
 fn pipeline_hook(report: &Report) -> Value {
     let pipeline = &report.pipeline;
-    let detailed_status = match pipeline.status.as_str() {
-        "success" => "passed",
-        other => other,
+    // GitLab's detailed status says `passed` where its status says `success`.
+    let detailed_status = if pipeline.status == PipelineStatus::Success.as_str() {
+        "passed"
+    } else {
+        pipeline.status.as_str()
     };
     json!({
         "object_kind": "pipeline",
