@@ -3,7 +3,8 @@
 # git and curl, busybox-static, the PostgreSQL server binaries (the tests start
 # their own throwaway servers from /usr/lib/postgresql/*/bin as `nobody`, see
 # test-support/src/postgres.rs; the package's own cluster is never used),
-# python3-venv, the S3 test server (moto, from PyPI, in a venv) and the
+# python3-venv, the SMTP test server (aiosmtpd, see test-support/src/smtp.rs),
+# the S3 test server (moto, from PyPI, in a venv) and the
 # Docker test images (built FROM scratch, since no registry is reachable).
 # Idempotent and quiet when all is there.
 set -euo pipefail
@@ -16,6 +17,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 installed busybox-static || missing+=(busybox-static)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql-15)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# Debian's interpreter, not a python3 earlier on PATH (pyenv): the package is its.
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     sudo_cmd=""

@@ -3,3 +3,5 @@
 
 pub mod postgres;
 pub mod s3;
+pub mod smtp;
+pub mod webhook;

@@ -7,6 +7,9 @@
 pub mod email;
 pub mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 use osprey_shared::api::NotifyEvent;
 
 /// Everything a notification says, gathered when it is first delivered.
