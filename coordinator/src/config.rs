@@ -133,7 +133,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OSPREY_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// The From address of e-mail notifications.
-    #[arg(long, env = "OSPREY_SMTP_FROM", default_value = "Osprey <osprey@localhost>")]
+    #[arg(
+        long,
+        env = "OSPREY_SMTP_FROM",
+        default_value = "Osprey <osprey@localhost>"
+    )]
     pub smtp_from: String,
     /// Delay before the second try of a notification; each further try
     /// waits twice as long (at most an hour), for 24 hours.

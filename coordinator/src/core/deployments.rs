@@ -53,7 +53,11 @@ impl Core {
         })
     }
 
-    async fn environment_row(&self, project: &ProjectRow, name: &str) -> CoreResult<EnvironmentRow> {
+    async fn environment_row(
+        &self,
+        project: &ProjectRow,
+        name: &str,
+    ) -> CoreResult<EnvironmentRow> {
         self.store()
             .environment(project.id, name)
             .await?
@@ -156,7 +160,10 @@ impl Core {
 
     async fn stop(&self, environment: &EnvironmentRow) -> CoreResult<()> {
         let last = self.store().last_success(environment.id).await?;
-        let stop_job = match last.as_ref().and_then(|row| row.on_stop.as_ref().map(|job| (row, job))) {
+        let stop_job = match last
+            .as_ref()
+            .and_then(|row| row.on_stop.as_ref().map(|job| (row, job)))
+        {
             Some((row, job_name)) => self
                 .store()
                 .jobs_of_without_definitions(PipelineId(row.pipeline_id as u64))

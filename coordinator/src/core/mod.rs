@@ -33,9 +33,9 @@ use tokio::sync::watch;
 pub use access::Principal;
 pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
+pub use create::{project_facts, registry_variables, Before, PipelineRequest};
 pub use deployments::deployment_view;
 pub use notify::retry_delay;
-pub use create::{project_facts, registry_variables, Before, PipelineRequest};
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
 pub use variables::ProjectContext;
@@ -310,7 +310,10 @@ impl Core {
             queued.push((
                 job.id(),
                 QueuedJob {
-                    deploys: job_def.environment.as_ref().is_some_and(|env| env.deploys()),
+                    deploys: job_def
+                        .environment
+                        .as_ref()
+                        .is_some_and(|env| env.deploys()),
                     tags: job_def.tags.into_iter().collect::<BTreeSet<_>>(),
                     next_epoch: job.lease_epoch as u64 + 1,
                 },

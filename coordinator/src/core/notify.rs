@@ -139,7 +139,11 @@ impl Core {
 
     /// Queues a test notification for a rule, about the project's latest
     /// pipeline if it has one.
-    pub async fn test_notification(&self, project: &ProjectRow, id: i64) -> CoreResult<DeliveryView> {
+    pub async fn test_notification(
+        &self,
+        project: &ProjectRow,
+        id: i64,
+    ) -> CoreResult<DeliveryView> {
         let rule = self
             .store()
             .rule(id)
@@ -314,10 +318,9 @@ impl Core {
         mailer: &Option<Mailer>,
         sender: &WebhookSender,
     ) -> Result<Option<u16>, DeliveryError> {
-        let report = self
-            .report(row)
-            .await
-            .map_err(|error| DeliveryError::Unreachable(format!("gathering the report: {error}")))?;
+        let report = self.report(row).await.map_err(|error| {
+            DeliveryError::Unreachable(format!("gathering the report: {error}"))
+        })?;
         match rule.kind.as_str() {
             "email" => {
                 let mailer = mailer.as_ref().ok_or_else(|| {
@@ -337,7 +340,9 @@ impl Core {
                         let plain = self
                             .keyring()
                             .decrypt(envelope, &notify_rule_aad(rule.project_id, &rule.target))
-                            .map_err(|error| DeliveryError::Invalid(format!("its secret: {error}")))?;
+                            .map_err(|error| {
+                                DeliveryError::Invalid(format!("its secret: {error}"))
+                            })?;
                         Some(String::from_utf8_lossy(&plain).into_owned())
                     }
                     None => None,
@@ -519,10 +524,7 @@ impl Core {
                 .as_ref()
                 .map(|env| env.tier.clone())
                 .unwrap_or_default(),
-            environment_url: row
-                .url
-                .clone()
-                .or(environment.and_then(|env| env.url)),
+            environment_url: row.url.clone().or(environment.and_then(|env| env.url)),
             job_id: row.job_id,
             job_name: row.job_name.clone(),
             job_url: format!("{server}/api/v1/jobs/{}", row.job_id),
@@ -531,7 +533,11 @@ impl Core {
     }
 }
 
-fn delivery_view(row: &NotificationRow, rule: Option<&RuleRow>, attempts: &[AttemptRow]) -> DeliveryView {
+fn delivery_view(
+    row: &NotificationRow,
+    rule: Option<&RuleRow>,
+    attempts: &[AttemptRow],
+) -> DeliveryView {
     DeliveryView {
         id: row.id,
         rule: row.rule_id,

@@ -117,7 +117,14 @@ pub fn apply(
                 });
             }
             let message = Some(failure.message.clone());
-            finish(job, JobStatus::Failed, None, Some(failure.reason), message, now);
+            finish(
+                job,
+                JobStatus::Failed,
+                None,
+                Some(failure.reason),
+                message,
+                now,
+            );
         }
         Event::ResourceFreed { job } => {
             let index = index_of(&next, *job)?;

@@ -16,7 +16,10 @@ use osprey_shared::api::{CreateNotification, Role, Rollback};
 
 pub fn routes() -> Router<Core> {
     Router::new()
-        .route("/api/v1/projects/{name}/environments", get(list_environments))
+        .route(
+            "/api/v1/projects/{name}/environments",
+            get(list_environments),
+        )
         .route(
             "/api/v1/projects/{name}/environments/{env}/deployments",
             get(environment_history),

@@ -151,11 +151,8 @@ pub trait DeploymentStore: Send + Sync + std::fmt::Debug {
     async fn environment(&self, project_id: i64, name: &str)
         -> StoreResult<Option<EnvironmentRow>>;
     /// An environment's deployments (not its stop jobs), newest first.
-    async fn deployments(
-        &self,
-        environment_id: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<DeploymentRow>>;
+    async fn deployments(&self, environment_id: i64, limit: u32)
+        -> StoreResult<Vec<DeploymentRow>>;
     async fn deployment(&self, id: i64) -> StoreResult<Option<DeploymentRow>>;
     /// The environment's latest successful deployment.
     async fn last_success(&self, environment_id: i64) -> StoreResult<Option<DeploymentRow>>;
@@ -182,7 +179,6 @@ pub trait DeploymentStore: Send + Sync + std::fmt::Debug {
 /// Notification rules and the outbox.
 #[async_trait]
 pub trait NotifyStore: Send + Sync + std::fmt::Debug {
-
     async fn insert_rule(&self, rule: &NewRule<'_>) -> StoreResult<RuleRow>;
     async fn rules_of(&self, project_id: i64) -> StoreResult<Vec<RuleRow>>;
     async fn rule(&self, id: i64) -> StoreResult<Option<RuleRow>>;

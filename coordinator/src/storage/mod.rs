@@ -178,7 +178,13 @@ pub fn ended(job: JobId, status: JobStatus) -> StoreResult<()> {
 /// Everything the coordinator keeps, as the role traits below; each
 /// method is one transaction. Import [`prelude`] to call them.
 pub trait Store:
-    AgentStore + PipelineStore + LifecycleStore + RecordStore + ProjectStore + DeploymentStore + NotifyStore
+    AgentStore
+    + PipelineStore
+    + LifecycleStore
+    + RecordStore
+    + ProjectStore
+    + DeploymentStore
+    + NotifyStore
 {
 }
 

@@ -128,7 +128,10 @@ impl FromStr for NotifyEvent {
             .find(|event| event.as_str() == text)
             .ok_or_else(|| {
                 let names: Vec<&str> = NotifyEvent::RULES.iter().map(|e| e.as_str()).collect();
-                format!("unknown event {text:?}: expected one of {}", names.join(", "))
+                format!(
+                    "unknown event {text:?}: expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -345,7 +345,11 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn deployment_in(&self, tx: &mut Tx, deployment: i64) -> StoreResult<Option<DeploymentRow>> {
+    async fn deployment_in(
+        &self,
+        tx: &mut Tx,
+        deployment: i64,
+    ) -> StoreResult<Option<DeploymentRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM {DEPLOYMENT_FROM} WHERE d.id = $1"
         ))

@@ -55,8 +55,15 @@ impl SqlStore {
                 if !rule.events.contains(event) {
                     continue;
                 }
-                self.insert_notification(tx, rule, *event, Some(pipeline.0 as i64), *deployment, &now)
-                    .await?;
+                self.insert_notification(
+                    tx,
+                    rule,
+                    *event,
+                    Some(pipeline.0 as i64),
+                    *deployment,
+                    &now,
+                )
+                .await?;
             }
         }
         Ok(())
