@@ -30,9 +30,11 @@ import asyncio, os, sys
 from aiosmtpd.smtp import SMTP
 
 out = sys.argv[1]
+defer = int(sys.argv[2])
 
 class Sink:
     count = 0
+    deferred = 0
 
     async def handle_RCPT(self, server, session, envelope, address, options):
         if address.lower().startswith("refuse"):
@@ -41,6 +43,9 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if Sink.deferred < defer:
+            Sink.deferred += 1
+            return "451 4.3.0 try again later"
         Sink.count += 1
         name = "%06d.eml" % Sink.count
         with open(os.path.join(out, "." + name), "wb") as f:
@@ -82,6 +87,12 @@ fn python() -> PathBuf {
 impl SmtpSink {
     /// Starts the server on a free loopback port; returns once it listens.
     pub fn start() -> anyhow::Result<SmtpSink> {
+        SmtpSink::start_deferring(0)
+    }
+
+    /// [`SmtpSink::start`], answering the first `defer` messages with a
+    /// temporary refusal (`451`), as a busy server does.
+    pub fn start_deferring(defer: u32) -> anyhow::Result<SmtpSink> {
         let program = python();
         let dir = tempfile::tempdir()?;
         let mail = dir.path().join("mail");
@@ -91,6 +102,7 @@ impl SmtpSink {
             .arg("-c")
             .arg(SERVER)
             .arg(&mail)
+            .arg(defer.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

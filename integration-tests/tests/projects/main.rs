@@ -9,7 +9,9 @@
 
 mod access;
 mod cli;
+mod deployments;
 mod hooks;
+mod notify;
 mod polling;
 mod secrets;
 mod triggers;
