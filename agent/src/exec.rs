@@ -26,6 +26,10 @@ use crate::executor::{Executor, Outcome, PreparedJob};
 use anyhow::{bail, Context};
 use osprey_shared::pipeline::{JobDef, Pipeline, Variable};
 use osprey_shared::plan::{PipelineSource, Plan, PlanContext};
+use osprey_shared::variables::predefined::{
+    id_predefined, job_predefined, pipeline_predefined, project_facts, Facts, Ids, JobFacts,
+    ProjectFacts,
+};
 use osprey_shared::yaml::DirectoryLoader;
 use osprey_shared::JobId;
 use std::path::{Path, PathBuf};
@@ -38,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Between SIGTERM and SIGKILL on Ctrl-C or timeout.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// `CI_SERVER_URL` of a local run. There is no coordinator, so the URLs a
+/// job sees (`CI_PROJECT_URL`, `CI_JOB_URL`...) name this placeholder.
+const LOCAL_SERVER_URL: &str = "http://localhost";
 
 /// Runs the job and returns the process exit status: 0 on success, the
 /// script's exit code on a script failure, 1 on another failure, 124 on
@@ -50,25 +57,30 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let file = repo.join(".gitlab-ci.yml");
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let sha = git(&repo, &["rev-parse", "HEAD"]).await?;
     let checkout = Checkout::of(&repo).await?;
+    let project_name = repo
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".to_owned());
+    let project = project_facts(
+        &repo.display().to_string(),
+        Some(&project_name),
+        LOCAL_SERVER_URL,
+        None,
+    );
     let variables = parse_vars(&args.vars)?;
-    let (pipeline, defined) = plan_pipeline(&repo, &text, &checkout, &sha, variables)?;
+    let (pipeline, defined) = plan_pipeline(&repo, &text, &checkout, &project, variables)?;
     let Some(job) = pipeline.jobs.iter().find(|job| job.name == args.job_name) else {
         bail!(
             "{}",
             missing_job(&args.job_name, &defined, &pipeline, &checkout)
         );
     };
-    let project_name = repo
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "project".to_owned());
     let work = std::env::temp_dir().join(format!("osprey-exec-{}", uuid::Uuid::new_v4()));
     let project_dir = work.join(&project_name);
     let result = async {
-        clone(&repo, &project_dir, &sha).await?;
-        let prepared = prepare(&pipeline, job, &project_dir, &project_name, &sha, &checkout);
+        clone(&repo, &project_dir, &checkout.sha).await?;
+        let prepared = prepare(&pipeline, job, &project_dir, &project, &checkout);
         execute(&args, &prepared).await
     }
     .await;
@@ -145,28 +157,25 @@ fn prepare(
     pipeline: &Pipeline,
     job: &JobDef,
     project_dir: &Path,
-    project_name: &str,
-    sha: &str,
+    project: &ProjectFacts,
     checkout: &Checkout,
 ) -> PreparedJob {
     let builds_dir = project_dir.parent().unwrap_or(project_dir);
-    let mut env: Vec<(String, String)> = checkout
-        .predefined(sha)
-        .into_iter()
-        .map(|v| (v.key, v.value))
-        .collect();
-    env.extend(
-        [
-            ("CI_PIPELINE_ID", "0"),
-            ("CI_JOB_ID", "0"),
-            ("CI_JOB_NAME", job.name.as_str()),
-            ("CI_JOB_STAGE", job.stage.as_str()),
-            ("CI_COMMIT_SHORT_SHA", &sha[..sha.len().min(8)]),
-            ("CI_PROJECT_NAME", project_name),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
+    let mut predefined = checkout.predefined(project);
+    predefined.extend(job_predefined(&JobFacts {
+        name: &job.name,
+        stage: &job.stage,
+        node: job.node,
+    }));
+    predefined.extend(id_predefined(
+        LOCAL_SERVER_URL,
+        &Ids {
+            pipeline_id: 0,
+            pipeline_iid: 0,
+            job_id: 0,
+        },
+    ));
+    let mut env: Vec<(String, String)> = predefined.into_iter().map(|v| (v.key, v.value)).collect();
     let variables = pipeline.variables.iter().chain(&job.variables);
     env.extend(variables.map(|v| (v.key.clone(), v.value.clone())));
     env.push((
@@ -177,7 +186,7 @@ fn prepare(
     PreparedJob {
         job_id: JobId(0),
         job_name: job.name.clone(),
-        project_name: project_name.to_owned(),
+        project_name: project.name.clone(),
         project_dir: project_dir.to_owned(),
         env,
         files_dir: None,
@@ -196,6 +205,10 @@ fn prepare(
 /// What is checked out, as the coordinator would see a push of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Checkout {
+    /// The commit of `HEAD`.
+    sha: String,
+    /// Its message.
+    message: String,
     /// Branch or tag name.
     git_ref: String,
     is_tag: bool,
@@ -206,6 +219,8 @@ struct Checkout {
 
 impl Checkout {
     async fn of(repo: &Path) -> anyhow::Result<Self> {
+        let sha = git(repo, &["rev-parse", "HEAD"]).await?;
+        let message = git(repo, &["log", "-1", "--format=%B", "HEAD"]).await?;
         let head = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
         let (git_ref, is_tag) = if head != "HEAD" {
             (head, false)
@@ -227,6 +242,8 @@ impl Checkout {
             Err(_) => None,
         };
         Ok(Self {
+            sha,
+            message,
             git_ref,
             is_tag,
             default_branch,
@@ -234,19 +251,20 @@ impl Checkout {
         })
     }
 
-    /// The predefined variables the coordinator plans with.
-    fn predefined(&self, sha: &str) -> Vec<Variable> {
-        let mut predefined = osprey_shared::variables::predefined(
-            &self.git_ref,
-            self.is_tag,
-            PipelineSource::Push.as_str(),
-            self.default_branch.as_deref(),
-        );
-        predefined.push(Variable {
-            key: "CI_COMMIT_SHA".to_owned(),
-            value: sha.to_owned(),
-        });
-        predefined
+    /// The predefined variables the coordinator plans with, for a push of
+    /// this checkout to a new branch (no commit before it).
+    fn predefined(&self, project: &ProjectFacts) -> Vec<Variable> {
+        pipeline_predefined(&Facts {
+            git_ref: &self.git_ref,
+            is_tag: self.is_tag,
+            source: PipelineSource::Push.as_str(),
+            default_branch: self.default_branch.as_deref(),
+            sha: Some(&self.sha),
+            before_sha: None,
+            message: Some(&self.message),
+            server_url: Some(LOCAL_SERVER_URL),
+            project: Some(project),
+        })
     }
 
     /// `branch main` or `tag v1.0`, for messages.
@@ -295,7 +313,7 @@ fn plan_pipeline(
     repo: &Path,
     text: &str,
     checkout: &Checkout,
-    sha: &str,
+    project: &ProjectFacts,
     variables: Vec<Variable>,
 ) -> anyhow::Result<(Pipeline, Vec<String>)> {
     let files = DirectoryLoader::new(repo);
@@ -310,7 +328,7 @@ fn plan_pipeline(
         source: PipelineSource::Push,
         changed_files: checkout.changed_files.clone(),
         files: &files,
-        predefined: checkout.predefined(sha),
+        predefined: checkout.predefined(project),
         variables,
         project_variables: Vec::new(),
     };

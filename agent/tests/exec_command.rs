@@ -28,6 +28,12 @@ in-docker:
     - echo "dir=$CI_PROJECT_DIR"
     - cat README
     - wget -q -O - http://web/
+predefined:
+  variables:
+    IMAGE: $CI_PROJECT_NAME:$CI_COMMIT_SHORT_SHA
+  script:
+    - echo "image=$IMAGE"
+    - echo "ids=$CI_PIPELINE_ID/$CI_JOB_ID stage=$CI_JOB_STAGE title=$CI_COMMIT_TITLE"
 mounted:
   image: osprey-test/busybox:latest
   script:
@@ -82,6 +88,31 @@ fn shell_job_runs_with_variables_and_after_script() {
     assert!(stdout.contains("hello me from greet\n"), "{stdout}");
     assert!(stdout.contains("committed readme\n"), "{stdout}");
     assert!(stdout.contains("after ran\n"), "{stdout}");
+}
+
+#[test]
+fn predefined_variables_are_the_coordinators_and_expand_in_variables() {
+    let repo = repository();
+    let output = exec(repo.path(), &["shell", "predefined"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    let sha = Command::new("git")
+        .args(["rev-parse", "--short=8", "HEAD"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let name = repo.path().file_name().unwrap().to_string_lossy();
+    let image = format!("image={name}:{}\n", text(&sha.stdout).trim());
+    assert!(stdout.contains(&image), "no {image:?} in:\n{stdout}");
+    assert!(
+        stdout.contains("ids=0/0 stage=test title=init\n"),
+        "{stdout}"
+    );
 }
 
 #[test]

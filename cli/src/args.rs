@@ -4,7 +4,9 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod deployments;
 mod projects;
+pub use deployments::*;
 pub use projects::*;
 
 /// Command line for an Osprey coordinator.
@@ -76,6 +78,12 @@ pub enum Command {
     /// A project's pipeline schedules.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// A project's environments: what is deployed, history, rollback, stop.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// A project's notification rules (email, webhooks) and deliveries.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]

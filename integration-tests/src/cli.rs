@@ -43,30 +43,12 @@ pub async fn osprey_with_input(
     input: Option<&[u8]>,
     timeout: Duration,
 ) -> CliOutput {
-    let mut command = tokio::process::Command::new(binary("osprey"));
-    if let Some(url) = url {
-        command.args(["--url", url]);
-    }
-    command
-        .args(args)
-        .env_remove("OSPREY_URL")
-        .env("OSPREY_TOKEN", crate::cluster::ADMIN_TOKEN)
-        // No token file of the machine's user.
-        .env(
-            "XDG_CONFIG_HOME",
-            std::env::temp_dir().join("osprey-test-no-config"),
-        )
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(cwd) = cwd {
-        command.current_dir(cwd);
-    }
+    let mut command = command(url, args, cwd);
+    command.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = command.spawn().expect("spawn osprey");
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         use tokio::io::AsyncWriteExt as _;
@@ -82,4 +64,38 @@ pub async fn osprey_with_input(
         stdout: output.stdout,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// Starts `osprey --url URL ARGS...` with stdout and stderr piped and stdin
+/// `/dev/null`, for tests that read its output while it runs. Killed when
+/// dropped.
+pub fn spawn_osprey(url: &str, args: &[&str]) -> tokio::process::Child {
+    command(Some(url), args, None)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn osprey")
+}
+
+/// The `osprey` command as tests run it: the test cluster's admin token, no
+/// token file of the machine's user, output piped.
+fn command(url: Option<&str>, args: &[&str], cwd: Option<&Path>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary("osprey"));
+    if let Some(url) = url {
+        command.args(["--url", url]);
+    }
+    command
+        .args(args)
+        .env_remove("OSPREY_URL")
+        .env("OSPREY_TOKEN", crate::cluster::ADMIN_TOKEN)
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("osprey-test-no-config"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    command
 }

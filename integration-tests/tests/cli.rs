@@ -1,12 +1,13 @@
 //! The `osprey` command line against a real cluster: exit codes, the JSON of
 //! `pipeline run --wait --json`, connection errors and `logs --pipeline`.
 
-use osprey_integration_tests::cli::{osprey, CliOutput};
+use osprey_integration_tests::cli::{osprey, spawn_osprey, CliOutput};
 use osprey_integration_tests::{PipelineExt, TestCluster, TestRepo};
 use osprey_shared::api::PipelineView;
 use osprey_shared::{JobStatus, PipelineStatus};
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -175,19 +176,34 @@ async fn pipeline_run_wait_exits_1_on_failure() {
     assert_eq!(output.code(), Some(1), "{}", output.stderr);
 }
 
-/// Splits `[job] line` records by job.
-fn by_job(output: &str) -> HashMap<String, Vec<String>> {
+/// Splits `[job] line` records into (job, rest).
+fn records(output: &str) -> Vec<(&str, &str)> {
+    output
+        .lines()
+        .map(|line| {
+            line.strip_prefix('[')
+                .and_then(|line| line.split_once("] "))
+                .unwrap_or_else(|| panic!("line without a job prefix: {line:?}\nin:\n{output}"))
+        })
+        .collect()
+}
+
+/// The log lines of each job (not the CLI's own `pending:` lines), and
+/// the jobs in the order their blocks of lines came.
+fn by_job(output: &str) -> (HashMap<String, Vec<String>>, Vec<String>) {
     let mut jobs: HashMap<String, Vec<String>> = HashMap::new();
-    for line in output.lines() {
-        let (name, rest) = line
-            .strip_prefix('[')
-            .and_then(|line| line.split_once("] "))
-            .unwrap_or_else(|| panic!("line without a job prefix: {line:?}\nin:\n{output}"));
-        jobs.entry(name.to_owned())
-            .or_default()
-            .push(rest.to_owned());
+    let mut blocks: Vec<String> = Vec::new();
+    for (name, rest) in records(output) {
+        if blocks.last().map(String::as_str) != Some(name) {
+            blocks.push(name.to_owned());
+        }
+        if !rest.starts_with("pending: ") {
+            jobs.entry(name.to_owned())
+                .or_default()
+                .push(rest.to_owned());
+        }
     }
-    jobs
+    (jobs, blocks)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,7 +232,16 @@ beta:
         .await;
     pipeline.assert_status(PipelineStatus::Success);
     let followed = followed.stdout_text();
-    let jobs = by_job(&followed);
+    let (jobs, blocks) = by_job(&followed);
+    // The jobs ran side by side, yet each one's lines came out together.
+    let mut names = blocks.clone();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        blocks.len(),
+        "interleaved jobs in:\n{followed}"
+    );
     for name in ["alpha", "beta"] {
         let log = cluster.api.job_log(pipeline.job(name).id).await.unwrap();
         let log = String::from_utf8(log).unwrap();
@@ -243,6 +268,65 @@ beta:
         }
     }
     assert_eq!(printed.stdout_text(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_pipeline_follow_says_why_a_job_waits() {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+stages: [test]
+needs-gpu:
+  stage: test
+  tags: [gpu]
+  script: ["echo never"]
+runs-anywhere:
+  stage: test
+  script: ["echo ran"]
+"#,
+    );
+    let created = cluster.api.start_pipeline(&repo, "master").await;
+    let url = cluster.coordinator.url();
+    let mut child = spawn_osprey(&url, &["logs", "--pipeline", &created.id.to_string(), "-f"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let pending = tokio::time::timeout(CLI_TIMEOUT, async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            seen.push(line.clone());
+            if line.starts_with("[needs-gpu] pending: ") {
+                return line;
+            }
+        }
+        panic!("osprey ended without a pending line:\n{}", seen.join("\n"));
+    })
+    .await
+    .expect("a pending line in time");
+    assert!(pending.contains("[gpu]"), "{pending}");
+    // Only a canceled pipeline ends the follow.
+    cluster.api.cancel(created.id).await.unwrap();
+    let status = tokio::time::timeout(CLI_TIMEOUT, child.wait())
+        .await
+        .expect("osprey ends once the pipeline is canceled")
+        .unwrap();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    assert_eq!(status.code(), Some(0), "{}", seen.join("\n"));
+    let output = seen.join("\n");
+    let (jobs, _) = by_job(&output);
+    assert_eq!(
+        records(&output)
+            .iter()
+            .filter(|(name, rest)| *name == "needs-gpu" && rest.starts_with("pending: "))
+            .count(),
+        1,
+        "one pending line, the reason never changed:\n{output}"
+    );
+    let ran = created.job("runs-anywhere").id;
+    let log = String::from_utf8(cluster.api.job_log(ran).await.unwrap()).unwrap();
+    let expected: Vec<String> = log.lines().map(str::to_owned).collect();
+    assert_eq!(jobs.get("runs-anywhere"), Some(&expected), "{output}");
+    assert_eq!(jobs.get("needs-gpu"), None, "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,14 +7,19 @@
 //!
 //! `context.toml` keys: `ref` (required), `tag` (default false), `source`
 //! (default "push"), `changed` (list of paths; absent means unknown),
-//! `default_branch` (default "main") and a `[variables]` table of user
-//! variables. `OSPREY_BLESS=1` rewrites `expected.txt` from the actual
+//! `default_branch` (default "main"), `sha` (the commit, for
+//! `CI_COMMIT_SHA`...; absent: unknown), a `[project]` table (`repo`, and
+//! optional `name` and `registry` as `osprey project add --registry`
+//! takes it, for `CI_PROJECT_*` and `CI_REGISTRY*`) and a `[variables]`
+//! table of user variables. `OSPREY_BLESS=1` rewrites `expected.txt` from the actual
 //! output, for review in the diff; `OSPREY_CASE=text` runs (and blesses)
 //! only the cases whose folder name contains `text`.
 
 use osprey_shared::pipeline::Variable;
 use osprey_shared::plan::{self, PipelineSource, PlanContext};
-use osprey_shared::variables::predefined;
+use osprey_shared::variables::predefined::{
+    pipeline_predefined, project_facts, Facts, ProjectFacts,
+};
 use osprey_shared::yaml::{parse_pipeline_with, IncludeLoader, LoadError};
 use std::path::{Path, PathBuf};
 
@@ -68,7 +73,41 @@ struct Context {
     #[serde(default)]
     default_branch: Option<String>,
     #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    project: Option<Project>,
+    #[serde(default)]
     variables: toml::Table,
+}
+
+/// The registered project a case's pipeline belongs to.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Project {
+    repo: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// `HOST[/PATH]`.
+    #[serde(default)]
+    registry: Option<String>,
+}
+
+/// `CI_SERVER_URL` of every case.
+const SERVER_URL: &str = "https://osprey.example.com";
+
+impl Project {
+    /// What jobs see of it, as the coordinator makes it: `CI_REGISTRY` is
+    /// the host, `CI_REGISTRY_IMAGE` HOST/PATH (HOST/NAME without a path).
+    fn facts(&self) -> ProjectFacts {
+        let facts = project_facts(&self.repo, self.name.as_deref(), SERVER_URL, None);
+        let registry = self.registry.as_deref().map(|registry| {
+            let (host, path) = registry
+                .split_once('/')
+                .unwrap_or((registry, facts.name.as_str()));
+            (host.to_owned(), format!("{host}/{}", path.to_lowercase()))
+        });
+        ProjectFacts { registry, ..facts }
+    }
 }
 
 fn run_case(dir: &Path) -> String {
@@ -100,18 +139,23 @@ fn run_case(dir: &Path) -> String {
                 .map_or_else(|| value.to_string(), str::to_owned),
         })
         .collect();
+    let project = context.project.as_ref().map(Project::facts);
     let ctx = PlanContext {
         git_ref: context.git_ref.clone(),
         is_tag: context.tag,
         source,
         changed_files: context.changed,
         files: &folder,
-        predefined: predefined(
-            &context.git_ref,
-            context.tag,
-            source.as_str(),
-            Some(context.default_branch.as_deref().unwrap_or("main")),
-        ),
+        predefined: pipeline_predefined(&Facts {
+            git_ref: &context.git_ref,
+            is_tag: context.tag,
+            source: source.as_str(),
+            default_branch: Some(context.default_branch.as_deref().unwrap_or("main")),
+            sha: context.sha.as_deref(),
+            server_url: context.project.as_ref().map(|_| SERVER_URL),
+            project: project.as_ref(),
+            ..Facts::default()
+        }),
         variables,
         project_variables: Vec::new(),
     };

@@ -3,7 +3,9 @@
 //! Log bytes are written to stdout as stored: no decoding or re-encoding, so
 //! binary output and invalid UTF-8 survive. For a pipeline each line gets its
 //! job's name as prefix; a partial line is held until its newline (or the end
-//! of its stream) so lines of different jobs never interleave mid-line.
+//! of its stream). Following a pipeline, each job's lines come out together,
+//! jobs in the order they started, and a job waiting for an agent says why
+//! ([`grouping`]).
 
 use crate::args::LogsArgs;
 use crate::client::Client;
@@ -11,8 +13,12 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use osprey_shared::api::JobView;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+mod grouping;
+use grouping::{Change, Groups, PrefixedLines, Watch};
 
 pub async fn run(client: &Client, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = tokio::io::stdout();
@@ -20,7 +26,7 @@ pub async fn run(client: &Client, args: &LogsArgs) -> anyhow::Result<ExitCode> {
         (Some(pipeline_id), _) => {
             let pipeline = client.pipeline(pipeline_id).await?;
             if args.follow {
-                follow_pipeline(client, &pipeline.jobs, &mut stdout).await
+                follow_pipeline(client, pipeline_id, &pipeline.jobs, &mut stdout).await
             } else {
                 print_pipeline(client, &pipeline.jobs, &mut stdout).await
             }
@@ -61,28 +67,34 @@ async fn print_pipeline(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a per-job streaming task reports.
+/// What the streaming and watching tasks report.
 enum Event {
     Chunk(usize, Bytes),
     End(usize),
     Failed(usize, anyhow::Error),
+    Changed(Change),
 }
 
-/// One streaming request per job, all started at once; lines are printed in
-/// the order they arrive.
+/// How often the pipeline is looked at for jobs waiting for an agent.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One streaming request per job, all started at once, and a watch of the
+/// pipeline for pending jobs; what they report is ordered by [`Groups`].
 async fn follow_pipeline(
     client: &Client,
+    pipeline_id: u64,
     jobs: &[JobView],
     out: &mut (impl AsyncWrite + Unpin),
 ) -> anyhow::Result<ExitCode> {
     let (sender, mut receiver) = mpsc::channel::<Event>(64);
-    let mut streams = tokio::task::JoinSet::new();
+    // Every task is aborted when this set drops, on return.
+    let mut tasks = tokio::task::JoinSet::new();
     for (index, job) in jobs.iter().enumerate() {
         let client = client.clone();
         let sender = sender.clone();
         let job_id = job.id.0;
-        // Ends with its log's body; aborted with the JoinSet if we return early.
-        streams.spawn(async move {
+        // Ends with its log's body.
+        tasks.spawn(async move {
             let event = match stream_job(&client, index, job_id, &sender).await {
                 Ok(()) => Event::End(index),
                 Err(error) => Event::Failed(index, error),
@@ -90,22 +102,57 @@ async fn follow_pipeline(
             let _ = sender.send(event).await;
         });
     }
-    drop(sender);
+    let mut groups = Groups::new(jobs.iter().map(|job| job.name.as_str()));
+    let mut watch = Watch::new(jobs.len());
+    // The first look is the pipeline just fetched: pending jobs show at once.
+    let mut first_look = Vec::new();
+    for change in watch.look(jobs, jobs) {
+        first_look.extend(apply(&mut groups, change));
+    }
+    if !first_look.is_empty() {
+        out.write_all(&first_look).await?;
+        out.flush().await?;
+    }
+    {
+        let client = client.clone();
+        let first = jobs.to_vec();
+        // Runs until the streams are done and the set drops.
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                // A failed look is retried at the next tick; the streams
+                // report a coordinator that is gone.
+                let Ok(pipeline) = client.pipeline(pipeline_id).await else {
+                    continue;
+                };
+                for change in watch.look(&first, &pipeline.jobs) {
+                    if sender.send(Event::Changed(change)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
 
-    let mut lines: Vec<PrefixedLines> = jobs
-        .iter()
-        .map(|job| PrefixedLines::new(&job.name))
-        .collect();
+    let mut streams_left = jobs.len();
     let mut failed = false;
-    while let Some(event) = receiver.recv().await {
+    while streams_left > 0 {
+        let Some(event) = receiver.recv().await else {
+            break;
+        };
         let text = match event {
-            Event::Chunk(index, chunk) => lines[index].push(&chunk),
-            Event::End(index) => lines[index].finish(),
+            Event::Chunk(index, chunk) => groups.chunk(index, &chunk),
+            Event::End(index) => {
+                streams_left -= 1;
+                groups.end(index)
+            }
             Event::Failed(index, error) => {
+                streams_left -= 1;
                 failed = true;
                 eprintln!("error: log of job {}: {error:#}", jobs[index].name);
-                lines[index].finish()
+                groups.end(index)
             }
+            Event::Changed(change) => apply(&mut groups, change),
         };
         if !text.is_empty() {
             out.write_all(&text).await?;
@@ -117,6 +164,13 @@ async fn follow_pipeline(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn apply(groups: &mut Groups, change: Change) -> Vec<u8> {
+    match change {
+        Change::Pending(index, reason) => groups.pending(index, &reason),
+        Change::Started(index) => groups.start(index),
+    }
 }
 
 async fn stream_job(
@@ -132,62 +186,4 @@ async fn stream_job(
         }
     }
     Ok(())
-}
-
-/// Splits one job's byte stream into `[name] line\n` records.
-struct PrefixedLines {
-    prefix: Vec<u8>,
-    partial: Vec<u8>,
-}
-
-impl PrefixedLines {
-    fn new(name: &str) -> Self {
-        Self {
-            prefix: format!("[{name}] ").into_bytes(),
-            partial: Vec::new(),
-        }
-    }
-
-    /// Complete lines of `chunk` (with any held partial line), prefixed.
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut rest = chunk;
-        while let Some(newline) = rest.iter().position(|&byte| byte == b'\n') {
-            out.extend_from_slice(&self.prefix);
-            out.append(&mut self.partial);
-            out.extend_from_slice(&rest[..=newline]);
-            rest = &rest[newline + 1..];
-        }
-        self.partial.extend_from_slice(rest);
-        out
-    }
-
-    /// The held partial line, terminated, if any.
-    fn finish(&mut self) -> Vec<u8> {
-        if self.partial.is_empty() {
-            return Vec::new();
-        }
-        let mut out = self.prefix.clone();
-        out.append(&mut self.partial);
-        out.push(b'\n');
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partial_lines_wait_for_their_newline() {
-        let mut lines = PrefixedLines::new("build");
-        assert_eq!(lines.push(b"one\ntw"), b"[build] one\n");
-        assert_eq!(lines.push(b"o"), b"");
-        assert_eq!(
-            lines.push(b"\nthree\n\xff"),
-            b"[build] two\n[build] three\n"
-        );
-        assert_eq!(lines.finish(), b"[build] \xff\n");
-        assert_eq!(lines.finish(), b"");
-    }
 }

@@ -1,8 +1,10 @@
 //! The commands behind each subcommand. Each returns the process exit code;
 //! errors bubble up to `main`, which prints them and exits with 1.
 
+mod env;
 mod lint;
 mod logs;
+mod notify;
 mod pipeline;
 mod project;
 mod schedule;
@@ -73,5 +75,7 @@ async fn remote(client: &Client, command: &Command) -> anyhow::Result<ExitCode> 
         Command::Var(command) => var::run(client, command).await,
         Command::Token(command) => token::run(client, command).await,
         Command::Schedule(command) => schedule::run(client, command).await,
+        Command::Env(command) => env::run(client, command).await,
+        Command::Notify(command) => notify::run(client, command).await,
     }
 }

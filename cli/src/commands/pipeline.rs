@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// How often `--wait` polls the pipeline.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long `--wait` rides out an unreachable coordinator (e.g. a restart).
-const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
+pub(super) const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// Where `pipeline run` posts, and what.
 #[derive(Debug)]
