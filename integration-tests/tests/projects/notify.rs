@@ -24,7 +24,7 @@ check:
   script:
     - echo "logging in with $DEPLOY_PASSWORD"
     - echo "step one done"
-    - if [ -f broken.txt ]; then echo "boom: the build is broken"; exit 3; fi
+    - 'if [ -f broken.txt ]; then echo "boom: the build is broken"; exit 3; fi'
 "#;
 
 fn cluster_opts(smtp_url: &str, retry_ms: u64) -> CoordinatorOpts {
