@@ -440,7 +440,7 @@ impl Core {
                 None
             };
             jobs.push(JobFacts {
-                id: job.id as i64,
+                id: job.id,
                 name: job.name.clone(),
                 stage: job.stage.clone(),
                 status: job.status.as_str().to_owned(),
