@@ -355,6 +355,8 @@ impl WebhookSender {
 }
 
 fn request_error(error: reqwest::Error) -> DeliveryError {
+    // The URL may hold a token or credentials: it stays out of details and logs.
+    let error = error.without_url();
     if error.is_builder() {
         DeliveryError::Invalid(error.to_string())
     } else {

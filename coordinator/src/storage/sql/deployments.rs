@@ -548,14 +548,18 @@ impl DeploymentStore for SqlStore {
 
     async fn claim_auto_stops(&self) -> StoreResult<Vec<EnvironmentRow>> {
         let now = self.now_text();
-        let mut write = self.write().await?;
+        // Read first: nothing is due almost always, and that takes no lock.
         let due: Vec<EnvironmentRow> = sqlx::query_as(&format!(
             "SELECT {ENVIRONMENT_COLUMNS} FROM environments WHERE state = 'available' \
              AND auto_stop_at IS NOT NULL AND auto_stop_at <= $1 ORDER BY id"
         ))
         .bind(&now)
-        .fetch_all(&mut *write.tx)
+        .fetch_all(&self.pool)
         .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut write = self.write().await?;
         let mut claimed = Vec::with_capacity(due.len());
         for environment in due {
             let done = sqlx::query(
