@@ -4,10 +4,10 @@
 //! artifacts; an outdated deploy job does not run; `auto_stop_in` stops an
 //! environment by running its `on_stop` job.
 
-use super::{create_project, Remote};
+use super::{create_project, run_project_pipeline, Remote};
 use osprey_integration_tests::cli::osprey;
 use osprey_integration_tests::{wait_for, PipelineExt, TestCluster};
-use osprey_shared::api::{DeploymentView, EnvironmentView, PipelineView};
+use osprey_shared::api::{DeploymentView, EnvironmentView};
 use osprey_shared::{JobStatus, PipelineStatus};
 use reqwest::Method;
 use serde_json::json;
@@ -39,18 +39,6 @@ deploy_production:
     - echo "deploying $(cat out/release.txt) to $CI_ENVIRONMENT_NAME ($CI_ENVIRONMENT_TIER)"
 "#;
 
-async fn run(api: &osprey_integration_tests::ApiClient, git_ref: &str) -> PipelineView {
-    let started: PipelineView = api
-        .call_json(
-            Method::POST,
-            "/api/v1/projects/app/pipelines",
-            Some(&json!({ "ref": git_ref })),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("run a pipeline on {git_ref}: {error}"));
-    api.wait_for_pipeline(started.id).await
-}
-
 async fn environments(api: &osprey_integration_tests::ApiClient) -> Vec<EnvironmentView> {
     api.call_json(Method::GET, "/api/v1/projects/app/environments", None)
         .await
@@ -77,7 +65,7 @@ async fn tags_deploy_to_production_and_a_rollback_reruns_the_previous_release() 
     remote.push(&["main", "v1.0.0"]);
     create_project(api, "app", &remote.url(), json!({})).await;
 
-    let dev = run(api, "main").await;
+    let dev = run_project_pipeline(api, "main").await;
     dev.assert_status(PipelineStatus::Success);
     let log = api.job_log_text(dev.job("deploy_dev").id).await;
     assert!(
@@ -87,13 +75,13 @@ async fn tags_deploy_to_production_and_a_rollback_reruns_the_previous_release() 
         )),
         "{log}"
     );
-    run(api, "v1.0.0")
+    run_project_pipeline(api, "v1.0.0")
         .await
         .assert_status(PipelineStatus::Success);
     let second = remote.push_commit("main", "feature.txt");
     remote.work.tag("v1.1.0");
     remote.push(&["v1.1.0"]);
-    let bad = run(api, "v1.1.0").await;
+    let bad = run_project_pipeline(api, "v1.1.0").await;
     bad.assert_status(PipelineStatus::Success);
 
     let envs = environments(api).await;
@@ -194,10 +182,10 @@ async fn an_outdated_deploy_job_does_not_run() {
     create_project(api, "app", &remote.url(), json!({})).await;
 
     // The older pipeline's deploy waits for someone; a newer one deploys.
-    let older = run(api, "release").await;
+    let older = run_project_pipeline(api, "release").await;
     let waiting = older.assert_job_status("deploy", JobStatus::Manual).id;
     remote.push_commit("main", "newer.txt");
-    run(api, "main")
+    run_project_pipeline(api, "main")
         .await
         .assert_status(PipelineStatus::Success);
 
@@ -255,7 +243,7 @@ async fn auto_stop_in_runs_the_on_stop_job() {
     remote.push(&["main"]);
     create_project(api, "app", &remote.url(), json!({})).await;
 
-    let pipeline = run(api, "main").await;
+    let pipeline = run_project_pipeline(api, "main").await;
     let stop_job = pipeline
         .assert_job_status("stop_review", JobStatus::Manual)
         .id;

@@ -115,6 +115,19 @@ pub async fn create_project(
     created
 }
 
+/// `POST /api/v1/projects/app/pipelines` for `git_ref`, run to its end.
+pub async fn run_project_pipeline(api: &ApiClient, git_ref: &str) -> PipelineView {
+    let created: PipelineView = api
+        .call_json(
+            Method::POST,
+            "/api/v1/projects/app/pipelines",
+            Some(&json!({ "ref": git_ref })),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("run a pipeline on {git_ref}: {error}"));
+    api.wait_for_pipeline(created.id).await
+}
+
 /// `GET /api/v1/projects/{name}/pipelines` (newest first).
 pub async fn project_pipelines(api: &ApiClient, name: &str) -> Result<Vec<PipelineView>, ApiError> {
     api.call_json(

@@ -4,10 +4,10 @@
 //! green pipeline, a signed webhook is retried until the receiver takes it,
 //! and a coordinator killed before its delivery still delivers once.
 
-use super::{create_project, Remote};
+use super::{create_project, run_project_pipeline, Remote};
 use osprey_coordinator::notify::webhook::verify;
 use osprey_integration_tests::{wait_for, CoordinatorOpts, PipelineExt, TestCluster};
-use osprey_shared::api::{DeliveryView, NotificationView, PipelineView};
+use osprey_shared::api::{DeliveryView, NotificationView};
 use osprey_shared::PipelineStatus;
 use osprey_test_support::smtp::SmtpSink;
 use osprey_test_support::webhook::WebhookReceiver;
@@ -38,18 +38,6 @@ fn cluster_opts(smtp_url: &str, retry_ms: u64) -> CoordinatorOpts {
         retry_ms.to_string(),
     ]);
     opts
-}
-
-async fn run(api: &osprey_integration_tests::ApiClient) -> PipelineView {
-    let started: PipelineView = api
-        .call_json(
-            Method::POST,
-            "/api/v1/projects/app/pipelines",
-            Some(&json!({ "ref": "main" })),
-        )
-        .await
-        .expect("run a pipeline");
-    api.wait_for_pipeline(started.id).await
 }
 
 async fn add_rule(api: &osprey_integration_tests::ApiClient, body: Value) -> NotificationView {
@@ -119,7 +107,7 @@ async fn failure_and_fixed_mails_and_a_signed_webhook_retried_until_taken() {
         "the secret is never shown"
     );
 
-    let red = run(api).await;
+    let red = run_project_pipeline(api, "main").await;
     red.assert_status(PipelineStatus::Failed);
     let mails = smtp
         .wait_for(1, Duration::from_secs(30))
@@ -204,7 +192,9 @@ async fn failure_and_fixed_mails_and_a_signed_webhook_retried_until_taken() {
     remote.work.git(&["rm", "-q", "broken.txt"]);
     remote.work.commit("fix the build");
     remote.push(&["main"]);
-    run(api).await.assert_status(PipelineStatus::Success);
+    run_project_pipeline(api, "main")
+        .await
+        .assert_status(PipelineStatus::Success);
     let mails = smtp
         .wait_for(2, Duration::from_secs(30))
         .await
@@ -237,7 +227,7 @@ async fn a_coordinator_killed_before_delivering_delivers_once_after_restart() {
         json!({ "email": "team@example.com", "on": ["pipeline_failed"] }),
     )
     .await;
-    run(&cluster.api)
+    run_project_pipeline(&cluster.api, "main")
         .await
         .assert_status(PipelineStatus::Failed);
     let api = cluster.api.clone();

@@ -4,10 +4,9 @@
 //! variables reach protected refs only; scoped ones the right environment;
 //! file variables are a file that exists only while the job runs.
 
-use super::{contains, create_project, files_containing, Remote};
+use super::{contains, create_project, files_containing, run_project_pipeline, Remote};
 use base64::Engine as _;
 use osprey_integration_tests::{ApiClient, PipelineExt, TestCluster};
-use osprey_shared::api::PipelineView;
 use osprey_shared::PipelineStatus;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -67,19 +66,6 @@ async fn get_text(api: &ApiClient, path: &str) -> String {
         .await
         .unwrap_or_else(|error| panic!("GET {path}: {error}"));
     response.text().await.expect("an answer body")
-}
-
-/// `POST /api/v1/projects/app/pipelines` for `git_ref`, run to its end.
-async fn run_project_pipeline(api: &ApiClient, git_ref: &str) -> PipelineView {
-    let created: PipelineView = api
-        .call_json(
-            Method::POST,
-            "/api/v1/projects/app/pipelines",
-            Some(&json!({ "ref": git_ref })),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("run a pipeline on {git_ref}: {error}"));
-    api.wait_for_pipeline(created.id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
