@@ -46,6 +46,7 @@ CREATE TABLE deployments (
 CREATE UNIQUE INDEX deployments_by_iid ON deployments(project_id, iid);
 CREATE INDEX deployments_by_environment ON deployments(environment_id, status);
 CREATE INDEX deployments_by_job ON deployments(job_id);
+CREATE INDEX deployments_by_pipeline ON deployments(pipeline_id);
 
 CREATE TABLE notification_rules (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,6 +75,7 @@ CREATE TABLE notifications (
     delivered_at     TEXT
 );
 CREATE INDEX notifications_due ON notifications(state, next_attempt_at);
+CREATE INDEX notifications_by_project ON notifications(project_id);
 
 CREATE TABLE notification_attempts (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
