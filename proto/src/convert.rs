@@ -19,8 +19,7 @@ impl From<FailureReason> for FailureKind {
             FailureReason::UnmetPrerequisites => FailureKind::UnmetPrerequisites,
             FailureReason::SchedulerFailure => FailureKind::SchedulerFailure,
             FailureReason::DataIntegrityFailure => FailureKind::DataIntegrityFailure,
-            // Decided by the coordinator, never reported by an agent.
-            FailureReason::ForwardDeploymentFailure => FailureKind::UnknownFailure,
+            FailureReason::ForwardDeploymentFailure => FailureKind::ForwardDeploymentFailure,
         }
     }
 }
@@ -41,6 +40,7 @@ impl From<FailureKind> for FailureReason {
             FailureKind::UnmetPrerequisites => FailureReason::UnmetPrerequisites,
             FailureKind::SchedulerFailure => FailureReason::SchedulerFailure,
             FailureKind::DataIntegrityFailure => FailureReason::DataIntegrityFailure,
+            FailureKind::ForwardDeploymentFailure => FailureReason::ForwardDeploymentFailure,
         }
     }
 }
