@@ -32,7 +32,6 @@ fn report() -> Report {
     };
     Report {
         event: NotifyEvent::PipelineFailed,
-        notification_id: 7,
         webhook_id: "msg_7_e2e".to_owned(),
         project: ProjectFacts {
             id: 3,

@@ -111,25 +111,26 @@ impl Core {
         who: &str,
     ) -> CoreResult<DeploymentView> {
         let environment = self.environment_row(project, name).await?;
-        let history = self
-            .store()
-            .deployments(environment.id, HISTORY_LIMIT)
-            .await?;
         let target = match to {
-            Some(id) => history
-                .iter()
-                .find(|row| row.id == id)
-                .cloned()
-                .or(self.store().deployment(id).await?)
+            Some(id) => self
+                .store()
+                .deployment(id)
+                .await?
                 .filter(|row| row.environment_id == environment.id && row.action == "start")
                 .ok_or_else(|| {
                     CoreError::NotFound(format!("deployment {id} is not one of {name}'s"))
                 })?,
-            None => previous_success(&history).cloned().ok_or_else(|| {
-                CoreError::FailedPrecondition(format!(
-                    "{name} has no earlier successful deployment at another commit to roll back to"
-                ))
-            })?,
+            None => {
+                let history = self
+                    .store()
+                    .deployments(environment.id, HISTORY_LIMIT)
+                    .await?;
+                previous_success(&history).cloned().ok_or_else(|| {
+                    CoreError::FailedPrecondition(format!(
+                        "{name} has no earlier successful deployment at another commit to roll back to"
+                    ))
+                })?
+            }
         };
         let (created, pending) = self.store().rollback(&target, who).await?;
         tracing::info!(

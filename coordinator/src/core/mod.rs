@@ -35,7 +35,6 @@ pub use attempts::{AttemptKey, OpenArtifact};
 pub use cache::{CacheUpload, OpenCache};
 pub use create::{project_facts, registry_variables, Before, PipelineRequest};
 pub use deployments::deployment_view;
-pub use notify::retry_delay;
 pub use pipelines::CreatedPipeline;
 pub use session::SessionHandle;
 pub use variables::ProjectContext;

@@ -58,7 +58,7 @@ fn rule_view(row: &RuleRow) -> NotificationView {
 
 /// The wait before try `n + 1` after `n` failed tries: `first`, doubling,
 /// at most an hour.
-pub fn retry_delay(first: Duration, failed_tries: u32) -> Duration {
+fn retry_delay(first: Duration, failed_tries: u32) -> Duration {
     let factor = 2u32.saturating_pow(failed_tries.saturating_sub(1).min(20));
     first.saturating_mul(factor).min(MAX_RETRY)
 }
@@ -398,7 +398,6 @@ impl Core {
         };
         Ok(Report {
             event: row.event,
-            notification_id: row.id,
             webhook_id: row.webhook_id.clone(),
             project: project_facts,
             pipeline,

@@ -16,8 +16,6 @@ use osprey_shared::api::NotifyEvent;
 #[derive(Debug, Clone)]
 pub struct Report {
     pub event: NotifyEvent,
-    /// The outbox row's id.
-    pub notification_id: i64,
     /// The Standard Webhooks `webhook-id` (also the e-mail's Message-ID
     /// local part): the same on every try.
     pub webhook_id: String,

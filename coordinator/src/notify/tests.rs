@@ -39,7 +39,6 @@ fn failed_report() -> Report {
     );
     Report {
         event: NotifyEvent::PipelineFailed,
-        notification_id: 7,
         webhook_id: "msg_7_abc".to_owned(),
         project: ProjectFacts {
             id: 3,

@@ -138,9 +138,6 @@ pub fn deployment_status(status: JobStatus) -> &'static str {
     }
 }
 
-/// The final deployment statuses.
-pub const FINAL_DEPLOYMENT: [&str; 4] = ["success", "failed", "canceled", "skipped"];
-
 /// Why a deploy job did not run: a newer pipeline deployed already.
 pub const OUTDATED: &str = "outdated deployment";
 

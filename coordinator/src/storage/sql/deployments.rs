@@ -79,11 +79,11 @@ impl SqlStore {
                 .clone()
                 .unwrap_or_else(|| osprey_shared::plan::guess_tier(&environment.name).to_owned());
             let slug = osprey_shared::plan::environment_slug(&environment.name);
-            sqlx::query(
+            let environment_id: i64 = sqlx::query_scalar(
                 "INSERT INTO environments (project_id, name, slug, tier, url, state, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'available', $6, $6) \
                  ON CONFLICT (project_id, name) DO UPDATE SET tier = $4, \
-                 url = COALESCE($5, environments.url), updated_at = $6",
+                 url = COALESCE($5, environments.url), updated_at = $6 RETURNING id",
             )
             .bind(project)
             .bind(&environment.name)
@@ -91,13 +91,6 @@ impl SqlStore {
             .bind(&tier)
             .bind(&environment.url)
             .bind(&now)
-            .execute(&mut **tx)
-            .await?;
-            let environment_id: i64 = sqlx::query_scalar(
-                "SELECT id FROM environments WHERE project_id = $1 AND name = $2",
-            )
-            .bind(project)
-            .bind(&environment.name)
             .fetch_one(&mut **tx)
             .await?;
             let triggered_by = new.origin.triggered_by.unwrap_or(new.origin.source);
