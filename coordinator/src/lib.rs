@@ -25,3 +25,4 @@ pub mod storage;
 pub mod tasks;
 pub mod throttle;
 pub mod transfer;
+pub mod web;
