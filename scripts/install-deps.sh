@@ -4,6 +4,8 @@
 # their own throwaway servers from /usr/lib/postgresql/*/bin as `nobody`, see
 # test-support/src/postgres.rs; the package's own cluster is never used),
 # python3-venv, the SMTP test server (aiosmtpd, see test-support/src/smtp.rs),
+# Chromium and its WebDriver (the web UI's browser tests, see
+# test-support/src/browser.rs),
 # the S3 test server (moto, from PyPI, in a venv) and the
 # Docker test images (built FROM scratch, since no registry is reachable).
 # Idempotent and quiet when all is there.
@@ -19,6 +21,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # Debian's interpreter, not a python3 earlier on PATH (pyenv): the package is its.
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+installed chromium || missing+=(chromium)
+installed chromium-driver || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     sudo_cmd=""
