@@ -82,6 +82,8 @@ impl Browser {
 
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".to_owned(), json!("chrome"));
+        // A page's `confirm()` must not wedge a test that clicks through it.
+        capabilities.insert("unhandledPromptBehavior".to_owned(), json!("accept"));
         capabilities.insert(
             "goog:chromeOptions".to_owned(),
             json!({

@@ -1,0 +1,348 @@
+//! The web UI in a headless Chromium: signing in through the form (the
+//! session cookie hidden from scripts), a job's log and statuses growing
+//! live without a reload, playing a manual job and canceling a pipeline with
+//! the buttons. Jobs that must be seen running wait for a gate file the test
+//! creates, so what the page shows at each step does not depend on timing.
+
+use super::{project, start_pipeline, PROJECT};
+use anyhow::{ensure, Context};
+use osprey_integration_tests::cluster::ADMIN_TOKEN;
+use osprey_integration_tests::{PipelineExt, TestCluster};
+use osprey_shared::{JobId, JobStatus, PipelineId, PipelineStatus};
+use osprey_test_support::browser::Browser;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a page gets to show a state (a job starting on a loaded
+/// machine included).
+const UI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set on `window` to tell a live update from a reload (which drops it).
+const MARKER: &str = "window.ospreyTestMarker";
+
+/// `target/web-screenshots/NAME` of the workspace.
+fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target/web-screenshots")
+        .join(name)
+}
+
+/// Signs in through the login form with the admin token.
+async fn sign_in(browser: &Browser, base: &str) -> anyhow::Result<()> {
+    browser.goto(&format!("{base}/login")).await?;
+    browser
+        .fill("#login input[name=token]", ADMIN_TOKEN)
+        .await?;
+    browser.click("#login-submit").await?;
+    browser.wait_for("#logout", UI_TIMEOUT).await?;
+    Ok(())
+}
+
+/// The path (and query) of the browser's page.
+async fn current_path(browser: &Browser) -> anyhow::Result<String> {
+    let url = browser.current_url().await?;
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    Ok(after_scheme
+        .find('/')
+        .map_or("/".to_owned(), |at| after_scheme[at..].to_owned()))
+}
+
+/// Goes to `path` unless the browser is there already (a form's redirect
+/// may land elsewhere).
+async fn ensure_on(browser: &Browser, base: &str, path: &str) -> anyhow::Result<()> {
+    if current_path(browser).await? != path {
+        browser.goto(&format!("{base}{path}")).await?;
+    }
+    Ok(())
+}
+
+async fn set_marker(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .execute(&format!("{MARKER} = 'still-here'; return true"), vec![])
+        .await?;
+    Ok(())
+}
+
+/// Fails when the page was reloaded since [`set_marker`].
+async fn assert_marker(browser: &Browser, what: &str) -> anyhow::Result<()> {
+    let marker = browser
+        .execute(&format!("return {MARKER} || null"), vec![])
+        .await?;
+    ensure!(
+        marker == json!("still-here"),
+        "{what}: the page was reloaded (marker {marker})"
+    );
+    Ok(())
+}
+
+/// The texts of the log's lines (`#log div.l span.t`).
+async fn log_lines(browser: &Browser) -> anyhow::Result<Vec<String>> {
+    let lines = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#log div.l span.t'))\
+             .map(function (t) { return t.textContent; })",
+            vec![],
+        )
+        .await?;
+    Ok(match lines {
+        Value::Array(lines) => lines
+            .into_iter()
+            .filter_map(|line| line.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Waits until the log has a line whose text is `text`; returns the lines.
+async fn wait_for_line(browser: &Browser, text: &str) -> anyhow::Result<Vec<String>> {
+    let what = format!("a log line {text:?}");
+    browser
+        .wait_until(&what, UI_TIMEOUT, || async {
+            match log_lines(browser).await {
+                Ok(lines) if lines.iter().any(|line| line == text) => Ok(lines),
+                Ok(lines) => Err(format!("{lines:?}")),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        })
+        .await
+}
+
+/// A gate file in the test's dir: a job waits for it with [`gate_wait`].
+fn gate(cluster: &TestCluster) -> PathBuf {
+    cluster.dir().join("gate")
+}
+
+fn gate_wait(gate: &Path) -> String {
+    format!("while [ ! -e '{}' ]; do sleep 0.1; done", gate.display())
+}
+
+fn open_gate(gate: &Path) -> anyhow::Result<()> {
+    std::fs::write(gate, b"open").context("creating the gate file")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_sets_a_session_cookie_that_scripts_cannot_read() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder().start().await;
+    let _repo = project(&cluster.api, "build:\n  script: ['true']\n").await;
+    let base = cluster.coordinator.url();
+    let browser = Browser::start().await?;
+
+    browser.goto(&format!("{base}/")).await?;
+    browser.wait_for("#login", UI_TIMEOUT).await?;
+    let login = current_path(&browser).await?;
+    ensure!(
+        login.starts_with("/login?next="),
+        "signed out, / went to {login}"
+    );
+
+    browser
+        .fill(
+            "#login input[name=token]",
+            "osp_not_a_token_at_all_0000000000",
+        )
+        .await?;
+    browser.click("#login-submit").await?;
+    browser.wait_for(".error", UI_TIMEOUT).await?;
+    let cookies = browser.cookies().await?;
+    ensure!(
+        !cookies.iter().any(|c| c.name() == "osprey_session"),
+        "a wrong token got a session: {cookies:?}"
+    );
+
+    if browser.find_all("#login").await?.is_empty() {
+        browser.goto(&format!("{base}{login}")).await?;
+    }
+    browser
+        .fill("#login input[name=token]", ADMIN_TOKEN)
+        .await?;
+    browser.click("#login-submit").await?;
+    let row =
+        format!("#projects tr.project[data-name=\"{PROJECT}\"] a[href=\"/projects/{PROJECT}\"]");
+    browser.wait_for(&row, UI_TIMEOUT).await?;
+    ensure!(current_path(&browser).await? == "/", "signed in, not on /");
+    browser.wait_for("#logout", UI_TIMEOUT).await?;
+
+    let cookies = browser.cookies().await?;
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "osprey_session")
+        .with_context(|| format!("no session cookie in {cookies:?}"))?;
+    ensure!(session.http_only() == Some(true), "{session:?}");
+    ensure!(
+        format!("{:?}", session.same_site()) == "Some(Strict)",
+        "{session:?}"
+    );
+    let visible = browser.execute("return document.cookie", vec![]).await?;
+    ensure!(
+        !visible
+            .as_str()
+            .unwrap_or_default()
+            .contains("osprey_session"),
+        "scripts see the session: {visible}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_shows_its_log_and_statuses_live() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let api = &cluster.api;
+    let gate = gate(&cluster);
+    // A line a second, held after tick-2 until the test opens the gate.
+    let ci = format!(
+        "ticks:\n  script:\n    - for i in 1 2; do echo tick-$i; sleep 1; done\n    - \"{}\"\n    - for i in 3 4; do echo tick-$i; sleep 1; done\n",
+        gate_wait(&gate)
+    );
+    let _repo = project(api, &ci).await;
+    let base = cluster.coordinator.url();
+    let browser = Browser::start().await?;
+    sign_in(&browser, &base).await?;
+
+    // Run it with the project page's form.
+    browser.goto(&format!("{base}/projects/{PROJECT}")).await?;
+    browser
+        .fill("#run-pipeline input[name=ref]", "main")
+        .await?;
+    browser
+        .click("#run-pipeline button, #run-pipeline [type=submit]")
+        .await?;
+    browser.wait_for("#pipeline", UI_TIMEOUT).await?;
+    let path = current_path(&browser).await?;
+    let id: u64 = path
+        .strip_prefix("/pipelines/")
+        .and_then(|id| id.parse().ok())
+        .with_context(|| format!("the form went to {path}"))?;
+    let pipeline = api.pipeline(PipelineId(id)).await?;
+    ensure!(pipeline.source == "web", "source {}", pipeline.source);
+    let job = pipeline.job("ticks").id;
+
+    browser
+        .wait_until_attr("#pipeline", "data-status", "running", UI_TIMEOUT)
+        .await?;
+    let graph_job = format!("a[href=\"/jobs/{job}\"] g.job#job-{job}");
+    browser
+        .wait_until_attr(&graph_job, "data-status", "running", UI_TIMEOUT)
+        .await?;
+    browser.click(&format!("#job-{job}")).await?;
+    browser.wait_for("main#job", UI_TIMEOUT).await?;
+    ensure!(current_path(&browser).await? == format!("/jobs/{job}"));
+
+    let lines = wait_for_line(&browser, "tick-1").await?;
+    ensure!(
+        !lines.iter().any(|line| line == "tick-4"),
+        "tick-4 before the gate: {lines:?}"
+    );
+    set_marker(&browser).await?;
+    open_gate(&gate)?;
+    wait_for_line(&browser, "tick-4").await?;
+    browser
+        .wait_until_attr("#job", "data-status", "success", UI_TIMEOUT)
+        .await?;
+    assert_marker(&browser, "the job page").await?;
+    let status = browser.text("#job-status").await?;
+    ensure!(status.to_lowercase().contains("success"), "{status}");
+    let raw = browser.attr("a#raw-log", "href").await?;
+    ensure!(
+        raw.as_deref() == Some(&*format!("/jobs/{job}/raw")),
+        "{raw:?}"
+    );
+    browser.screenshot(&screenshot_path("job.png")).await?;
+
+    browser.goto(&format!("{base}/pipelines/{id}")).await?;
+    browser
+        .wait_until_attr("#pipeline", "data-status", "success", UI_TIMEOUT)
+        .await?;
+    let row = format!("#jobs tr.job[data-job=\"{job}\"][data-name=\"ticks\"]");
+    browser
+        .wait_until_attr(&row, "data-status", "success", UI_TIMEOUT)
+        .await?;
+    browser.screenshot(&screenshot_path("pipeline.png")).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn playing_a_manual_job_updates_its_row_live() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let api = &cluster.api;
+    let gate = gate(&cluster);
+    let ci = format!(
+        "stages: [build, deploy]\nbuild:\n  stage: build\n  script: ['echo built']\n\
+         deploy:\n  stage: deploy\n  when: manual\n  script:\n    - \"{}\"\n    - echo deployed\n",
+        gate_wait(&gate)
+    );
+    let _repo = project(api, &ci).await;
+    let pipeline = start_pipeline(api).await;
+    let deploy = pipeline.job("deploy").id;
+    api.wait_for_job_status(deploy, JobStatus::Manual, UI_TIMEOUT)
+        .await;
+    let base = cluster.coordinator.url();
+    let browser = Browser::start().await?;
+    sign_in(&browser, &base).await?;
+
+    let page = format!("/pipelines/{}", pipeline.id);
+    browser.goto(&format!("{base}{page}")).await?;
+    let row = format!("#jobs tr.job[data-job=\"{deploy}\"]");
+    browser
+        .wait_until_attr(&row, "data-status", "manual", UI_TIMEOUT)
+        .await?;
+    let play = format!("{row} form.play[data-job=\"{deploy}\"]");
+    browser
+        .click(&format!("{play} button, {play} [type=submit]"))
+        .await?;
+    ensure_on(&browser, &base, &page).await?;
+    let started = wait_for_row_started(&browser, &row).await?;
+    set_marker(&browser).await?;
+    open_gate(&gate)?;
+    browser
+        .wait_until_attr(&row, "data-status", "success", UI_TIMEOUT)
+        .await?;
+    assert_marker(&browser, &format!("the row went {started} -> success")).await?;
+    let played = api.job(deploy).await?;
+    ensure!(played.status == JobStatus::Success, "{played:?}");
+    Ok(())
+}
+
+/// Waits until the row has left `manual` for `pending` or `running`.
+async fn wait_for_row_started(browser: &Browser, row: &str) -> anyhow::Result<String> {
+    browser
+        .wait_until("the played job to start", UI_TIMEOUT, || async {
+            match browser.attr(row, "data-status").await {
+                Ok(Some(status)) if status == "pending" || status == "running" => Ok(status),
+                Ok(status) => Err(format!("{status:?}")),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cancel_button_cancels_a_running_pipeline() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let api = &cluster.api;
+    let _repo = project(api, "sleeper:\n  script: ['sleep 30']\n").await;
+    let pipeline = start_pipeline(api).await;
+    let job: JobId = pipeline.job("sleeper").id;
+    api.wait_for_job_status(job, JobStatus::Running, UI_TIMEOUT)
+        .await;
+    let base = cluster.coordinator.url();
+    let browser = Browser::start().await?;
+    sign_in(&browser, &base).await?;
+
+    let page = format!("/pipelines/{}", pipeline.id);
+    browser.goto(&format!("{base}{page}")).await?;
+    browser
+        .wait_until_attr("#pipeline", "data-status", "running", UI_TIMEOUT)
+        .await?;
+    browser
+        .click("#cancel-pipeline button, #cancel-pipeline [type=submit]")
+        .await?;
+    ensure_on(&browser, &base, &page).await?;
+    browser
+        .wait_until_attr("#pipeline", "data-status", "canceled", UI_TIMEOUT)
+        .await?;
+    let canceled = api.pipeline(pipeline.id).await?;
+    canceled.assert_status(PipelineStatus::Canceled);
+    Ok(())
+}
