@@ -76,6 +76,7 @@ wait "$follower" || true
 echo
 "$bin/osprey" pipeline show "$id" || status=$?
 echo
-echo "coordinator: $url (logs in $state; admin token in $state/coordinator/admin.token); press Ctrl-C to stop"
+echo "coordinator: $url (logs in $state; admin token in $state/coordinator/admin.token)"
+echo "web UI: $url/pipelines/$id (sign in with the admin token); press Ctrl-C to stop"
 wait "${pids[0]}"
 exit $status

@@ -316,6 +316,13 @@ impl Core {
             .job(source)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("job {source} not found")))?;
+        self.open_archive(row).await
+    }
+
+    /// Opens the archive a job recorded (for an agent's download or the web
+    /// UI's): its reader, size and sha256.
+    pub async fn open_archive(&self, row: JobRow) -> CoreResult<OpenArtifact> {
+        let source = row.id();
         let (Some(size), Some(sha256)) = (row.artifact_size, row.artifact_sha256) else {
             return Err(CoreError::NotFound(format!(
                 "job {source} has no artifacts"

@@ -158,6 +158,15 @@ impl Core {
     }
 
     pub async fn pipeline_view(&self, id: PipelineId) -> CoreResult<PipelineView> {
+        Ok(self.pipeline_with_rows(id).await?.0)
+    }
+
+    /// A pipeline's view and its jobs' rows, in the view's order (the web
+    /// UI's graph reads `needs:` from the rows' definitions).
+    pub async fn pipeline_with_rows(
+        &self,
+        id: PipelineId,
+    ) -> CoreResult<(PipelineView, Vec<JobRow>)> {
         let pipeline = self
             .store()
             .pipeline(id)
@@ -165,7 +174,7 @@ impl Core {
             .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
         let jobs = self.store().jobs_of(id).await?;
         let views = jobs.iter().map(|job| self.job_view_of(job)).collect();
-        Ok(pipeline.view(views))
+        Ok((pipeline.view(views), jobs))
     }
 
     pub async fn job_view(&self, id: JobId) -> CoreResult<JobView> {
@@ -177,7 +186,7 @@ impl Core {
         Ok(self.job_view_of(&job))
     }
 
-    fn job_view_of(&self, job: &JobRow) -> JobView {
+    pub(crate) fn job_view_of(&self, job: &JobRow) -> JobView {
         let reason = if job.status() == JobStatus::Pending {
             job.definition().ok().and_then(|definition| {
                 let tags: BTreeSet<String> = definition.tags.into_iter().collect();
@@ -272,6 +281,7 @@ impl Core {
 
     pub async fn agents(&self) -> CoreResult<Vec<AgentView>> {
         let connected = self.dispatcher().connected_ids();
+        let running = self.store().jobs_with_status(JobStatus::Running).await?;
         Ok(self
             .store()
             .agents()
@@ -280,6 +290,12 @@ impl Core {
             .map(|agent| AgentView {
                 connected: connected.contains(&agent.id),
                 tags: agent.tag_list(),
+                running: running
+                    .iter()
+                    .filter(|job| job.agent_id.as_deref() == Some(agent.id.as_str()))
+                    .map(JobRow::id)
+                    .collect(),
+                last_seen_at: agent.last_seen_at,
                 id: agent.id,
                 name: agent.name,
                 run_untagged: agent.run_untagged,

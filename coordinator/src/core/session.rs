@@ -325,6 +325,9 @@ impl Core {
         self.dispatcher()
             .disconnect(&handle.agent_id, handle.session);
         tracing::info!(agent_id = %handle.agent_id, agent = %handle.agent_name, "agent disconnected");
+        if let Err(error) = self.store().touch_agent(&handle.agent_id).await {
+            tracing::warn!(agent_id = %handle.agent_id, error = %error, "recording when the agent was last seen");
+        }
         self.dispatch_now().await;
         self.notify();
     }

@@ -17,6 +17,7 @@ mod hooks;
 mod projects;
 
 pub use caller::Caller;
+pub(crate) use caller::{bearer, peer};
 
 use crate::core::Core;
 use crate::error::CoreError;
@@ -55,6 +56,7 @@ pub fn router(core: Core) -> Router {
         .merge(projects::routes())
         .merge(deployments::routes())
         .merge(hooks::routes())
+        .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(core)
 }

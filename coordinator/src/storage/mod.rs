@@ -213,6 +213,7 @@ pub mod prelude {
 pub trait AgentStore: Send + Sync + std::fmt::Debug {
     async fn insert_agent(&self, agent: NewAgent<'_>) -> StoreResult<()>;
     async fn agent_by_token(&self, token_sha256: &str) -> StoreResult<Option<AgentRow>>;
+    /// Updates what a connecting agent says of itself; it is seen now.
     async fn update_agent(
         &self,
         id: &str,
@@ -221,6 +222,8 @@ pub trait AgentStore: Send + Sync + std::fmt::Debug {
         concurrency: u32,
     ) -> StoreResult<()>;
     async fn agents(&self) -> StoreResult<Vec<AgentRow>>;
+    /// Records that the agent's session opened or closed now.
+    async fn touch_agent(&self, id: &str) -> StoreResult<()>;
 }
 
 /// Pipelines and their jobs as recorded, and what reads them.
@@ -273,6 +276,13 @@ pub trait PipelineStore: Send + Sync + std::fmt::Debug {
     async fn jobs_of_without_definitions(&self, pipeline: PipelineId) -> StoreResult<Vec<JobRow>>;
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRow>>;
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRow>>;
+    /// The newest pipelines of every project and none, newest first,
+    /// older than `before` when given.
+    async fn recent_pipelines(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PipelineRow>>;
     /// Pipelines not yet finished, for re-advancing at start.
     async fn unfinished_pipelines(&self) -> StoreResult<Vec<PipelineId>>;
     /// Older unfinished pipelines of the same ref at another commit.

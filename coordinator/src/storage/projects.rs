@@ -155,6 +155,13 @@ pub trait ProjectStore: Send + Sync + std::fmt::Debug {
         project_id: i64,
         query: PipelineQuery<'_>,
     ) -> StoreResult<Vec<super::PipelineRow>>;
+    /// The newest pipeline of each ref of a project, newest first (at most
+    /// `limit` refs).
+    async fn latest_pipelines_by_ref(
+        &self,
+        project_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<super::PipelineRow>>;
 
     /// Creates or replaces the variable of (project, key, scope).
     async fn put_variable(&self, row: &VariableRow) -> StoreResult<()>;

@@ -55,6 +55,8 @@ pub struct AgentRow {
     pub run_untagged: bool,
     pub executor: String,
     pub concurrency: i64,
+    /// When its session last opened or closed (`None`: never connected).
+    pub last_seen_at: Option<String>,
 }
 
 impl AgentRow {
@@ -76,6 +78,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for AgentRow {
             run_untagged: flag(row, "run_untagged")?,
             executor: row.try_get("executor")?,
             concurrency: row.try_get("concurrency")?,
+            last_seen_at: row.try_get("last_seen_at")?,
         })
     }
 }

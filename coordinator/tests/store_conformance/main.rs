@@ -8,6 +8,7 @@ mod lifecycle;
 mod pipelines;
 mod projects;
 mod records;
+mod web;
 
 use osprey_coordinator::storage::{
     Assignment, AttemptEnd, Fence, ManualClock, SharedStore, SqlStore,
@@ -101,6 +102,8 @@ conformance!(
     deployments::a_deploy_job_records_a_deployment_that_follows_it,
     deployments::an_outdated_deploy_job_fails_and_a_rollback_runs,
     deployments::a_fixed_pipeline_is_notified_and_deliveries_keep_their_tries,
+    web::the_newest_pipeline_of_each_ref_and_of_all_are_listed,
+    web::an_agent_is_seen_when_its_session_opens_and_closes,
 );
 
 // ------------------------------------------------------------- helpers

@@ -103,6 +103,12 @@ pub struct AgentView {
     pub executor: String,
     pub concurrency: u32,
     pub connected: bool,
+    /// When its session last opened or closed (a connected agent is seen now).
+    #[serde(default)]
+    pub last_seen_at: Option<String>,
+    /// The jobs it is running.
+    #[serde(default)]
+    pub running: Vec<JobId>,
 }
 
 /// Body of every error response.

@@ -31,7 +31,7 @@ impl AgentStore for SqlStore {
 
     async fn agent_by_token(&self, token_sha256: &str) -> StoreResult<Option<AgentRow>> {
         Ok(sqlx::query_as::<_, AgentRow>(
-            "SELECT id, name, tags, run_untagged, executor, concurrency FROM agents WHERE token_sha256 = $1",
+            "SELECT id, name, tags, run_untagged, executor, concurrency, last_seen_at FROM agents WHERE token_sha256 = $1",
         )
         .bind(token_sha256)
         .fetch_optional(&self.pool)
@@ -47,11 +47,13 @@ impl AgentStore for SqlStore {
     ) -> StoreResult<()> {
         let mut write = self.write().await?;
         sqlx::query(
-            "UPDATE agents SET tags = $1, run_untagged = $2, concurrency = $3 WHERE id = $4",
+            "UPDATE agents SET tags = $1, run_untagged = $2, concurrency = $3, last_seen_at = $4 \
+             WHERE id = $5",
         )
         .bind(tags_json(tags))
         .bind(i64::from(run_untagged))
         .bind(i64::from(concurrency))
+        .bind(self.now_text())
         .bind(id)
         .execute(&mut *write.tx)
         .await?;
@@ -60,9 +62,19 @@ impl AgentStore for SqlStore {
 
     async fn agents(&self) -> StoreResult<Vec<AgentRow>> {
         Ok(sqlx::query_as::<_, AgentRow>(
-            "SELECT id, name, tags, run_untagged, executor, concurrency FROM agents ORDER BY name",
+            "SELECT id, name, tags, run_untagged, executor, concurrency, last_seen_at FROM agents ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn touch_agent(&self, id: &str) -> StoreResult<()> {
+        let mut write = self.write().await?;
+        sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+            .bind(self.now_text())
+            .bind(id)
+            .execute(&mut *write.tx)
+            .await?;
+        write.commit().await
     }
 }

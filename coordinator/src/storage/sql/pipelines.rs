@@ -222,6 +222,21 @@ impl PipelineStore for SqlStore {
         .await?)
     }
 
+    async fn recent_pipelines(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PipelineRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE ($1 IS NULL OR id < $1) \
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn unfinished_pipelines(&self) -> StoreResult<Vec<PipelineId>> {
         Ok(ids(sqlx::query_scalar(
             "SELECT id FROM pipelines WHERE status NOT IN ('success', 'failed', 'canceled') ORDER BY id",

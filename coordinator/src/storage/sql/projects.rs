@@ -227,6 +227,22 @@ impl ProjectStore for SqlStore {
         .await?)
     }
 
+    async fn latest_pipelines_by_ref(
+        &self,
+        project_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PipelineRow>> {
+        let columns = super::pipelines::PIPELINE_COLUMNS;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {columns} FROM pipelines WHERE id IN (SELECT MAX(id) FROM pipelines \
+             WHERE project_id = $1 GROUP BY git_ref) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(project_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn put_variable(&self, row: &VariableRow) -> StoreResult<()> {
         let mut write = self.write().await?;
         sqlx::query(
