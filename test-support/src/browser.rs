@@ -219,6 +219,18 @@ impl Browser {
         Ok(element.attr(attr).await?)
     }
 
+    /// The classes of the first element matching `css`.
+    pub async fn classes(&self, css: &str) -> anyhow::Result<Vec<String>> {
+        let classes = self.attr(css, "class").await?.unwrap_or_default();
+        Ok(classes.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Whether the first element matching `css` is shown (not hidden by
+    /// CSS), as WebDriver judges it.
+    pub async fn is_displayed(&self, css: &str) -> anyhow::Result<bool> {
+        Ok(self.find(css).await?.is_displayed().await?)
+    }
+
     /// The rendered text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> anyhow::Result<String> {
         Ok(self.find(css).await?.text().await?)
@@ -399,7 +411,7 @@ mod tests {
     /// A page that changes itself after a moment, like a live page does.
     const PAGE: &str = "<main id='m' data-status='running'><input id='i'>\
         <button id='b' onclick=\"document.getElementById('m').dataset.status='done'\">go</button>\
-        <p id='p'>hello</p></main>\
+        <p id='p' class='a b'>hello</p><p id='h' style='display:none'>hidden</p></main>\
         <script>setTimeout(function(){document.getElementById('p').textContent='later'},300)</script>";
 
     #[tokio::test]
@@ -411,6 +423,10 @@ mod tests {
         browser
             .wait_until_attr("#m", "data-status", "running", Duration::from_secs(5))
             .await?;
+        assert!(browser.is_displayed("#b").await?);
+        assert!(!browser.is_displayed("#h").await?);
+        assert_eq!(browser.classes("#p").await?, ["a", "b"]);
+        assert!(browser.classes("#m").await?.is_empty());
         browser.fill("#i", "typed").await?;
         let typed = browser
             .execute("return document.getElementById('i').value", vec![])

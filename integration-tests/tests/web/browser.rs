@@ -182,19 +182,38 @@ async fn signing_in_sets_a_session_cookie_that_scripts_cannot_read() -> anyhow::
             .contains("osprey_session"),
         "scripts see the session: {visible}"
     );
+
+    browser
+        .click("#logout button, #logout [type=submit]")
+        .await?;
+    browser.goto(&format!("{base}/agents")).await?;
+    browser.wait_for("#login", UI_TIMEOUT).await?;
+    let cookies = browser.cookies().await?;
+    ensure!(
+        !cookies.iter().any(|c| c.name() == "osprey_session"),
+        "signed out, the session stays: {cookies:?}"
+    );
     Ok(())
 }
+
+/// A line a second in a section, held after tick-2 until the test opens
+/// the gate.
+const TICKS: &str = r#"
+ticks:
+  script:
+    - printf '\033[0Ksection_start:%s:ticks\r\033[0KTicking\n' "$(date +%s)"
+    - for i in 1 2; do echo tick-$i; sleep 1; done
+    - "GATE_WAIT"
+    - for i in 3 4; do echo tick-$i; sleep 1; done
+    - printf '\033[0Ksection_end:%s:ticks\r\033[0K\n' "$(date +%s)"
+"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_job_shows_its_log_and_statuses_live() -> anyhow::Result<()> {
     let cluster = TestCluster::builder().agents(1).start().await;
     let api = &cluster.api;
     let gate = gate(&cluster);
-    // A line a second, held after tick-2 until the test opens the gate.
-    let ci = format!(
-        "ticks:\n  script:\n    - for i in 1 2; do echo tick-$i; sleep 1; done\n    - \"{}\"\n    - for i in 3 4; do echo tick-$i; sleep 1; done\n",
-        gate_wait(&gate)
-    );
+    let ci = TICKS.replace("GATE_WAIT", &gate_wait(&gate));
     let _repo = project(api, &ci).await;
     let base = cluster.coordinator.url();
     let browser = Browser::start().await?;
@@ -234,6 +253,14 @@ async fn a_running_job_shows_its_log_and_statuses_live() -> anyhow::Result<()> {
         !lines.iter().any(|line| line == "tick-4"),
         "tick-4 before the gate: {lines:?}"
     );
+    ensure!(
+        browser.is_displayed("#cancel-pipeline").await?,
+        "no cancel while running"
+    );
+    ensure!(
+        !browser.is_displayed("#retry-job").await?,
+        "a retry while running"
+    );
     set_marker(&browser).await?;
     open_gate(&gate)?;
     wait_for_line(&browser, "tick-4").await?;
@@ -241,6 +268,9 @@ async fn a_running_job_shows_its_log_and_statuses_live() -> anyhow::Result<()> {
         .wait_until_attr("#job", "data-status", "success", UI_TIMEOUT)
         .await?;
     assert_marker(&browser, "the job page").await?;
+    wait_displayed(&browser, "#retry-job", true).await?;
+    wait_displayed(&browser, "#cancel-pipeline", false).await?;
+    fold_and_unfold(&browser, "ticks", "tick-3").await?;
     let status = browser.text("#job-status").await?;
     ensure!(status.to_lowercase().contains("success"), "{status}");
     let raw = browser.attr("a#raw-log", "href").await?;
@@ -304,6 +334,57 @@ async fn playing_a_manual_job_updates_its_row_live() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `css` is shown (or hidden, as its status changes live).
+async fn wait_displayed(browser: &Browser, css: &str, shown: bool) -> anyhow::Result<()> {
+    let what = format!("{css} to be {}", if shown { "shown" } else { "hidden" });
+    browser
+        .wait_until(&what, UI_TIMEOUT, || async {
+            match browser.is_displayed(css).await {
+                Ok(displayed) if displayed == shown => Ok(()),
+                Ok(displayed) => Err(format!("displayed: {displayed}")),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        })
+        .await
+}
+
+/// Clicks the header of section `name`: it gets `folded` and the line
+/// whose text is `inside` gets `hidden`; a second click shows it again.
+async fn fold_and_unfold(browser: &Browser, name: &str, inside: &str) -> anyhow::Result<()> {
+    let header = format!("#log div.l.sh[data-s=\"{name}\"]");
+    browser.wait_for(&header, UI_TIMEOUT).await?;
+    let line = browser
+        .execute(
+            "var wanted = arguments[0];\
+             var found = Array.from(document.querySelectorAll('#log div.l'))\
+             .find(function (l) { var t = l.querySelector('.t'); return t && t.textContent === wanted; });\
+             return found ? found.id : null",
+            vec![json!(inside)],
+        )
+        .await?;
+    let line = format!("#{}", line.as_str().context("no line inside the section")?);
+    for folded in [true, false] {
+        browser.click(&header).await?;
+        let what = format!("{header} folded={folded}, {line} hidden={folded}");
+        browser
+            .wait_until(&what, UI_TIMEOUT, || async {
+                let header_classes = browser.classes(&header).await.map_err(|e| e.to_string())?;
+                let line_classes = browser.classes(&line).await.map_err(|e| e.to_string())?;
+                let now = (
+                    header_classes.iter().any(|c| c == "folded"),
+                    line_classes.iter().any(|c| c == "hidden"),
+                );
+                if now == (folded, folded) {
+                    Ok(())
+                } else {
+                    Err(format!("header {header_classes:?}, line {line_classes:?}"))
+                }
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Waits until the row has left `manual` for `pending` or `running`.
 async fn wait_for_row_started(browser: &Browser, row: &str) -> anyhow::Result<String> {
     browser
@@ -335,6 +416,10 @@ async fn the_cancel_button_cancels_a_running_pipeline() -> anyhow::Result<()> {
     browser
         .wait_until_attr("#pipeline", "data-status", "running", UI_TIMEOUT)
         .await?;
+    ensure!(
+        !browser.is_displayed("#retry-pipeline").await?,
+        "a retry while running"
+    );
     browser
         .click("#cancel-pipeline button, #cancel-pipeline [type=submit]")
         .await?;
@@ -342,6 +427,8 @@ async fn the_cancel_button_cancels_a_running_pipeline() -> anyhow::Result<()> {
     browser
         .wait_until_attr("#pipeline", "data-status", "canceled", UI_TIMEOUT)
         .await?;
+    wait_displayed(&browser, "#retry-pipeline", true).await?;
+    wait_displayed(&browser, "#cancel-pipeline", false).await?;
     let canceled = api.pipeline(pipeline.id).await?;
     canceled.assert_status(PipelineStatus::Canceled);
     Ok(())

@@ -106,9 +106,17 @@ impl Web {
     /// Posts `token` to the login form (with the form's own hidden fields);
     /// returns the answer.
     async fn login(&self, token: &str) -> Page {
+        self.login_to(token, None).await
+    }
+
+    /// [`Web::login`] with the form's `next` set to `next`.
+    async fn login_to(&self, token: &str, next: Option<&str>) -> Page {
         let form = self.get("/login", Auth::Anonymous).await;
         assert_eq!(form.status, StatusCode::OK, "GET /login: {}", form.body);
         let mut fields = vec![("token", token.to_owned())];
+        if let Some(next) = next {
+            fields.push(("next", next.to_owned()));
+        }
         if let Some(csrf) = form_csrf(&form.body, "login") {
             fields.push(("csrf", csrf));
         }
@@ -181,6 +189,42 @@ async fn signed_out_pages_redirect_to_the_login_form_and_tokens_open_them() {
     let login = web.get("/login", Auth::Anonymous).await;
     assert_eq!(login.status, StatusCode::OK);
     assert!(login.body.contains("id=\"login\""), "{}", login.body);
+
+    // The home page lists the project; the project page its pipeline,
+    // filtered by the query string.
+    let home = web.get("/", Auth::Bearer(ADMIN_TOKEN)).await;
+    let projects = rows(&home.body, "project", "data-name");
+    assert_eq!(projects, [PROJECT], "{}", home.body);
+    let status = status_of(api, pipeline.id).await.to_string();
+    let id = pipeline.id.to_string();
+    for (query, expected) in [
+        ("", Some(status.as_str())),
+        ("?ref=main", Some(status.as_str())),
+        ("?ref=elsewhere", None),
+        ("?status=success", None),
+    ] {
+        let page = web
+            .get(
+                &format!("/projects/{PROJECT}{query}"),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{query}: {}", page.body);
+        let row = tags(&page.body, "tr")
+            .into_iter()
+            .find(|tag| attr(tag, "data-id").as_deref() == Some(id.as_str()));
+        let seen = row.and_then(|tag| attr(&tag, "data-status"));
+        assert_eq!(seen.as_deref(), expected, "/projects/{PROJECT}{query}");
+    }
+}
+
+/// The `attribute` of every `<tr class="CLASS">`.
+fn rows(html: &str, class: &str, attribute: &str) -> Vec<String> {
+    tags(html, "tr")
+        .into_iter()
+        .filter(|tag| attr(tag, "class").is_some_and(|c| c.split_whitespace().any(|c| c == class)))
+        .filter_map(|tag| attr(&tag, attribute))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,9 +240,25 @@ async fn a_form_post_with_the_session_needs_its_csrf_token() {
     assert!(has_class(&wrong.body, "error"), "{}", wrong.body);
     assert_eq!(session_cookie(&wrong), None, "no session for a wrong token");
 
-    let right = web.login(ADMIN_TOKEN).await;
+    // `next` is only ever a path of this site.
+    let elsewhere = web
+        .login_to(ADMIN_TOKEN, Some("https://evil.example/"))
+        .await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        elsewhere.body
+    );
+    let location = elsewhere.location.unwrap_or_default();
+    assert!(
+        location.starts_with('/') && !location.starts_with("//"),
+        "signed in, sent to {location}"
+    );
+    let next = format!("/projects/{PROJECT}");
+    let right = web.login_to(ADMIN_TOKEN, Some(&next)).await;
     assert_eq!(right.status, StatusCode::SEE_OTHER, "{}", right.body);
-    assert_eq!(right.location.as_deref(), Some("/"));
+    assert_eq!(right.location.as_deref(), Some(next.as_str()));
     let cookie = session_cookie(&right).expect("a session cookie");
     let flags: Vec<String> = cookie
         .split(';')
@@ -330,6 +390,17 @@ async fn the_raw_log_is_exact_and_the_page_renders_colours_and_sections() {
     assert!(
         !styled.is_empty() && styled != "t",
         "the red word has a style class, got {styled:?}"
+    );
+
+    let agents = web.get("/agents", Auth::Bearer(ADMIN_TOKEN)).await;
+    let agent = tags(&agents.body, "tr")
+        .into_iter()
+        .find(|tag| attr(tag, "data-name").as_deref() == Some("agent-1"))
+        .unwrap_or_else(|| panic!("no agent row: {}", agents.body));
+    assert_eq!(
+        attr(&agent, "data-connected").as_deref(),
+        Some("true"),
+        "{agent}"
     );
 }
 
