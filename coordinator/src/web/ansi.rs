@@ -244,8 +244,8 @@ fn escape_into(out: &mut String, text: &str) {
 enum PendingReturn {
     #[default]
     None,
-    /// A bare `\r`: the next printed character starts the line over; a `\n`
-    /// keeps the text (`\r\n` is a plain line end).
+    /// A bare `\r`: the next printed character (or `\e[K`) starts the line
+    /// over; a `\n` keeps the text (`\r\n` is a plain line end).
     Bare,
     /// The line so far is a well-formed section marker: `\e[0K` next makes
     /// it one; anything else leaves the text as plain text.
@@ -318,7 +318,9 @@ impl LineBuilder {
                 self.runs.clear();
                 self.section = Some(section);
             }
-            PendingReturn::Bare => self.pending = PendingReturn::Bare,
+            // `\r\e[K` erases the whole line, as on a terminal: even a
+            // `\n` right after it leaves an empty line.
+            PendingReturn::Bare => self.runs.clear(),
             PendingReturn::None => {}
         }
     }

@@ -150,6 +150,16 @@ fn carriage_return_keeps_the_last_state() {
 }
 
 #[test]
+fn carriage_return_then_erase_clears_the_line() {
+    assert_eq!(htmls(b"50%\r\x1b[0K\n"), vec![""]);
+    assert_eq!(htmls(b"50%\r\x1b[K100%\n"), vec!["100%"]);
+    // A style change alone does not: only text or an erase does.
+    assert_eq!(htmls(b"50%\r\x1b[1m\n"), vec!["50%"]);
+    // Without a `\r`, `\e[K` (erase to the end) has nothing to erase.
+    assert_eq!(htmls(b"kept\x1b[K\n"), vec!["kept"]);
+}
+
+#[test]
 fn crlf_is_a_line_end() {
     assert_eq!(htmls(b"dos\r\nline\r\n"), vec!["dos", "line"]);
     let mut r = LogRenderer::new(0);

@@ -136,7 +136,7 @@ pub(super) fn layout(jobs: &[GraphJob]) -> Layout {
         *counter += 1;
         *counter - 1
     };
-    let edges: Vec<Edge> = pairs
+    let mut edges: Vec<Edge> = pairs
         .into_iter()
         .map(|(from, to)| {
             let (s, t) = (cell[from], cell[to]);
@@ -158,6 +158,7 @@ pub(super) fn layout(jobs: &[GraphJob]) -> Layout {
             Edge { from, to, route }
         })
         .collect();
+    order_gap_lanes(&mut edges, &cell, gap_lanes.len());
 
     // Sizes: every gap and channel wide enough for its lanes.
     let gap_width: Vec<i32> = gap_lanes
@@ -270,6 +271,59 @@ pub(super) fn layout(jobs: &[GraphJob]) -> Layout {
         stages,
         boxes,
         edges,
+    }
+}
+
+/// Reorders the lanes of each gap (their number stays) to avoid needless
+/// crossings. Every vertical segment is entered from the left at its start
+/// and left to the right at its end (the channel ends aside), and then two
+/// segments going down cross less when the one that starts lower is further
+/// left, two going up when the one that starts higher is. Positions are in
+/// half rows: row r is 2r+1, channel k (above row k) is 2k.
+fn order_gap_lanes(edges: &mut [Edge], cell: &[Cell], gaps: usize) {
+    // (gap, key, edge, is the entry segment of a channel route)
+    let mut segments: Vec<(usize, (bool, i64, i64), usize, bool)> = Vec::new();
+    let key = |from: usize, to: usize| {
+        let (from, to) = (from as i64, to as i64);
+        if to > from {
+            (false, -from, -to)
+        } else {
+            (true, from, to)
+        }
+    };
+    for (i, edge) in edges.iter().enumerate() {
+        let (s, t) = (cell[edge.from], cell[edge.to]);
+        match edge.route {
+            Route::Straight => {}
+            Route::Gap { .. } => {
+                segments.push((t.col, key(2 * s.row + 1, 2 * t.row + 1), i, false))
+            }
+            Route::Channel { channel, .. } => {
+                segments.push((s.col + 1, key(2 * s.row + 1, 2 * channel), i, false));
+                segments.push((t.col, key(2 * channel, 2 * t.row + 1), i, true));
+            }
+        }
+    }
+    segments.sort();
+    let mut next = vec![0usize; gaps];
+    for (gap, _, i, entry) in segments {
+        let lane = next[gap];
+        next[gap] += 1;
+        match &mut edges[i].route {
+            Route::Straight => {}
+            Route::Gap { lane: l } => *l = lane,
+            Route::Channel {
+                exit_lane,
+                entry_lane,
+                ..
+            } => {
+                if entry {
+                    *entry_lane = lane;
+                } else {
+                    *exit_lane = lane;
+                }
+            }
+        }
     }
 }
 
