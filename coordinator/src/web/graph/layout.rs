@@ -281,8 +281,10 @@ pub(super) fn layout(jobs: &[GraphJob]) -> Layout {
 /// left, two going up when the one that starts higher is. Positions are in
 /// half rows: row r is 2r+1, channel k (above row k) is 2k.
 fn order_gap_lanes(edges: &mut [Edge], cell: &[Cell], gaps: usize) {
+    /// (going up, start, end) in half rows, negated for downward segments.
+    type LaneKey = (bool, i64, i64);
     // (gap, key, edge, is the entry segment of a channel route)
-    let mut segments: Vec<(usize, (bool, i64, i64), usize, bool)> = Vec::new();
+    let mut segments: Vec<(usize, LaneKey, usize, bool)> = Vec::new();
     let key = |from: usize, to: usize| {
         let (from, to) = (from as i64, to as i64);
         if to > from {
