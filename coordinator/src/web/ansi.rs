@@ -18,6 +18,7 @@ mod style;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use self::style::Style;
@@ -96,8 +97,13 @@ impl LogRenderer {
 
     /// Feeds `bytes`; returns the lines they complete, in order.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<RenderedLine> {
-        let mut data = std::mem::take(&mut self.carry);
-        data.extend_from_slice(bytes);
+        let data: Cow<'_, [u8]> = if self.carry.is_empty() {
+            Cow::Borrowed(bytes)
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(bytes);
+            Cow::Owned(joined)
+        };
         let complete = data.len() - incomplete_utf8_tail(&data);
         let mut lines = Vec::new();
         let mut rest = &data[..complete];

@@ -470,3 +470,14 @@ fn a_cut_never_splits_a_character() {
         assert_eq!(render_chunks(&[a, b]), whole, "split at {split}");
     }
 }
+
+#[test]
+fn a_character_split_between_pushes_loses_nothing() {
+    // vte 0.15 alone would drop the `t` after the split `é`.
+    let (lines, _) = render_chunks(&[b"\xc3", b"\xa9t\xe2\x9c", b"\x93!\n"]);
+    assert_eq!(lines[0].html, "ét✓!");
+    let mut r = LogRenderer::new(0);
+    assert!(r.push(b"\xe2\x82").is_empty());
+    assert_eq!(r.finish(), Some(plain("")));
+    assert_eq!(r.push(b"\xac\n"), vec![plain("€")]);
+}
