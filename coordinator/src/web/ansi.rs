@@ -11,8 +11,9 @@
 //!
 //! vte 0.15 loses the character after a UTF-8 sequence split between two
 //! `advance` calls (its partial-character path reports too many bytes
-//! consumed), so vte is never handed a buffer that ends inside a character:
-//! an incomplete tail is held back until the rest of it arrives.
+//! consumed; alacritty/vte#159), so vte is never handed a buffer that ends
+//! inside a character: an incomplete tail is held back until the rest of it
+//! arrives.
 
 mod style;
 #[cfg(test)]
