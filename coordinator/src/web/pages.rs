@@ -234,8 +234,8 @@ pub async fn job(
     Path(id): Path<u64>,
 ) -> WebResult<Response> {
     let id = JobId(id);
-    let (row, pipeline) = caller.job(&core, id, Role::Read).await?;
-    let project = pipeline.project_id;
+    let (row, pipeline_row) = caller.job(&core, id, Role::Read).await?;
+    let project = pipeline_row.project_id;
     let view = core.job_view(id).await?;
     let pipeline = core.pipeline_view(row.pipeline_id()).await?;
     let finished = view.status.is_finished();
