@@ -261,33 +261,41 @@ fn render_html(report: &Report, facts: &Facts<'_>) -> String {
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\
          <body style=\"font-family: sans-serif\">\n",
     );
-    let _ = writeln!(html, "<h2>{}</h2>", escape(&facts.headline));
+    let _ = writeln!(
+        html,
+        "<h2>{}</h2>",
+        crate::web::escape_html(&facts.headline)
+    );
     if let Some(note) = facts.note {
-        let _ = writeln!(html, "<p>{}</p>", escape(note));
+        let _ = writeln!(html, "<p>{}</p>", crate::web::escape_html(note));
     }
     html.push_str("<table>\n");
     for (label, value) in &facts.rows {
         let _ = writeln!(
             html,
             "<tr><th align=\"left\">{label}</th><td>{}</td></tr>",
-            escape(value)
+            crate::web::escape_html(value)
         );
     }
     html.push_str("</table>\n");
     if !facts.failed.is_empty() {
         html.push_str("<h3>Failed jobs</h3>\n");
         for (job, log) in &facts.failed {
-            let _ = writeln!(html, "<p><b>{}</b></p>", escape(&job_line(job)));
+            let _ = writeln!(
+                html,
+                "<p><b>{}</b></p>",
+                crate::web::escape_html(&job_line(job))
+            );
             if let Some(log) = log {
                 let _ = writeln!(
                     html,
                     "<pre style=\"background: #f4f4f4; padding: 8px\">{}</pre>",
-                    escape(log)
+                    crate::web::escape_html(log)
                 );
             }
         }
     }
-    let url = escape(&report.pipeline.url);
+    let url = crate::web::escape_html(&report.pipeline.url);
     let _ = writeln!(html, "<p><a href=\"{url}\">{url}</a></p>\n</body></html>");
     html
 }
@@ -355,22 +363,6 @@ fn strip_ansi(text: &str) -> String {
                 }
             }
             _ => {}
-        }
-    }
-    out
-}
-
-/// HTML-escapes text for element content and quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
         }
     }
     out

@@ -5,7 +5,6 @@
 use super::session::WebCaller;
 use super::WebResult;
 use crate::core::Core;
-use crate::error::CoreError;
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use osprey_shared::api::Role;
@@ -30,31 +29,6 @@ pub struct RollbackForm {
     csrf: Option<String>,
     /// The deployment to roll back to (none: the one before the latest).
     deployment: Option<i64>,
-}
-
-/// The project of a pipeline, if the caller may `role` it.
-async fn require_pipeline(
-    core: &Core,
-    caller: &WebCaller,
-    id: PipelineId,
-    role: Role,
-) -> WebResult<()> {
-    let pipeline = core
-        .store()
-        .pipeline_without_jobs(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
-    caller.principal.require(role, pipeline.project_id)?;
-    Ok(())
-}
-
-async fn require_job(core: &Core, caller: &WebCaller, id: JobId, role: Role) -> WebResult<()> {
-    let job = core
-        .store()
-        .job(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
-    require_pipeline(core, caller, job.pipeline_id(), role).await
 }
 
 /// Runs a pipeline for a ref of the project (source `web`, as GitLab's
@@ -93,7 +67,7 @@ pub async fn cancel_pipeline(
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = PipelineId(id);
-    require_pipeline(&core, &caller, id, Role::Run).await?;
+    caller.pipeline(&core, id, Role::Run).await?;
     core.cancel_pipeline(id).await?;
     Ok(Redirect::to(&format!("/pipelines/{}", id.0)).into_response())
 }
@@ -106,7 +80,7 @@ pub async fn retry_pipeline(
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = PipelineId(id);
-    require_pipeline(&core, &caller, id, Role::Run).await?;
+    caller.pipeline(&core, id, Role::Run).await?;
     core.retry_pipeline(id).await?;
     Ok(Redirect::to(&format!("/pipelines/{}", id.0)).into_response())
 }
@@ -119,7 +93,7 @@ pub async fn play_job(
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = JobId(id);
-    require_job(&core, &caller, id, Role::Run).await?;
+    caller.job(&core, id, Role::Run).await?;
     core.play_job(id).await?;
     Ok(Redirect::to(&format!("/jobs/{}", id.0)).into_response())
 }
@@ -132,7 +106,7 @@ pub async fn retry_job(
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = JobId(id);
-    require_job(&core, &caller, id, Role::Run).await?;
+    caller.job(&core, id, Role::Run).await?;
     core.retry_job(id).await?;
     Ok(Redirect::to(&format!("/jobs/{}", id.0)).into_response())
 }

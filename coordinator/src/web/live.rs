@@ -8,7 +8,7 @@ use super::pages::LOG_TAIL_BYTES;
 use super::session::WebCaller;
 use super::WebResult;
 use crate::core::Core;
-use crate::error::{CoreError, CoreResult};
+use crate::error::CoreResult;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
@@ -91,26 +91,6 @@ pub async fn render_window(
     })
 }
 
-/// The job, if the caller may read it.
-async fn readable_job(
-    core: &Core,
-    caller: &WebCaller,
-    id: JobId,
-) -> WebResult<crate::storage::JobRow> {
-    let job = core
-        .store()
-        .job(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
-    let pipeline = core
-        .store()
-        .pipeline_without_jobs(job.pipeline_id())
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
-    caller.principal.require(Role::Read, pipeline.project_id)?;
-    Ok(job)
-}
-
 #[derive(Deserialize)]
 pub struct WindowQuery {
     before: u64,
@@ -124,7 +104,7 @@ pub async fn log_window(
     Path(id): Path<u64>,
     Query(query): Query<WindowQuery>,
 ) -> WebResult<Response> {
-    let job = readable_job(&core, &caller, JobId(id)).await?;
+    let job = caller.job(&core, JobId(id), Role::Read).await?.0;
     let before = query.before.min(job.log_size.max(0) as u64);
     let window = render_window(
         &core,
@@ -176,12 +156,7 @@ pub async fn pipeline_events(
     Path(id): Path<u64>,
 ) -> WebResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id = PipelineId(id);
-    let pipeline = core
-        .store()
-        .pipeline_without_jobs(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
-    caller.principal.require(Role::Read, pipeline.project_id)?;
+    caller.pipeline(&core, id, Role::Read).await?;
     let stream = async_stream::stream! {
         let mut changes = core.subscribe();
         let mut sent = String::new();
@@ -220,7 +195,7 @@ pub async fn log_events(
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> WebResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let job = readable_job(&core, &caller, JobId(id)).await?.id();
+    let job = caller.job(&core, JobId(id), Role::Read).await?.0.id();
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -267,7 +242,7 @@ pub async fn raw_log(
     caller: WebCaller,
     Path(id): Path<u64>,
 ) -> WebResult<Response> {
-    let job = readable_job(&core, &caller, JobId(id)).await?;
+    let job = caller.job(&core, JobId(id), Role::Read).await?.0;
     let size = job.log_size.max(0) as u64;
     let id = job.id();
     let body = async_stream::stream! {
@@ -308,7 +283,7 @@ pub async fn artifacts(
     caller: WebCaller,
     Path(id): Path<u64>,
 ) -> WebResult<Response> {
-    let job = readable_job(&core, &caller, JobId(id)).await?;
+    let job = caller.job(&core, JobId(id), Role::Read).await?.0;
     let id = job.id();
     let archive = core.open_archive(job).await?;
     let reader = archive.reader.take(archive.size);

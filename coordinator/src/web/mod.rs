@@ -15,6 +15,7 @@ mod pages;
 mod session;
 mod view;
 
+pub(crate) use ansi::escape_html;
 pub use session::{csrf_token, SESSION_COOKIE};
 
 use crate::core::Core;

@@ -181,17 +181,6 @@ pub async fn environments(
     }))
 }
 
-/// The project of a pipeline, checked against the caller.
-async fn project_of(core: &Core, caller: &WebCaller, id: PipelineId) -> WebResult<Option<i64>> {
-    let pipeline = core
-        .store()
-        .pipeline_without_jobs(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
-    caller.principal.require(Role::Read, pipeline.project_id)?;
-    Ok(pipeline.project_id)
-}
-
 /// The graph's view of a pipeline's jobs (needs come from their definitions).
 pub(super) fn graph_jobs(rows: &[JobRow], views: &[osprey_shared::api::JobView]) -> Vec<GraphJob> {
     rows.iter()
@@ -227,7 +216,7 @@ pub async fn pipeline(
     Path(id): Path<u64>,
 ) -> WebResult<Response> {
     let id = PipelineId(id);
-    let project = project_of(&core, &caller, id).await?;
+    let project = caller.pipeline(&core, id, Role::Read).await?.project_id;
     let (view, rows) = core.pipeline_with_rows(id).await?;
     let svg = graph::render_svg(&graph_jobs(&rows, &view.jobs));
     Ok(render(&PipelinePage {
@@ -245,12 +234,8 @@ pub async fn job(
     Path(id): Path<u64>,
 ) -> WebResult<Response> {
     let id = JobId(id);
-    let row = core
-        .store()
-        .job(id)
-        .await?
-        .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
-    let project = project_of(&core, &caller, row.pipeline_id()).await?;
+    let (row, pipeline_row) = caller.job(&core, id, Role::Read).await?;
+    let project = pipeline_row.project_id;
     let view = core.job_view(id).await?;
     let pipeline = core.pipeline_view(row.pipeline_id()).await?;
     let finished = view.status.is_finished();

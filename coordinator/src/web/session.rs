@@ -7,12 +7,15 @@
 use super::{render, view, WebError, WebResult};
 use crate::core::{Core, Principal};
 use crate::error::CoreError;
+use crate::storage::{JobRow, PipelineRow};
 use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use osprey_shared::api::Role;
+use osprey_shared::{JobId, PipelineId};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::net::IpAddr;
@@ -59,6 +62,38 @@ impl WebCaller {
                     .to_owned(),
             )))
         }
+    }
+
+    /// A pipeline the caller may `role` (one it may not see is "not found").
+    pub async fn pipeline(
+        &self,
+        core: &Core,
+        id: PipelineId,
+        role: Role,
+    ) -> WebResult<PipelineRow> {
+        let pipeline = core
+            .store()
+            .pipeline_without_jobs(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("pipeline {id} not found")))?;
+        self.principal.require(role, pipeline.project_id)?;
+        Ok(pipeline)
+    }
+
+    /// A job the caller may `role`, by its pipeline's project, and that pipeline.
+    pub async fn job(
+        &self,
+        core: &Core,
+        id: JobId,
+        role: Role,
+    ) -> WebResult<(JobRow, PipelineRow)> {
+        let job = core
+            .store()
+            .job(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("job {id} not found")))?;
+        let pipeline = self.pipeline(core, job.pipeline_id(), role).await?;
+        Ok((job, pipeline))
     }
 
     /// Who the principal is, as pipelines and deployments record it.
