@@ -433,3 +433,72 @@ async fn the_cancel_button_cancels_a_running_pipeline() -> anyhow::Result<()> {
     canceled.assert_status(PipelineStatus::Canceled);
     Ok(())
 }
+
+/// About 330 KiB of log between a first and a last line.
+const LONG_LOG: &str = r#"
+long:
+  script:
+    - echo first-line
+    - for i in $(seq 1 3000); do echo "filler-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; done
+    - echo last-line
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_log_starts_at_its_end_and_loads_earlier_lines_on_demand() -> anyhow::Result<()> {
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let api = &cluster.api;
+    let _repo = project(api, LONG_LOG).await;
+    let created = start_pipeline(api).await;
+    let pipeline = api.wait_for_pipeline(created.id).await;
+    pipeline.assert_status(PipelineStatus::Success);
+    let job = pipeline.job("long").id;
+    let base = cluster.coordinator.url();
+    let browser = Browser::start().await?;
+    sign_in(&browser, &base).await?;
+
+    browser.goto(&format!("{base}/jobs/{job}")).await?;
+    let lines = wait_for_line(&browser, "last-line").await?;
+    ensure!(
+        !lines.iter().any(|line| line == "first-line"),
+        "the whole log was sent at once ({} lines)",
+        lines.len()
+    );
+    ensure!(
+        browser.is_displayed("#log-earlier").await?,
+        "no way to earlier lines"
+    );
+    set_marker(&browser).await?;
+    // Each click loads the window before; the first line comes within a few.
+    for _ in 0..4 {
+        if log_lines(&browser)
+            .await?
+            .iter()
+            .any(|line| line == "first-line")
+        {
+            break;
+        }
+        let before = log_lines(&browser).await?.len();
+        browser.click("#log-earlier").await?;
+        browser
+            .wait_until("earlier lines", UI_TIMEOUT, || async {
+                match log_lines(&browser).await {
+                    Ok(lines) if lines.len() > before => Ok(()),
+                    Ok(lines) => Err(format!("{} lines", lines.len())),
+                    Err(error) => Err(format!("{error:#}")),
+                }
+            })
+            .await?;
+    }
+    let lines = wait_for_line(&browser, "first-line").await?;
+    ensure!(
+        lines.iter().any(|line| line == "last-line"),
+        "the end was dropped"
+    );
+    let fillers = lines
+        .iter()
+        .filter(|line| line.starts_with("filler-"))
+        .count();
+    ensure!(fillers == 3000, "{fillers} filler lines, not 3000");
+    assert_marker(&browser, "loading earlier lines").await?;
+    Ok(())
+}
