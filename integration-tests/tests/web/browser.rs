@@ -278,6 +278,10 @@ async fn a_running_job_shows_its_log_and_statuses_live() -> anyhow::Result<()> {
         raw.as_deref() == Some(&*format!("/jobs/{job}/raw")),
         "{raw:?}"
     );
+    ensure!(
+        browser.find_all("a#artifacts").await?.is_empty(),
+        "an artifacts link without artifacts"
+    );
     browser.screenshot(&screenshot_path("job.png")).await?;
 
     browser.goto(&format!("{base}/pipelines/{id}")).await?;

@@ -170,6 +170,7 @@ async fn signed_out_pages_redirect_to_the_login_form_and_tokens_open_them() {
     let paths = [
         "/".to_owned(),
         format!("/projects/{PROJECT}"),
+        format!("/projects/{PROJECT}/environments"),
         format!("/pipelines/{}", pipeline.id),
         format!("/jobs/{job}"),
         "/agents".to_owned(),
@@ -331,6 +332,9 @@ colours:
     - printf '\033[0Ksection_start:%s:build_step\r\033[0KBuilding things\n' "$(date +%s)"
     - printf '\033[31mred-word\033[0m plain-word\n'
     - printf '\033[0Ksection_end:%s:build_step\r\033[0K\n' "$(date +%s)"
+    - mkdir -p out && echo kept > out/kept.txt
+  artifacts:
+    paths: [out/]
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,6 +394,27 @@ async fn the_raw_log_is_exact_and_the_page_renders_colours_and_sections() {
     assert!(
         !styled.is_empty() && styled != "t",
         "the red word has a style class, got {styled:?}"
+    );
+
+    assert!(
+        html.contains(&format!("href=\"/jobs/{job}/artifacts\"")),
+        "an artifacts link: {html}"
+    );
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/jobs/{job}/artifacts",
+            cluster.coordinator.url()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET the artifacts");
+    assert_eq!(response.status(), StatusCode::OK);
+    let tar = response.bytes().await.expect("the artifacts' bytes");
+    assert_eq!(tar.get(257..262), Some(&b"ustar"[..]), "a tar archive");
+    assert!(
+        tar.windows(12).any(|w| w == b"out/kept.txt"),
+        "with the file"
     );
 
     let agents = web.get("/agents", Auth::Bearer(ADMIN_TOKEN)).await;
