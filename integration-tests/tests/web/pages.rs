@@ -569,3 +569,103 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Two pipelines deploy to production; the environments page lists both,
+/// offers a rollback to the older one only, and its form (with the
+/// session's CSRF token) re-runs the older deploy job as a rollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_environments_page_rolls_back_with_its_form() {
+    const DEPLOY: &str = "deploy:\n  script: ['echo deployed']\n  environment: production\n";
+    let cluster = TestCluster::builder().agents(1).start().await;
+    let api = &cluster.api;
+    let repo = project(api, DEPLOY).await;
+    let first = start_pipeline(api).await;
+    api.wait_for_pipeline_finished(first.id, Duration::from_secs(30))
+        .await
+        .assert_status(PipelineStatus::Success);
+    repo.write("CHANGE", "2");
+    repo.commit("second");
+    let second = start_pipeline(api).await;
+    api.wait_for_pipeline_finished(second.id, Duration::from_secs(30))
+        .await
+        .assert_status(PipelineStatus::Success);
+
+    let web = Web::new(&cluster.coordinator.url());
+    let signed_in = web.login(ADMIN_TOKEN).await;
+    let session = session_cookie(&signed_in)
+        .as_deref()
+        .and_then(cookie_value)
+        .expect("a session cookie");
+    let page = web
+        .get(
+            &format!("/projects/{PROJECT}/environments"),
+            Auth::Session(&session),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        rows(&page.body, "deployment", "data-status"),
+        vec!["success", "success"],
+        "both deployments, newest first"
+    );
+    let forms: Vec<String> = tags(&page.body, "form")
+        .into_iter()
+        .filter(|tag| attr(tag, "class").as_deref() == Some("rollback"))
+        .collect();
+    assert_eq!(
+        forms.len(),
+        1,
+        "only the older deployment is a rollback target"
+    );
+    let action = attr(&forms[0], "action").expect("the form's action");
+    assert_eq!(
+        action,
+        format!("/projects/{PROJECT}/environments/production/rollback")
+    );
+    let older = page
+        .body
+        .split("name=\"deployment\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the target deployment's id")
+        .to_owned();
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token")
+        .to_owned();
+
+    let refused = web
+        .post(&action, Auth::Session(&session), &[("deployment", &older)])
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "no CSRF token, no rollback"
+    );
+    let done = web
+        .post(
+            &action,
+            Auth::Session(&session),
+            &[("csrf", &csrf), ("deployment", &older)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location, Some(format!("/pipelines/{}", first.id)));
+
+    let history: Vec<serde_json::Value> = api
+        .call_json(
+            Method::GET,
+            &format!("/api/v1/projects/{PROJECT}/environments/production/deployments"),
+            None,
+        )
+        .await
+        .expect("the deployment history");
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert_eq!(history[0]["source"], "rollback");
+    assert_eq!(history[0]["rollback_of"].to_string(), older);
+    assert_eq!(history[0]["pipeline"], json!(first.id.0));
+    assert_eq!(history[0]["triggered_by"], "admin");
+}
