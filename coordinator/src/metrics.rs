@@ -140,7 +140,10 @@ fn round_significant(value: f64, digits: i32) -> f64 {
 /// The `tags` label of a tag set: sorted (a `BTreeSet` is), joined by `,`,
 /// empty for untagged jobs.
 pub fn tags_label(tags: &BTreeSet<String>) -> String {
-    tags.iter().map(String::as_str).collect::<Vec<_>>().join(",")
+    tags.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The `failure_reason` label: the reason's snake_case name, `none` when

@@ -71,6 +71,9 @@ pub struct CoreSettings {
     /// The admin API token (`None`: read from, or generated into,
     /// `DATA_DIR/admin.token`).
     pub admin_token: Option<String>,
+    /// The bearer token `/metrics` requires; `None`: loopback peers and
+    /// the admin token may scrape (see `http::metrics`).
+    pub metrics_token: Option<String>,
     pub notify: NotifySettings,
 }
 

@@ -310,7 +310,8 @@ impl Core {
         self.store().record_attempt(&attempt, &outcome).await?;
         // A notification whose rule is gone has no channel left to count.
         if let Some(rule) = &rule {
-            self.metrics().notification(channel_of(rule), result_of(&outcome));
+            self.metrics()
+                .notification(channel_of(rule), result_of(&outcome));
         }
         Ok(())
     }

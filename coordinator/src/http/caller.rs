@@ -16,7 +16,7 @@ use std::net::IpAddr;
 pub struct Caller(pub Principal);
 
 /// The peer's address, as tonic's server records it for each connection.
-fn peer(parts: &Parts) -> Option<IpAddr> {
+pub(super) fn peer(parts: &Parts) -> Option<IpAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     if let Some(info) = parts.extensions.get::<TcpConnectInfo>() {
         return info.remote_addr().map(|addr| addr.ip());

@@ -14,10 +14,10 @@ mod clock;
 /// Environments, deployments, notification rules and the outbox.
 pub mod deployments;
 mod error;
-/// Counts and commit reports for the coordinator's metrics.
-pub mod observe;
 /// Copying a stopped coordinator's state between databases (`migrate-store`).
 pub mod migrate;
+/// Counts and commit reports for the coordinator's metrics.
+pub mod observe;
 mod projects;
 mod rows;
 mod sql;

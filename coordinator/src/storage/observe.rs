@@ -40,7 +40,9 @@ impl FinishedJob {
         };
         Some(FinishedJob {
             status: after.status,
-            failure: after.failure_kind.filter(|_| after.status == JobStatus::Failed),
+            failure: after
+                .failure_kind
+                .filter(|_| after.status == JobStatus::Failed),
             ran_for,
         })
     }

@@ -8,6 +8,7 @@ mod lifecycle;
 mod pipelines;
 mod projects;
 mod records;
+mod stats;
 
 use osprey_coordinator::storage::{
     Assignment, AttemptEnd, Fence, ManualClock, SharedStore, SqlStore,
@@ -101,6 +102,8 @@ conformance!(
     deployments::a_deploy_job_records_a_deployment_that_follows_it,
     deployments::an_outdated_deploy_job_fails_and_a_rollback_runs,
     deployments::a_fixed_pipeline_is_notified_and_deliveries_keep_their_tries,
+    stats::status_counts_group_jobs_and_pipelines_by_status,
+    stats::commits_report_finished_jobs_once_and_stored_log_bytes,
 );
 
 // ------------------------------------------------------------- helpers
