@@ -177,10 +177,12 @@ impl LogStream {
             self.output,
             self.masker,
             state_tx,
-            self.acked.subscribe(),
-            self.settings.max_unacked,
+            Unacked {
+                acked: self.acked.subscribe(),
+                max: self.settings.max_unacked,
+                backlog: &self.backlog,
+            },
             stop_writing.clone(),
-            &self.backlog,
         );
         let shipper = Shipper {
             endpoint,
@@ -205,6 +207,15 @@ impl LogStream {
     }
 }
 
+/// What the writer knows of the bytes not yet acknowledged.
+struct Unacked<'a> {
+    acked: watch::Receiver<u64>,
+    /// Above this many the writer holds back.
+    max: u64,
+    /// Where written bytes are counted (the shipper takes acknowledged ones off).
+    backlog: &'a SpoolBacklog,
+}
+
 /// Appends masked output to the spool, holding back while too much is
 /// unacknowledged. Returns the bytes written.
 async fn write_spool(
@@ -212,18 +223,16 @@ async fn write_spool(
     mut output: mpsc::Receiver<Bytes>,
     mut masker: Masker,
     state: watch::Sender<WriterState>,
-    mut acked: watch::Receiver<u64>,
-    max_unacked: u64,
+    mut unacked: Unacked<'_>,
     stop_writing: CancellationToken,
-    backlog: &SpoolBacklog,
 ) -> u64 {
     let mut written = 0u64;
     let mut failed = false;
     loop {
         // Backpressure: not reading `output` makes the job block on its pipe.
-        while !stop_writing.is_cancelled() && written - *acked.borrow() > max_unacked {
+        while !stop_writing.is_cancelled() && written - *unacked.acked.borrow() > unacked.max {
             tokio::select! {
-                changed = acked.changed() => if changed.is_err() { break },
+                changed = unacked.acked.changed() => if changed.is_err() { break },
                 () = stop_writing.cancelled() => {}
             }
         }
@@ -239,7 +248,7 @@ async fn write_spool(
             match wrote.await {
                 Ok(()) => {
                     written += chunk.len() as u64;
-                    backlog.add(chunk.len() as u64);
+                    unacked.backlog.add(chunk.len() as u64);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "cannot write log spool; the rest of the output is lost");
