@@ -1,0 +1,3 @@
+//! The coordinator's web-facing surface: its metrics endpoint and logs.
+
+mod metrics;
