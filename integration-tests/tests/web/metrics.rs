@@ -189,7 +189,10 @@ async fn the_coordinator_counts_what_a_pipeline_did() {
     let metrics = scrape(&cluster.coordinator.url(), None).await;
     let finished = "osprey_jobs_finished_total";
     assert_eq!(
-        metrics.value(finished, &[("status", "success"), ("failure_reason", "none")]),
+        metrics.value(
+            finished,
+            &[("status", "success"), ("failure_reason", "none")]
+        ),
         2.0
     );
     assert_eq!(
@@ -199,7 +202,10 @@ async fn the_coordinator_counts_what_a_pipeline_did() {
         ),
         1.0
     );
-    assert_eq!(metrics.value("osprey_dispatch_latency_seconds_count", &[]), 3.0);
+    assert_eq!(
+        metrics.value("osprey_dispatch_latency_seconds_count", &[]),
+        3.0
+    );
     assert_eq!(metrics.value("osprey_job_duration_seconds_count", &[]), 3.0);
     assert_eq!(metrics.value("osprey_agents_connected", &[]), 1.0);
     assert_eq!(metrics.value("osprey_agent_free_slots", &[]), 1.0);
