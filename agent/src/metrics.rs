@@ -77,7 +77,7 @@ impl AgentMetrics {
         let reconnects = Counter::default();
         registry.register(
             "reconnects",
-            "Sessions to the coordinator lost or ended and opened again",
+            "Tries to open the session again after it ended, was lost or failed to open",
             reconnects.clone(),
         );
         let build_info = Family::<VersionLabel, Gauge>::default();
