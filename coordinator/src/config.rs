@@ -162,8 +162,9 @@ pub struct ServeArgs {
     /// waits twice as long (at most an hour), for 24 hours.
     #[arg(long, env = "OSPREY_NOTIFY_RETRY_MS", default_value_t = 10_000)]
     pub notify_retry_ms: u64,
-    /// Bearer token `GET /metrics` requires. Without it, only loopback
-    /// peers and callers with the admin API token may scrape.
+    /// Bearer token `GET /metrics` requires (at least 16 characters).
+    /// Without it, only loopback peers and callers with the admin API
+    /// token may scrape.
     #[arg(long, env = "OSPREY_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
 }
@@ -213,6 +214,11 @@ impl ServeArgs {
             ),
             (None, token) => token,
         };
+        let metrics_token = self.metrics_token.filter(|token| !token.is_empty());
+        anyhow::ensure!(
+            metrics_token.as_ref().is_none_or(|token| token.len() >= 16),
+            "--metrics-token must be at least 16 characters"
+        );
         let tls = self.tls_cert.zip(self.tls_key);
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
@@ -235,7 +241,7 @@ impl ServeArgs {
                 artifact_store,
                 secrets_key_file: self.secrets_key_file,
                 admin_token,
-                metrics_token: self.metrics_token.filter(|token| !token.is_empty()),
+                metrics_token,
                 notify: NotifySettings {
                     smtp_url: self.smtp_url.map(SmtpUrl),
                     smtp_from: self.smtp_from,
