@@ -14,6 +14,7 @@ use crate::executor::Executor;
 use crate::job_runner::RunnerContext;
 use crate::lease::{self, Leases};
 use crate::log_stream::ShipperSettings;
+use crate::metrics::AgentMetrics;
 use crate::registry::{Registry, StopCause};
 use crate::session::{self, SessionSettings};
 use crate::tasks::Tasks;
@@ -43,6 +44,11 @@ pub enum AgentError {
     Docker(#[from] crate::executor::docker::DockerError),
     #[error("cannot find the agent binary for the job guard: {0}")]
     Guard(std::io::Error),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Registers unless credentials are stored; returns them.
@@ -122,12 +128,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             "killed and removed jobs of an earlier agent process"
         );
     }
+    // Bound before anything else starts: a bad address fails the start.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let credentials = register(&config).await?;
     let channel = client::channel(&config.url, config.tls_ca.as_deref())?;
     let client = client::authenticated(channel, &credentials)?;
     let registry = Arc::new(Registry::new(config.concurrency));
     let executor = build_executor(&config, &credentials, &registry).await?;
     let leases = Arc::new(Leases::default());
+    let metrics = Arc::new(AgentMetrics::new());
     let ctx = Arc::new(RunnerContext {
         api: Arc::new(GrpcApi {
             client: client.clone(),
@@ -143,6 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         kill_grace: config.kill_grace,
         shipper: ShipperSettings::default(),
         leases: leases.clone(),
+        metrics: metrics.clone(),
     });
     let settings = SessionSettings {
         agent_token: credentials.agent_token.clone(),
@@ -192,7 +209,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         }
         close.cancel();
     };
-    tokio::join!(session, lifecycle, watchdog);
+    // Serves until the session closes, so the last jobs' ends are scraped.
+    let metrics_server = async {
+        if let Some(listener) = metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                // On stdout, as the coordinator's address: port 0 is told here.
+                println!("osprey-agent metrics listening on {addr}");
+                tracing::info!(%addr, "serving metrics");
+            }
+            crate::metrics::serve(listener, metrics, registry.clone(), close.clone()).await;
+        }
+    };
+    tokio::join!(session, lifecycle, watchdog, metrics_server);
     tracing::info!("agent stopped");
     Ok(())
 }

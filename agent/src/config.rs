@@ -21,8 +21,27 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "osprey-agent", version, about)]
 pub struct Cli {
+    /// How logs are written to stderr: `text` for people, `json` for
+    /// collectors (one object per line).
+    #[arg(
+        long,
+        env = "OSPREY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line, the event's fields at its top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +111,10 @@ pub struct AgentArgs {
     /// Shell executor: run jobs as this user (the agent must run as root).
     #[arg(long, env = "OSPREY_USER")]
     pub user: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (port 0 picks one,
+    /// printed on stdout). Off by default.
+    #[arg(long, env = "OSPREY_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Flags of `exec` (owned by the `exec` implementation).
@@ -179,6 +202,7 @@ pub struct FileConfig {
     pub kill_grace_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub user: Option<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub docker: Option<DockerConfig>,
 }
 
@@ -203,6 +227,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Shell executor: the user jobs run as; `None` runs them as the agent.
     pub user: Option<JobUser>,
+    /// Where `/metrics` is served; `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What is wrong with the configuration.
@@ -343,6 +369,7 @@ impl AgentArgs {
                 DEFAULT_SHUTDOWN_GRACE,
             ),
             user,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
 }

@@ -47,6 +47,7 @@ pub struct RunnerContext<A> {
     /// Lease deadlines of the running attempts (renewed by the session,
     /// enforced by the lease watchdog).
     pub leases: Arc<Leases>,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// The final report of an attempt.
@@ -98,7 +99,8 @@ pub fn start<A: CoordinatorApi>(
     masked.push(assignment.job_token.clone());
     // The failure reason is reported and logged outside the job log, masked too.
     let redactor = Masker::new(masked.clone());
-    let stream = LogStream::new(dirs.spool.clone(), masked, ctx.shipper);
+    let stream = LogStream::new(dirs.spool.clone(), masked, ctx.shipper)
+        .with_backlog(ctx.metrics.spool_backlog());
     let job = Arc::new(RunningJob::new(record, dirs.clone(), stream.acked()));
     ctx.registry.insert(job.clone());
     if let Err(err) = stored {
@@ -126,6 +128,7 @@ async fn run_attempt<A: CoordinatorApi>(
     redactor: Masker,
 ) {
     tracing::info!(name = %spec.name, "job started");
+    let started = std::time::Instant::now();
     let endpoint = AttemptLog {
         api: &*ctx.api,
         attempt: attempt.clone(),
@@ -191,6 +194,7 @@ async fn run_attempt<A: CoordinatorApi>(
         }
     }
     ctx.registry.remove(&job.attempt_id);
+    ctx.metrics.job_finished(started.elapsed());
     dirs.remove();
     let _ = std::fs::remove_file(&dirs.record);
 }

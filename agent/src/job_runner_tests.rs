@@ -126,6 +126,7 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
         kill_grace: Duration::from_secs(1),
         shipper: ShipperSettings::default(),
         leases: Arc::new(crate::lease::Leases::default()),
+        metrics: Default::default(),
     });
     let spec = JobSpec {
         job_id: 9,

@@ -19,6 +19,7 @@ pub mod job_runner;
 pub mod lease;
 pub mod log_stream;
 pub mod mask;
+pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod script;

@@ -45,6 +45,31 @@ impl Default for ShipperSettings {
     }
 }
 
+/// Log bytes spooled and not yet acknowledged, over every stream that
+/// shares it (the agent's metrics read it). Each stream adds what it
+/// writes, takes off what is acknowledged, and at its end what will never
+/// be (a limit or a fence stopped shipping).
+#[derive(Debug, Clone, Default)]
+pub struct SpoolBacklog(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl SpoolBacklog {
+    pub fn bytes(&self) -> u64 {
+        u64::try_from(self.0.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    pub fn add(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.0
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.0
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The log endpoint of one attempt (`AppendLog` with its fencing triple bound).
 pub trait LogEndpoint: Send + Sync {
     fn append(&self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<AppendReply, CallError>>;
@@ -88,6 +113,7 @@ pub struct LogStream {
     masker: Masker,
     settings: ShipperSettings,
     acked: watch::Sender<u64>,
+    backlog: SpoolBacklog,
 }
 
 impl LogStream {
@@ -101,7 +127,14 @@ impl LogStream {
             masker: Masker::new(masked_values),
             settings,
             acked: watch::Sender::new(0),
+            backlog: SpoolBacklog::default(),
         }
+    }
+
+    /// Counts this stream's unacknowledged bytes in `backlog` too.
+    pub fn with_backlog(mut self, backlog: SpoolBacklog) -> Self {
+        self.backlog = backlog;
+        self
     }
 
     /// Where job output goes. The stream ends once every sink is dropped.
@@ -144,8 +177,11 @@ impl LogStream {
             self.output,
             self.masker,
             state_tx,
-            self.acked.subscribe(),
-            self.settings.max_unacked,
+            Unacked {
+                acked: self.acked.subscribe(),
+                max: self.settings.max_unacked,
+                backlog: &self.backlog,
+            },
             stop_writing.clone(),
         );
         let shipper = Shipper {
@@ -153,6 +189,7 @@ impl LogStream {
             reader,
             state: state_rx,
             acked: &self.acked,
+            backlog: &self.backlog,
             settings: self.settings,
             fenced,
         };
@@ -163,8 +200,20 @@ impl LogStream {
             summary
         };
         let (written, summary) = tokio::join!(writer, shipped);
+        // What was not acknowledged by now never will be.
+        self.backlog
+            .sub(written.saturating_sub(*self.acked.borrow()));
         Ok(LogSummary { written, ..summary })
     }
+}
+
+/// What the writer knows of the bytes not yet acknowledged.
+struct Unacked<'a> {
+    acked: watch::Receiver<u64>,
+    /// Above this many the writer holds back.
+    max: u64,
+    /// Where written bytes are counted (the shipper takes acknowledged ones off).
+    backlog: &'a SpoolBacklog,
 }
 
 /// Appends masked output to the spool, holding back while too much is
@@ -174,17 +223,16 @@ async fn write_spool(
     mut output: mpsc::Receiver<Bytes>,
     mut masker: Masker,
     state: watch::Sender<WriterState>,
-    mut acked: watch::Receiver<u64>,
-    max_unacked: u64,
+    mut unacked: Unacked<'_>,
     stop_writing: CancellationToken,
 ) -> u64 {
     let mut written = 0u64;
     let mut failed = false;
     loop {
         // Backpressure: not reading `output` makes the job block on its pipe.
-        while !stop_writing.is_cancelled() && written - *acked.borrow() > max_unacked {
+        while !stop_writing.is_cancelled() && written - *unacked.acked.borrow() > unacked.max {
             tokio::select! {
-                changed = acked.changed() => if changed.is_err() { break },
+                changed = unacked.acked.changed() => if changed.is_err() { break },
                 () = stop_writing.cancelled() => {}
             }
         }
@@ -198,7 +246,10 @@ async fn write_spool(
                 file.flush().await
             };
             match wrote.await {
-                Ok(()) => written += chunk.len() as u64,
+                Ok(()) => {
+                    written += chunk.len() as u64;
+                    unacked.backlog.add(chunk.len() as u64);
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "cannot write log spool; the rest of the output is lost");
                     failed = true;
@@ -221,6 +272,7 @@ struct Shipper<'a, E> {
     reader: tokio::fs::File,
     state: watch::Receiver<WriterState>,
     acked: &'a watch::Sender<u64>,
+    backlog: &'a SpoolBacklog,
     settings: ShipperSettings,
     fenced: &'a CancellationToken,
 }
@@ -276,7 +328,8 @@ impl<E: LogEndpoint> Shipper<'_, E> {
                     // On every outcome the coordinator holds exactly the bytes
                     // before `committed_offset`: continue from there.
                     next = committed_offset.min(state.written);
-                    self.acked.send_replace(next);
+                    let before = self.acked.send_replace(next);
+                    self.backlog.sub(next.saturating_sub(before));
                 }
                 Err(CallError::Exhausted(message)) => {
                     tracing::warn!(%message, accepted = next, "log limit reached; output no longer shipped");

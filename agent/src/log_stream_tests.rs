@@ -257,3 +257,39 @@ async fn fence_stops_shipping() {
     assert!(summary.unwrap().fenced);
     assert!(fake.stored().is_empty());
 }
+
+/// Sends `chunks` through a stream counting into `backlog`.
+async fn ship_counted(endpoint: &FakeLog, chunks: &[&str], backlog: &SpoolBacklog) -> LogSummary {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stream = LogStream::new(dir.path().join("a.log"), Vec::new(), settings())
+        .with_backlog(backlog.clone());
+    let sink = stream.sink();
+    let fenced = CancellationToken::new();
+    let producer = async move {
+        for chunk in chunks {
+            sink.send(Bytes::copy_from_slice(chunk.as_bytes()))
+                .await
+                .unwrap();
+        }
+    };
+    let (summary, ()) = tokio::join!(stream.run(endpoint, &fenced), producer);
+    summary.unwrap()
+}
+
+#[tokio::test]
+async fn the_backlog_empties_once_streams_end_acknowledged_or_cut() {
+    let backlog = SpoolBacklog::default();
+    let fake = FakeLog::with_faults(&[Fault::Unavailable, Fault::LoseResponse]);
+    let summary = ship_counted(&fake, &["hello ", "world\n"], &backlog).await;
+    assert_eq!(summary.size, 12);
+    assert_eq!(backlog.bytes(), 0);
+
+    // Cut at a limit: what was never acknowledged leaves the backlog too.
+    let limited = FakeLog {
+        limit: Some(8),
+        ..FakeLog::default()
+    };
+    let summary = ship_counted(&limited, &["0123456789", "abcdef"], &backlog).await;
+    assert!(summary.truncated);
+    assert_eq!(backlog.bytes(), 0);
+}

@@ -5,22 +5,18 @@
 
 use anyhow::Context;
 use clap::Parser;
-use osprey_agent::config::{Cli, Command};
+use osprey_agent::config::{Cli, Command, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    let command = Cli::parse().command;
+    let Cli {
+        log_format,
+        command,
+    } = Cli::parse();
     // A shell guard's stderr is the job's log: nothing of the agent goes there.
     if !matches!(&command, Command::Guard(args) if args.writes_job_output()) {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        init_tracing(log_format);
     }
     if let Command::Guard(args) = command {
         std::process::exit(osprey_agent::guard::main(args));
@@ -30,6 +26,21 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?
         .block_on(run(command))
+}
+
+/// Logs to stderr as `format` says, filtered by `RUST_LOG` (default: info).
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -102,6 +102,7 @@ pub async fn run<A: CoordinatorApi>(
                 delay = delay.min(interval);
             }
         }
+        session.ctx.metrics.reconnecting();
         match result {
             Ok(()) => tracing::info!(?delay, "session ended, reconnecting"),
             Err(err) => tracing::warn!(error = %err, ?delay, "session lost, reconnecting"),

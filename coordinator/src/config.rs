@@ -17,8 +17,27 @@ use std::time::Duration;
     about = "The Osprey CI coordinator"
 )]
 pub struct Cli {
+    /// How logs are written to stderr: `text` for people, `json` for
+    /// collectors (one object per line).
+    #[arg(
+        long,
+        env = "OSPREY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line, the event's fields at its top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +162,11 @@ pub struct ServeArgs {
     /// waits twice as long (at most an hour), for 24 hours.
     #[arg(long, env = "OSPREY_NOTIFY_RETRY_MS", default_value_t = 10_000)]
     pub notify_retry_ms: u64,
+    /// Bearer token `GET /metrics` requires (at least 16 characters).
+    /// Without it, only loopback peers and callers with the admin API
+    /// token may scrape.
+    #[arg(long, env = "OSPREY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// Validated server configuration.
@@ -190,6 +214,11 @@ impl ServeArgs {
             ),
             (None, token) => token,
         };
+        let metrics_token = self.metrics_token.filter(|token| !token.is_empty());
+        anyhow::ensure!(
+            metrics_token.as_ref().is_none_or(|token| token.len() >= 16),
+            "--metrics-token must be at least 16 characters"
+        );
         let tls = self.tls_cert.zip(self.tls_key);
         let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(ServerConfig {
@@ -212,6 +241,7 @@ impl ServeArgs {
                 artifact_store,
                 secrets_key_file: self.secrets_key_file,
                 admin_token,
+                metrics_token,
                 notify: NotifySettings {
                     smtp_url: self.smtp_url.map(SmtpUrl),
                     smtp_from: self.smtp_from,

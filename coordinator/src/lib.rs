@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod hooks;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod repo;
 pub mod rotate;

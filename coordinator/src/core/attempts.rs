@@ -297,6 +297,7 @@ impl Core {
             return Err(error.into());
         }
         tracing::info!(job_id = %key.job, size = received.size, key = %object, "artifacts stored");
+        self.metrics().artifact_stored(received.size);
         Ok(())
     }
 

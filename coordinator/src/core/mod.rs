@@ -71,6 +71,9 @@ pub struct CoreSettings {
     /// The admin API token (`None`: read from, or generated into,
     /// `DATA_DIR/admin.token`).
     pub admin_token: Option<String>,
+    /// The bearer token `/metrics` requires; `None`: loopback peers and
+    /// the admin token may scrape (see `http::metrics`).
+    pub metrics_token: Option<String>,
     pub notify: NotifySettings,
 }
 
@@ -147,6 +150,8 @@ struct Inner {
     triggers: tokio::sync::Notify,
     /// Slows down addresses that present bad API tokens.
     token_throttle: crate::throttle::FailureThrottle,
+    /// Told of every store commit too (see `storage::observe`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Core {
@@ -181,6 +186,8 @@ impl Core {
             CoreError::Internal(format!("secrets key {}: {error}", key_file.display()))
         })?;
         let admin_sha256 = crate::auth::token_hash(&access::admin_token(&settings)?);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        store.observe(metrics.clone());
         let core = Core {
             inner: Arc::new(Inner {
                 store,
@@ -192,6 +199,7 @@ impl Core {
                 admin_sha256,
                 triggers: tokio::sync::Notify::new(),
                 token_throttle: crate::throttle::FailureThrottle::new(Default::default()),
+                metrics,
             }),
         };
         core.clean_upload_parts().await?;
@@ -226,6 +234,25 @@ impl Core {
 
     pub fn settings(&self) -> &CoreSettings {
         &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics as a scrape sees them: the gauges set from the store's
+    /// counts and the dispatcher's queue and agents now.
+    pub async fn render_metrics(&self) -> CoreResult<String> {
+        let counts = self.store().status_counts().await?;
+        let snapshot = {
+            let dispatcher = self.dispatcher();
+            crate::metrics::Snapshot {
+                counts,
+                queue: dispatcher.queue_groups(Instant::now()),
+                slots: dispatcher.slot_summary(),
+            }
+        };
+        Ok(self.metrics().render(&snapshot))
     }
 
     pub(crate) fn keyring(&self) -> &crate::secrets::Keyring {
@@ -315,6 +342,7 @@ impl Core {
                         .is_some_and(|env| env.deploys()),
                     tags: job_def.tags.into_iter().collect::<BTreeSet<_>>(),
                     next_epoch: job.lease_epoch as u64 + 1,
+                    queued_at: Instant::now(),
                 },
             ));
         }

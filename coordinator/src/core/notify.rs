@@ -308,6 +308,11 @@ impl Core {
             millis: started.elapsed().as_millis() as i64,
         };
         self.store().record_attempt(&attempt, &outcome).await?;
+        // A notification whose rule is gone has no channel left to count.
+        if let Some(rule) = &rule {
+            self.metrics()
+                .notification(channel_of(rule), result_of(&outcome));
+        }
         Ok(())
     }
 
@@ -529,6 +534,23 @@ impl Core {
             job_url: format!("{server}/api/v1/jobs/{}", row.job_id),
             rollback_of: row.rollback_of,
         }))
+    }
+}
+
+/// The metrics' channel of a rule (`email`; anything else is a webhook, as
+/// `send` treats it).
+fn channel_of(rule: &RuleRow) -> crate::metrics::NotifyChannel {
+    match rule.kind.as_str() {
+        "email" => crate::metrics::NotifyChannel::Email,
+        _ => crate::metrics::NotifyChannel::Webhook,
+    }
+}
+
+fn result_of(outcome: &AttemptOutcome) -> crate::metrics::NotifyResult {
+    match outcome {
+        AttemptOutcome::Delivered => crate::metrics::NotifyResult::Delivered,
+        AttemptOutcome::RetryAt(_) => crate::metrics::NotifyResult::Retry,
+        AttemptOutcome::GiveUp => crate::metrics::NotifyResult::Failed,
     }
 }
 

@@ -266,6 +266,8 @@ impl Core {
                             },
                         );
                         tracing::info!(job_id = %offer.job, agent = %handle.agent_name, "job assigned");
+                        self.metrics()
+                            .job_dispatched(offer.queued.queued_at.elapsed());
                         true
                     }
                     Ok(false) => false,

@@ -50,6 +50,26 @@ pub struct QueuedJob {
     /// It deploys (`environment:` action start): checked for an outdated
     /// deployment before it is assigned.
     pub deploys: bool,
+    /// When it was first queued: kept while it goes back and forth between
+    /// queue and offers, so the dispatch latency counts every wait.
+    pub queued_at: Instant,
+}
+
+/// The queued jobs of one tag set, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueGroup {
+    pub tags: BTreeSet<String>,
+    pub jobs: usize,
+    /// How long the oldest of them has waited.
+    pub oldest: Duration,
+}
+
+/// The connected agents' slots, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotSummary {
+    pub agents: usize,
+    /// Capacity not taken by a lease or an offer, summed over the agents.
+    pub free_slots: usize,
 }
 
 /// An offer: reserved by matching, then sent with its spec, then answered.
@@ -192,9 +212,53 @@ impl Dispatcher {
             .is_some_and(|liveness| liveness.responsive(now, self.silence_limit))
     }
 
-    pub fn enqueue(&mut self, job: JobId, queued: QueuedJob) {
+    pub fn enqueue(&mut self, job: JobId, mut queued: QueuedJob) {
         if !self.leases.contains_key(&job) && !self.offers.values().any(|offer| offer.job == job) {
+            // Queued again while queued: it has waited since the first time.
+            if let Some(earlier) = self.queue.get(&job) {
+                queued.queued_at = queued.queued_at.min(earlier.queued_at);
+            }
             self.queue.insert(job, queued);
+        }
+    }
+
+    /// The queue by tag set: how many jobs, and the longest wait at `now`.
+    /// Offers in flight are not in the queue, so they are not counted.
+    pub fn queue_groups(&self, now: Instant) -> Vec<QueueGroup> {
+        let mut groups: BTreeMap<&BTreeSet<String>, QueueGroup> = BTreeMap::new();
+        for queued in self.queue.values() {
+            let waited = now.saturating_duration_since(queued.queued_at);
+            let group = groups.entry(&queued.tags).or_insert_with(|| QueueGroup {
+                tags: queued.tags.clone(),
+                jobs: 0,
+                oldest: Duration::ZERO,
+            });
+            group.jobs += 1;
+            group.oldest = group.oldest.max(waited);
+        }
+        groups.into_values().collect()
+    }
+
+    /// How many agents are connected and how many of their slots are free.
+    pub fn slot_summary(&self) -> SlotSummary {
+        let mut busy: HashMap<&str, usize> = HashMap::new();
+        for lease in self.leases.values() {
+            *busy.entry(lease.agent.as_str()).or_default() += 1;
+        }
+        for offer in self.offers.values() {
+            *busy.entry(offer.agent.as_str()).or_default() += 1;
+        }
+        let free_slots = self
+            .agents
+            .iter()
+            .map(|(id, agent)| {
+                let taken = busy.get(id.as_str()).copied().unwrap_or(0);
+                agent.capacity.saturating_sub(taken)
+            })
+            .sum();
+        SlotSummary {
+            agents: self.agents.len(),
+            free_slots,
         }
     }
 

@@ -30,6 +30,7 @@ fn queued(tags: &[&str]) -> QueuedJob {
         deploys: false,
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         next_epoch: 1,
+        queued_at: Instant::now(),
     }
 }
 

@@ -14,6 +14,7 @@
 mod caller;
 mod deployments;
 mod hooks;
+mod metrics;
 mod projects;
 
 pub use caller::Caller;
@@ -44,6 +45,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub fn router(core: Core) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/pipelines", post(create_pipeline))
         .route("/api/v1/pipelines/{id}", get(show_pipeline))
         .route("/api/v1/pipelines/{id}/cancel", post(cancel_pipeline))

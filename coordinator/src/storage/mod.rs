@@ -16,6 +16,8 @@ pub mod deployments;
 mod error;
 /// Copying a stopped coordinator's state between databases (`migrate-store`).
 pub mod migrate;
+/// Counts and commit reports for the coordinator's metrics.
+pub mod observe;
 mod projects;
 mod rows;
 mod sql;
@@ -24,6 +26,7 @@ pub use crate::engine::AttemptEnd;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deployments::{DeploymentStore, NotifyStore};
 pub use error::{StoreError, StoreResult};
+pub use observe::{Commit, FinishedJob, StatsStore, StatusCounts, StoreObserver};
 pub use projects::*;
 pub use rows::{AgentRow, JobRow, PipelineRow};
 pub use sql::{connect, sqlite_url, Backend, SqlStore};
@@ -185,6 +188,7 @@ pub trait Store:
     + ProjectStore
     + DeploymentStore
     + NotifyStore
+    + StatsStore
 {
 }
 
@@ -195,7 +199,8 @@ impl<
             + RecordStore
             + ProjectStore
             + DeploymentStore
-            + NotifyStore,
+            + NotifyStore
+            + StatsStore,
     > Store for T
 {
 }
@@ -204,7 +209,7 @@ impl<
 pub mod prelude {
     pub use super::{
         AgentStore, DeploymentStore, LifecycleStore, NotifyStore, PipelineStore, ProjectStore,
-        RecordStore, Store,
+        RecordStore, StatsStore, Store,
     };
 }
 

@@ -9,6 +9,7 @@ mod pipelines;
 mod projects;
 mod records;
 mod web;
+mod stats;
 
 use osprey_coordinator::storage::{
     Assignment, AttemptEnd, Fence, ManualClock, SharedStore, SqlStore,
@@ -104,6 +105,8 @@ conformance!(
     deployments::a_fixed_pipeline_is_notified_and_deliveries_keep_their_tries,
     web::the_newest_pipeline_of_each_ref_and_of_all_are_listed,
     web::an_agent_is_seen_when_its_session_opens_and_closes,
+    stats::status_counts_group_jobs_and_pipelines_by_status,
+    stats::commits_report_finished_jobs_once_and_stored_log_bytes,
 );
 
 // ------------------------------------------------------------- helpers

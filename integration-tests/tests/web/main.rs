@@ -1,12 +1,14 @@
 //! The web UI end to end, one test binary: pages over plain HTTP (sign-in,
 //! redirects, CSRF, roles, logs) and in a headless Chromium (live updates
-//! over Server-Sent Events, forms, screenshots), against real coordinators
-//! and shell agents.
+//! over Server-Sent Events, forms, screenshots), the `/metrics` of the
+//! coordinator and the agent, and JSON logs, against real coordinators and
+//! shell agents.
 //!
 //! The helpers here are what the modules share: a project `app` on a
 //! repository of its own, its pipelines, and a form body.
 
 mod browser;
+mod metrics;
 mod pages;
 
 use osprey_integration_tests::{ApiClient, TestRepo};

@@ -468,7 +468,7 @@ impl DeploymentStore for SqlStore {
         let mut write = self.write().await?;
         let applied = self
             .transact_as(
-                &mut write.tx,
+                &mut write,
                 PipelineId(target.pipeline_id as u64),
                 &event,
                 Some(&rollback),
@@ -520,7 +520,7 @@ impl DeploymentStore for SqlStore {
         let event = Event::Prevented { job, failure };
         let pipeline = PipelineId(mine.pipeline_id as u64);
         let mut write = self.write().await?;
-        let applied = match self.transact_in(&mut write.tx, pipeline, &event).await {
+        let applied = match self.transact_in(&mut write, pipeline, &event).await {
             Ok(applied) => applied,
             // Taken or canceled meanwhile: not ours to fail.
             Err(StoreError::Refused(_)) => return Ok(None),

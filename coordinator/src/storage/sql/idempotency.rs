@@ -63,7 +63,7 @@ impl SqlStore {
         if let Some(seen) = seen {
             return Ok(answer(seen, key));
         }
-        let (pipeline, pending) = self.insert_pipeline(&mut write.tx, new).await?;
+        let (pipeline, pending) = self.insert_pipeline(&mut write, new).await?;
         sqlx::query(
             "INSERT INTO idempotency_keys (key, request_sha256, pipeline_id, created_at) \
              VALUES ($1, $2, $3, $4)",

@@ -18,16 +18,18 @@ mod notify;
 mod pipelines;
 mod projects;
 mod records;
+mod stats;
 mod transitions;
 
 use super::clock::{Clock, SystemClock};
 use super::error::{StoreError, StoreResult};
+use super::observe::{Commit, FinishedJob, StoreObserver};
 use osprey_shared::api::format_time;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Which database a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct SqlStore {
     /// SQLite only: its writers, one at a time.
     write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
     clock: Arc<dyn Clock>,
+    /// Told of each commit (the coordinator's metrics); shared by clones.
+    observer: Arc<RwLock<Option<Arc<dyn StoreObserver>>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -78,14 +82,39 @@ impl std::fmt::Debug for SqlStore {
 }
 
 /// A write transaction, with the SQLite writer lock when there is one.
+/// What it did is reported to the store's observer when it commits, and
+/// forgotten when it is dropped uncommitted (rolled back).
 pub(super) struct Write<'a> {
     pub tx: Transaction<'static, Any>,
     _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+    begun: Instant,
+    /// Jobs the transaction's transitions finished.
+    finished: Vec<FinishedJob>,
+    /// Log bytes it stores.
+    log_bytes: u64,
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Write<'_> {
+    /// Notes a job this transaction finishes, reported once it commits.
+    pub fn finished(&mut self, job: FinishedJob) {
+        self.finished.push(job);
+    }
+
+    /// Notes log bytes this transaction stores.
+    pub fn log_bytes(&mut self, bytes: usize) {
+        self.log_bytes += bytes as u64;
+    }
+
     pub async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
+        if let Some(observer) = &self.observer {
+            observer.committed(&Commit {
+                held: self.begun.elapsed(),
+                finished: &self.finished,
+                log_bytes: self.log_bytes,
+            });
+        }
         Ok(())
     }
 }
@@ -107,6 +136,7 @@ impl SqlStore {
             backend,
             write_lock: (backend == Backend::Sqlite).then(Default::default),
             clock,
+            observer: Arc::default(),
         })
     }
 
@@ -133,7 +163,19 @@ impl SqlStore {
             None => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(Write { tx, _guard: guard })
+        let observer = self
+            .observer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Ok(Write {
+            tx,
+            _guard: guard,
+            begun: Instant::now(),
+            finished: Vec::new(),
+            log_bytes: 0,
+            observer,
+        })
     }
 
     /// Locks a pipeline's row until the transaction ends (PostgreSQL; on

@@ -1,7 +1,7 @@
 //! Pipelines and their jobs as recorded, and the reads the coordinator
 //! makes of them.
 
-use super::{id, Backend, SqlStore};
+use super::{id, Backend, SqlStore, Write};
 use crate::engine::{Event, JobRules};
 use crate::storage::rows::JOB_COLUMNS;
 use crate::storage::{
@@ -9,7 +9,6 @@ use crate::storage::{
 };
 use async_trait::async_trait;
 use osprey_shared::{JobId, JobStatus, PipelineId};
-use sqlx::{Any, Transaction};
 
 pub(super) const PIPELINE_COLUMNS: &str =
     "id, repo, git_ref, ref_is_tag, sha, status, definition, before_sha, \
@@ -36,9 +35,10 @@ impl SqlStore {
     /// transaction; returns its id and the jobs that became pending.
     pub(super) async fn insert_pipeline(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        write: &mut Write<'_>,
         new: &NewPipeline<'_>,
     ) -> StoreResult<(PipelineId, Vec<JobId>)> {
+        let tx = &mut write.tx;
         let definition = serde_json::to_string(new.pipeline)
             .map_err(|error| StoreError::Backend(format!("encoding pipeline: {error}")))?;
         let origin = &new.origin;
@@ -121,7 +121,7 @@ impl SqlStore {
         self.record_deployments(tx, pipeline, new, &deploying)
             .await?;
         let pipeline = PipelineId(pipeline as u64);
-        let applied = self.transact_in(tx, pipeline, &Event::Advance).await?;
+        let applied = self.transact_in(write, pipeline, &Event::Advance).await?;
         Ok((pipeline, applied.queued()))
     }
 
@@ -147,7 +147,7 @@ impl PipelineStore for SqlStore {
         new: &NewPipeline<'_>,
     ) -> StoreResult<(PipelineId, Vec<JobId>)> {
         let mut write = self.write().await?;
-        let created = self.insert_pipeline(&mut write.tx, new).await?;
+        let created = self.insert_pipeline(&mut write, new).await?;
         write.commit().await?;
         self.hand_over_groups().await?;
         Ok(created)

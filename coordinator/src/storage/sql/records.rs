@@ -111,6 +111,7 @@ impl RecordStore for SqlStore {
         // stored in part, and the answer's offset says how much.
         let end = end.min(max_size);
         let fresh = data[(size - offset) as usize..(end - offset) as usize].to_vec();
+        write.log_bytes(fresh.len());
         sqlx::query(
             "INSERT INTO log_chunks (job_id, attempt, \"offset\", data) VALUES ($1, $2, $3, $4)",
         )

@@ -5,7 +5,7 @@
 //! longest (lowest id), in whatever pipeline.
 
 use super::deployments::{PipelineMeta, Rollback};
-use super::{id, SqlStore};
+use super::{id, SqlStore, Write};
 use crate::engine::{
     self, AttemptEnd, Context, Effect, Event, JobRules, JobState, PipelineState, Refusal,
 };
@@ -225,22 +225,24 @@ impl SqlStore {
     /// One event on one pipeline inside `tx`: lock, load, apply, persist.
     pub(super) async fn transact_in(
         &self,
-        tx: &mut Tx,
+        write: &mut Write<'_>,
         pipeline: PipelineId,
         event: &Event,
     ) -> StoreResult<Applied> {
-        self.transact_as(tx, pipeline, event, None).await
+        self.transact_as(write, pipeline, event, None).await
     }
 
     /// [`SqlStore::transact_in`], with the deployments and notifications
-    /// the change makes; `rollback` names the run a rollback starts.
+    /// the change makes; `rollback` names the run a rollback starts. The
+    /// jobs it finishes are noted on `write`, reported when it commits.
     pub(super) async fn transact_as(
         &self,
-        tx: &mut Tx,
+        write: &mut Write<'_>,
         pipeline: PipelineId,
         event: &Event,
         rollback: Option<&Rollback<'_>>,
     ) -> StoreResult<Applied> {
+        let tx = &mut write.tx;
         if !self.lock_pipeline(tx, id(pipeline.0)).await? {
             return Err(StoreError::NotFound(format!(
                 "pipeline {pipeline} not found"
@@ -274,6 +276,11 @@ impl SqlStore {
             self.consequences(tx, &meta, &before, &transition.state, rollback)
                 .await?;
         }
+        for (old, new) in before.jobs.iter().zip(&transition.state.jobs) {
+            if let Some(finished) = crate::storage::FinishedJob::of_transition(old, new) {
+                write.finished(finished);
+            }
+        }
         Ok(Applied {
             state: transition.state,
             effects: transition.effects,
@@ -285,7 +292,7 @@ impl SqlStore {
     /// resource group it released.
     async fn transact(&self, pipeline: PipelineId, event: &Event) -> StoreResult<Applied> {
         let mut write = self.write().await?;
-        let mut applied = self.transact_in(&mut write.tx, pipeline, event).await?;
+        let mut applied = self.transact_in(&mut write, pipeline, event).await?;
         write.commit().await?;
         for group in applied.released() {
             let handed = self.hand_over(&group).await?;
@@ -311,7 +318,7 @@ impl SqlStore {
             job: JobId(job as u64),
         };
         let applied = self
-            .transact_in(&mut write.tx, PipelineId(pipeline as u64), &event)
+            .transact_in(&mut write, PipelineId(pipeline as u64), &event)
             .await?;
         write.commit().await?;
         Ok(applied.queued())
