@@ -8,8 +8,8 @@ mod lifecycle;
 mod pipelines;
 mod projects;
 mod records;
-mod web;
 mod stats;
+mod web;
 
 use osprey_coordinator::storage::{
     Assignment, AttemptEnd, Fence, ManualClock, SharedStore, SqlStore,
