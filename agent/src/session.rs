@@ -314,6 +314,8 @@ impl<A: CoordinatorApi> Session<A> {
                 Ok(())
             }
             coordinator_message::Kind::Welcome(_) => Ok(()),
+            // Advisory; the git cache takes it (issue 12).
+            coordinator_message::Kind::Prefetch(_) => Ok(()),
         }
     }
 
