@@ -89,8 +89,8 @@ async fn used_sqlite_store(dir: &std::path::Path) -> String {
     Backend::Sqlite.migrator().run(&pool).await.unwrap();
     let seed = format!(
         r#"
-INSERT INTO agents VALUES ('a-1', 'builder', 'aa11', '["linux","docker"]', 1, 'docker', 4, '2024-05-01T10:00:00Z');
-INSERT INTO agents VALUES ('a-2', 'spare', 'bb22', '[]', 0, 'shell', 1, '2024-05-01T10:01:00Z');
+INSERT INTO agents VALUES ('a-1', 'builder', 'aa11', '["linux","docker"]', 1, 'docker', 4, '2024-05-01T10:00:00Z', '2024-05-02T08:00:00Z');
+INSERT INTO agents VALUES ('a-2', 'spare', 'bb22', '[]', 0, 'shell', 1, '2024-05-01T10:01:00Z', NULL);
 INSERT INTO pipelines VALUES (3, 'https://git.example.com/app.git', 'main', 0, 'c0ffee', 'success', '{{"stages":["build"]}}',
     '2024-05-01T11:00:00Z', '2024-05-01T11:05:00Z', 'beef', 'Fix: “quotes” ünïcode', 'main',
     4, 'app', 1, 'push', '[{{"key":"A","value":"b"}}]', 'token:ci bot');
