@@ -17,6 +17,25 @@ pub struct CsrfForm {
     csrf: Option<String>,
 }
 
+/// A job's form: from the pipeline page it carries `back=pipeline`, and
+/// the answer returns there rather than to the job's page.
+#[derive(Deserialize)]
+pub struct JobForm {
+    csrf: Option<String>,
+    back: Option<String>,
+}
+
+impl JobForm {
+    async fn target(&self, core: &Core, id: JobId) -> WebResult<String> {
+        if self.back.as_deref() == Some("pipeline") {
+            if let Some(job) = core.store().job(id).await? {
+                return Ok(format!("/pipelines/{}", job.pipeline_id().0));
+            }
+        }
+        Ok(format!("/jobs/{}", id.0))
+    }
+}
+
 #[derive(Deserialize)]
 pub struct RunForm {
     csrf: Option<String>,
@@ -89,26 +108,26 @@ pub async fn play_job(
     State(core): State<Core>,
     caller: WebCaller,
     Path(id): Path<u64>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<JobForm>,
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = JobId(id);
     caller.job(&core, id, Role::Run).await?;
     core.play_job(id).await?;
-    Ok(Redirect::to(&format!("/jobs/{}", id.0)).into_response())
+    Ok(Redirect::to(&form.target(&core, id).await?).into_response())
 }
 
 pub async fn retry_job(
     State(core): State<Core>,
     caller: WebCaller,
     Path(id): Path<u64>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<JobForm>,
 ) -> WebResult<Response> {
     caller.check_csrf(form.csrf.as_deref())?;
     let id = JobId(id);
     caller.job(&core, id, Role::Run).await?;
     core.retry_job(id).await?;
-    Ok(Redirect::to(&format!("/jobs/{}", id.0)).into_response())
+    Ok(Redirect::to(&form.target(&core, id).await?).into_response())
 }
 
 pub async fn rollback(

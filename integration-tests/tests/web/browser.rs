@@ -49,20 +49,31 @@ async fn current_path(browser: &Browser) -> anyhow::Result<String> {
         .map_or("/".to_owned(), |at| after_scheme[at..].to_owned()))
 }
 
-/// Goes to `path` unless the browser is there already (a form's redirect
-/// may land elsewhere).
-async fn ensure_on(browser: &Browser, base: &str, path: &str) -> anyhow::Result<()> {
-    if current_path(browser).await? != path {
-        browser.goto(&format!("{base}{path}")).await?;
-    }
-    Ok(())
-}
-
 async fn set_marker(browser: &Browser) -> anyhow::Result<()> {
     browser
         .execute(&format!("{MARKER} = 'still-here'; return true"), vec![])
         .await?;
     Ok(())
+}
+
+/// Waits until the page is a new document (a form's answer) since [`set_marker`].
+async fn wait_reloaded(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .wait_until("the form's answer to load", UI_TIMEOUT, || async {
+            let marker = browser
+                .execute(
+                    &format!("return document.readyState === 'complete' && !{MARKER}"),
+                    vec![],
+                )
+                .await
+                .map_err(|error| format!("{error:#}"))?;
+            if marker == json!(true) {
+                Ok(())
+            } else {
+                Err("still the old page".to_owned())
+            }
+        })
+        .await
 }
 
 /// Fails when the page was reloaded since [`set_marker`].
@@ -186,6 +197,8 @@ async fn signing_in_sets_a_session_cookie_that_scripts_cannot_read() -> anyhow::
     browser
         .click("#logout button, #logout [type=submit]")
         .await?;
+    // Signing out answers with the sign-in page; only then look elsewhere.
+    browser.wait_for("#login", UI_TIMEOUT).await?;
     browser.goto(&format!("{base}/agents")).await?;
     browser.wait_for("#login", UI_TIMEOUT).await?;
     let cookies = browser.cookies().await?;
@@ -322,10 +335,17 @@ async fn playing_a_manual_job_updates_its_row_live() -> anyhow::Result<()> {
         .wait_until_attr(&row, "data-status", "manual", UI_TIMEOUT)
         .await?;
     let play = format!("{row} form.play[data-job=\"{deploy}\"]");
+    // The form posts and comes back to this page: a new document, which the
+    // marker set before the click tells from the old one.
+    set_marker(&browser).await?;
     browser
         .click(&format!("{play} button, {play} [type=submit]"))
         .await?;
-    ensure_on(&browser, &base, &page).await?;
+    wait_reloaded(&browser).await?;
+    ensure!(
+        current_path(&browser).await? == page,
+        "played from the pipeline page, back on it"
+    );
     let started = wait_for_row_started(&browser, &row).await?;
     set_marker(&browser).await?;
     open_gate(&gate)?;
@@ -424,10 +444,15 @@ async fn the_cancel_button_cancels_a_running_pipeline() -> anyhow::Result<()> {
         !browser.is_displayed("#retry-pipeline").await?,
         "a retry while running"
     );
+    set_marker(&browser).await?;
     browser
         .click("#cancel-pipeline button, #cancel-pipeline [type=submit]")
         .await?;
-    ensure_on(&browser, &base, &page).await?;
+    wait_reloaded(&browser).await?;
+    ensure!(
+        current_path(&browser).await? == page,
+        "canceled, back on the pipeline page"
+    );
     browser
         .wait_until_attr("#pipeline", "data-status", "canceled", UI_TIMEOUT)
         .await?;
