@@ -30,6 +30,10 @@ use worktree::DirState;
 pub struct GitCache {
     mirrors: Mirrors,
     slots: slots::BuildSlots,
+    /// Off when jobs run as another user: a dir that user owns could be
+    /// changed under the agent's git (root) by a concurrent job of the same
+    /// user, so each job gets a new dir, still from the mirror.
+    reuse_dirs: bool,
 }
 
 /// What a checkout did, for the job log and `untracked:`.
@@ -47,7 +51,14 @@ impl GitCache {
         Self {
             mirrors: Mirrors::new(mirrors_root),
             slots: slots::BuildSlots::default(),
+            reuse_dirs: true,
         }
+    }
+
+    /// Never reuses a build dir (jobs run as another user).
+    pub fn without_dir_reuse(mut self) -> Self {
+        self.reuse_dirs = false;
+        self
     }
 
     pub fn mirrors(&self) -> &Mirrors {
@@ -96,7 +107,8 @@ impl GitCache {
         }
         validate(repo_url, sha)?;
         let resolved = self.mirrors.ensure(repo_url, sha, log).await?;
-        let reuse = options.strategy == Strategy::Fetch;
+        let fetch = options.strategy == Strategy::Fetch;
+        let reuse = fetch && self.reuse_dirs;
         let (tracked, dir) = worktree::sync(
             &resolved.mirror,
             repo_url,
@@ -117,7 +129,7 @@ impl GitCache {
             DirState::Reused => "reused build dir",
             DirState::Fresh => "new build dir",
         };
-        let verb = if reuse { "Fetching" } else { "Cloning" };
+        let verb = if fetch { "Fetching" } else { "Cloning" };
         Ok(Checkout {
             tracked,
             summary: format!("{verb} {shown} at {short} ({mirror}, {dir})"),

@@ -129,7 +129,9 @@ impl WorkDir {
     }
 
     /// Removes every `builds/*.tmp` dir: file variables of attempts that
-    /// ended without cleaning up (the agent and the job's guard killed).
+    /// ended without cleaning up (the agent and the job's guard killed), and
+    /// the shell executor's script files they left in the build dirs
+    /// (`builds/*/osprey-script-*.sh`), which are kept for reuse.
     fn remove_tmp_dirs(&self) {
         let Ok(entries) = std::fs::read_dir(self.builds()) else {
             return;
@@ -137,6 +139,9 @@ impl WorkDir {
         for entry in entries.flatten() {
             let path = entry.path();
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir {
+                remove_scripts(&path);
+            }
             if is_dir && path.extension().is_some_and(|ext| ext == "tmp") {
                 match std::fs::remove_dir_all(&path) {
                     Ok(()) => {
@@ -147,6 +152,21 @@ impl WorkDir {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Removes the script files a killed shell job left in `build_dir`.
+fn remove_scripts(build_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(build_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if is_file && name.starts_with("osprey-script-") && name.ends_with(".sh") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -547,6 +567,8 @@ mod tests {
         std::fs::create_dir_all(&dirs.tmp_dir).unwrap();
         std::fs::write(dirs.tmp_dir.join("KEY"), "secret").unwrap();
         std::fs::write(&dirs.spool, "log").unwrap();
+        let script = dirs.build_dir.join("osprey-script-1234.sh");
+        std::fs::write(&script, "echo left").unwrap();
         // A tmp dir whose record is gone (removed before its dir).
         let stray = work.attempt(4, "0000ffff", "p", 0).tmp_dir;
         std::fs::create_dir_all(&stray).unwrap();
@@ -566,6 +588,7 @@ mod tests {
         assert!(!status.success(), "killed");
         assert!(!dirs.scratch_dir.exists() && !dirs.spool.exists() && !dirs.record.exists());
         assert!(dirs.project_dir.exists(), "the build dir is kept for reuse");
+        assert!(!script.exists(), "a killed job's script is removed");
         assert!(
             !dirs.tmp_dir.exists() && !stray.exists(),
             "file variables removed"
