@@ -215,6 +215,7 @@ async fn run_attempt<A: CoordinatorApi>(
     ctx.registry.remove(&job.attempt_id);
     ctx.metrics.job_finished(started.elapsed());
     dirs.remove();
+    crate::git_cache::worktree::forget_credentials(&dirs.project_dir, &spec.repo_url);
     let _ = std::fs::remove_file(&dirs.record);
 }
 

@@ -426,3 +426,20 @@ fn mirrors_are_named_by_the_url_without_credentials() {
     assert_eq!(name.len(), 16 + ".git".len(), "{name}");
     assert!(one.starts_with("/w/git"));
 }
+
+#[tokio::test]
+async fn the_job_token_in_the_url_does_not_outlive_the_job_on_disk() {
+    let fx = fixture();
+    fx.checkout(&fx.sha, &GitOptions::default()).await.unwrap();
+    let url = "https://gitlab-ci-token:s3cret-token@git.test/g/app.git";
+    // What the job's config holds while it runs.
+    worktree::forget_credentials(&fx.project, "/no/credentials");
+    run(&fx.project, &["config", "remote.origin.url", url]);
+    worktree::forget_credentials(&fx.project, url);
+    let config = std::fs::read_to_string(fx.project.join(".git/config")).unwrap();
+    assert!(!config.contains("s3cret-token"), "{config}");
+    assert_eq!(
+        run(&fx.project, &["config", "remote.origin.url"]),
+        "https://git.test/g/app.git"
+    );
+}

@@ -87,6 +87,36 @@ pub async fn remove_dir(dir: &Path) -> Result<(), CheckoutError> {
     }
 }
 
+/// Rewrites the kept dir's `.git/config` with `repo_url` stripped of its
+/// credentials, once the job has ended: the job token in the URL must not
+/// outlive the job on disk (the dir used to be removed with the attempt).
+/// Nothing is done when the URL has none or the dir is not a usable repository.
+pub fn forget_credentials(project_dir: &Path, repo_url: &str) {
+    let stripped = without_credentials(repo_url);
+    if stripped == repo_url || !usable(project_dir) {
+        return;
+    }
+    if let Err(err) = write_config(project_dir, &stripped) {
+        tracing::warn!(error = %err, dir = %project_dir.display(), "cannot remove the credentials from the build dir's .git/config");
+    }
+}
+
+/// `http(s)://user:secret@host/path` without `user:secret@`; other URLs
+/// as they are (an `ssh://git@` user is no secret, and needed).
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return url.to_owned();
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Whether `project_dir` looks like a repository this module made, with
 /// nothing in its `.git` that would send git elsewhere.
 fn usable(project_dir: &Path) -> bool {
@@ -126,7 +156,12 @@ fn sanitize(project_dir: &Path, repo_url: &str) -> std::io::Result<()> {
             _ => {}
         }
     }
-    let config = dot_git.join("config");
+    write_config(project_dir, repo_url)
+}
+
+/// Replaces `.git/config` with [`neutral_config`].
+fn write_config(project_dir: &Path, repo_url: &str) -> std::io::Result<()> {
+    let config = project_dir.join(".git").join("config");
     // Removed first: a symlink there must not be written through.
     match std::fs::remove_file(&config) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
@@ -257,4 +292,26 @@ async fn update(
     .await
     .map_err(|err| CheckoutError::Git(format!("cannot list the files of {sha}: {err}")))?;
     Ok(TrackedFiles::from_nul_separated(&listing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_are_stripped_from_the_authority_only() {
+        assert_eq!(
+            without_credentials("https://gitlab-ci-token:s3cret@git.test/g/app.git"),
+            "https://git.test/g/app.git"
+        );
+        assert_eq!(
+            without_credentials("https://git.test/g/a@b.git"),
+            "https://git.test/g/a@b.git"
+        );
+        assert_eq!(without_credentials("/srv/repo"), "/srv/repo");
+        assert_eq!(
+            without_credentials("ssh://git@git.test/app"),
+            "ssh://git@git.test/app"
+        );
+    }
 }
