@@ -194,3 +194,47 @@ async fn a_hostile_git_dir_left_by_a_job_runs_nothing_in_the_next_checkout() {
     let config = std::fs::read_to_string(project.join(".git/config")).unwrap();
     assert!(!config.contains("evil"), "{config}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_jobs_of_a_project_each_get_a_build_slot_and_reuse_it() {
+    let cluster = TestCluster::builder()
+        .agents(1)
+        .concurrency(2)
+        .start()
+        .await;
+    let repo = TestRepo::with_pipeline(
+        r#"
+one:
+  script: ["sleep 1", "echo one in $CI_BUILDS_DIR"]
+two:
+  script: ["sleep 1", "echo two in $CI_BUILDS_DIR"]
+"#,
+    );
+    let work = cluster.agents[0].work_dir().to_owned();
+    for round in ["first", "second"] {
+        let pipeline = cluster.api.run_pipeline(&repo, "master").await;
+        pipeline.assert_status(PipelineStatus::Success);
+        let mut dirs = Vec::new();
+        for name in ["one", "two"] {
+            let log = cluster.api.job_log_text(pipeline.job(name).id).await;
+            if round == "second" {
+                assert!(log.contains("reused build dir"), "{log}");
+            }
+            let dir = log
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{name} in ")))
+                .unwrap_or_else(|| panic!("{log}"))
+                .to_owned();
+            dirs.push(dir);
+        }
+        dirs.sort();
+        let slots: Vec<String> = std::fs::read_dir(work.join("builds"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path().display().to_string())
+            .collect();
+        assert!(
+            dirs[0].ends_with("-0") && dirs[1].ends_with("-1"),
+            "{round}: {dirs:?} (builds: {slots:?})"
+        );
+    }
+}
