@@ -144,6 +144,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let executor = build_executor(&config, &credentials, &registry).await?;
     let leases = Arc::new(Leases::default());
     let metrics = Arc::new(AgentMetrics::new());
+    let mut git = crate::git_cache::GitCache::new(work.mirrors());
+    let other_user = config.executor == ExecutorKind::Shell
+        && config.user.as_ref().is_some_and(|user| user.is_other());
+    if other_user {
+        git = git.without_dir_reuse();
+    }
     let ctx = Arc::new(RunnerContext {
         api: Arc::new(GrpcApi {
             client: client.clone(),
@@ -160,6 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         shipper: ShipperSettings::default(),
         leases: leases.clone(),
         metrics: metrics.clone(),
+        git,
     });
     let settings = SessionSettings {
         agent_token: credentials.agent_token.clone(),

@@ -10,6 +10,8 @@ use crate::artifacts;
 use crate::cache::{CacheJob, Fenced};
 use crate::client::{AppendReply, CallError, CoordinatorApi};
 use crate::executor::{Executor, Outcome, OutputSink, PreparedJob};
+use crate::git_cache::options::GitOptions;
+use crate::git_cache::GitCache;
 use crate::lease::Leases;
 use crate::log_stream::{LogEndpoint, LogStream, ShipperSettings};
 use crate::mask::Masker;
@@ -23,6 +25,7 @@ use osprey_proto::v1::{
 };
 use osprey_shared::{Failure, FailureReason};
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -48,6 +51,8 @@ pub struct RunnerContext<A> {
     /// enforced by the lease watchdog).
     pub leases: Arc<Leases>,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// The repositories' mirrors and the build slots.
+    pub git: GitCache,
 }
 
 /// The final report of an attempt.
@@ -78,9 +83,16 @@ pub fn start<A: CoordinatorApi>(
     assignment: JobAssignment,
 ) -> Result<impl Future<Output = ()> + Send + 'static, std::io::Error> {
     let spec = assignment.spec.clone().unwrap_or_default();
-    let dirs = ctx
-        .work
-        .attempt(spec.job_id, &assignment.attempt_id, &spec.project_name);
+    // Keyed by the dir name: two names that map to one dir share its slots.
+    let slot = ctx
+        .git
+        .take_slot(&workspace::project_dir_name(&spec.project_name));
+    let dirs = ctx.work.attempt(
+        spec.job_id,
+        &assignment.attempt_id,
+        &spec.project_name,
+        slot.slot,
+    );
     let record = RunningRecord {
         job_id: spec.job_id,
         attempt_id: assignment.attempt_id.clone(),
@@ -115,7 +127,14 @@ pub fn start<A: CoordinatorApi>(
     };
     let span =
         tracing::info_span!("job", job_id = spec.job_id, attempt_id = %assignment.attempt_id);
-    Ok(run_attempt(ctx, job, attempt, spec, dirs, stream, redactor).instrument(span))
+    let run = run_attempt(ctx, job, attempt, spec, dirs, stream, redactor);
+    Ok(async move {
+        run.await;
+        // Only now, the attempt's dirs cleaned up, may the next job of the
+        // project take this build dir.
+        drop(slot);
+    }
+    .instrument(span))
 }
 
 async fn run_attempt<A: CoordinatorApi>(
@@ -196,6 +215,7 @@ async fn run_attempt<A: CoordinatorApi>(
     ctx.registry.remove(&job.attempt_id);
     ctx.metrics.job_finished(started.elapsed());
     dirs.remove();
+    crate::git_cache::worktree::forget_credentials(&dirs.project_dir, &spec.repo_url);
     let _ = std::fs::remove_file(&dirs.record);
 }
 
@@ -312,27 +332,50 @@ async fn run_steps<A: CoordinatorApi>(
     let say = |text: String| async move {
         let _ = log.send(Bytes::from(text)).await;
     };
-    let short_sha = spec.commit_sha.get(..8).unwrap_or(&spec.commit_sha);
-    say(format!("Fetching {} at {short_sha}\n", spec.repo_url)).await;
+    // The agent's own archives and downloads: no job reads them.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dirs.scratch_dir)
+        .map_err(|err| {
+            Step::Failed(Failure::new(
+                FailureReason::RunnerSystemFailure,
+                format!("cannot create {}: {err}", dirs.scratch_dir.display()),
+            ))
+        })?;
+    let options = GitOptions::from_spec(spec).map_err(|err| {
+        Step::Failed(Failure::new(
+            FailureReason::ScriptFailure,
+            format!("invalid checkout variable: {err}"),
+        ))
+    })?;
     let mut git_output = Vec::new();
-    let checkout = workspace::checkout(
+    let checkout = ctx.git.checkout(
         &spec.repo_url,
         &spec.commit_sha,
         &dirs.project_dir,
+        &options,
         &mut git_output,
     );
     let checked_out = unless_stopped(job, checkout).await?;
+    if let Ok(done) = &checked_out {
+        say(format!("{}\n", done.summary)).await;
+    }
     if !git_output.is_empty() {
         let _ = log.send(Bytes::from(git_output)).await;
     }
     // Kept in memory: once the script ran, nothing the job can write may
     // decide what "tracked" means.
-    let tracked = Arc::new(checked_out.map_err(|err| {
-        Step::Failed(Failure::new(
-            FailureReason::RunnerSystemFailure,
-            format!("source checkout failed: {err}"),
-        ))
-    })?);
+    let tracked = Arc::new(
+        checked_out
+            .map_err(|err| {
+                Step::Failed(Failure::new(
+                    FailureReason::RunnerSystemFailure,
+                    format!("source checkout failed: {err}"),
+                ))
+            })?
+            .tracked,
+    );
 
     for (index, dependency) in spec.dependencies.iter().enumerate() {
         say(format!(

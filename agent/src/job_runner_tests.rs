@@ -113,10 +113,12 @@ fn fixture(api: FakeApi, script: &[&str]) -> Fixture {
     git(&repo, &["add", "README"]);
     git(&repo, &["commit", "-qm", "init"]);
     let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let work = WorkDir::create(&dir.path().join("work")).unwrap();
     let ctx = Arc::new(RunnerContext {
         api: Arc::new(api),
         executor: Arc::new(ShellExecutor::new()),
-        work: WorkDir::create(&dir.path().join("work")).unwrap(),
+        git: crate::git_cache::GitCache::new(work.mirrors()),
+        work,
         registry: Arc::new(Registry::new(1)),
         agent_name: "test-agent".into(),
         tags: vec!["a".into()],
@@ -195,14 +197,18 @@ async fn success_uploads_then_seals_then_reports() {
     assert_eq!(calls.len(), 4);
     let text = String::from_utf8(log).unwrap();
     assert!(text.contains("token [MASKED] in "), "{text}");
-    assert!(text.contains("builds/9-11111111/repo"), "{text}");
+    assert!(text.contains("builds/repo-0/repo"), "{text}");
     assert!(!text.contains("hunter22"));
     assert!(fixture.ctx.registry.is_empty(), "slot freed");
     let builds = fixture.ctx.work.builds();
+    let left: Vec<_> = std::fs::read_dir(builds)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
     assert_eq!(
-        std::fs::read_dir(builds).unwrap().count(),
-        0,
-        "build dir removed"
+        left,
+        vec![std::ffi::OsString::from("repo-0")],
+        "only the build dir is kept, for the next job"
     );
 }
 

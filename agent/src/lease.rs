@@ -237,7 +237,7 @@ mod tests {
             job_token: "t".into(),
             pgid: None,
         };
-        let dirs = work.attempt(1, "a1", "p");
+        let dirs = work.attempt(1, "a1", "p", 0);
         let job = Arc::new(RunningJob::new(
             record,
             dirs,

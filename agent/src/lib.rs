@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod exec;
 pub mod executor;
 pub mod file_variables;
+pub mod git_cache;
 pub mod guard;
 pub mod job_runner;
 pub mod lease;

@@ -212,7 +212,7 @@ mod tests {
         };
         let dirs = WorkDir::create(&std::env::temp_dir().join("osprey-registry-test"))
             .unwrap()
-            .attempt(id, &record.attempt_id, "p");
+            .attempt(id, &record.attempt_id, "p", 0);
         Arc::new(RunningJob::new(record, dirs, watch::channel(5).1))
     }
 

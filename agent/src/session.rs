@@ -314,8 +314,13 @@ impl<A: CoordinatorApi> Session<A> {
                 Ok(())
             }
             coordinator_message::Kind::Welcome(_) => Ok(()),
-            // Advisory; the git cache takes it (issue 12).
-            coordinator_message::Kind::Prefetch(_) => Ok(()),
+            // Advisory: a background fetch into the mirror, never an error.
+            coordinator_message::Kind::Prefetch(prefetch) => {
+                self.ctx
+                    .git
+                    .prefetch(&self.tasks, prefetch.repo_url, prefetch.sha);
+                Ok(())
+            }
         }
     }
 

@@ -1,6 +1,9 @@
 //! The agent's work dir and each attempt's place in it: the build dir
-//! (`builds/<job_id>-<attempt-short>/<project>`), its private sibling
-//! `builds/<job_id>-<attempt-short>.tmp/` (file variables), the log spool
+//! (`builds/<project>-<slot>/<project>`, reused by the next job of the
+//! project in that slot, see [`crate::git_cache`]), the attempt's own scratch
+//! dir `builds/<job_id>-<attempt-short>/` (archives, downloads) and its
+//! private sibling `builds/<job_id>-<attempt-short>.tmp/` (file variables),
+//! the log spool
 //! (`spool/<attempt_id>.log`) and the record of running attempts
 //! (`running/<attempt_id>.json`), plus the source checkout with the real `git`
 //! CLI. The record lets an agent restarted after a crash kill the process
@@ -50,15 +53,31 @@ impl WorkDir {
         self.root.join("builds")
     }
 
-    /// The paths of one attempt.
-    pub fn attempt(&self, job_id: u64, attempt_id: &str, project_name: &str) -> AttemptDirs {
+    /// The bare mirrors of the repositories (`git/`), see [`crate::git_cache`].
+    pub fn mirrors(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
+    /// The paths of one attempt that runs in build `slot` of its project.
+    pub fn attempt(
+        &self,
+        job_id: u64,
+        attempt_id: &str,
+        project_name: &str,
+        slot: usize,
+    ) -> AttemptDirs {
         let short: String = safe_name(attempt_id).chars().take(8).collect();
-        let build_dir = self.builds().join(format!("{job_id}-{short}"));
+        let scratch_dir = self.builds().join(format!("{job_id}-{short}"));
+        let project = safe_project_name(project_name);
+        // A slot dir ends in a small number, a scratch dir in 8 chars of an
+        // attempt id (a UUID): they do not collide in practice.
+        let build_dir = self.builds().join(format!("{project}-{slot}"));
         AttemptDirs {
             tmp_dir: self.builds().join(format!("{job_id}-{short}.tmp")),
-            project_dir: build_dir.join(safe_project_name(project_name)),
-            archive: build_dir.join("artifacts.tar"),
-            downloads: build_dir.join("downloads"),
+            project_dir: build_dir.join(&project),
+            archive: scratch_dir.join("artifacts.tar"),
+            downloads: scratch_dir.join("downloads"),
+            scratch_dir,
             build_dir,
             spool: self
                 .root
@@ -98,7 +117,9 @@ impl WorkDir {
                     kill_group(pgid);
                 }
                 tracing::info!(job_id = record.job_id, attempt_id = %record.attempt_id, pgid = ?record.pgid, "cleaned up attempt of an earlier agent process");
-                let dirs = self.attempt(record.job_id, &record.attempt_id, "");
+                // The build dir stays: the next job in its slot reuses it,
+                // treating its `.git` as untrusted (`crate::git_cache`).
+                let dirs = self.attempt(record.job_id, &record.attempt_id, "", 0);
                 dirs.remove();
                 found.push(record);
             }
@@ -108,7 +129,9 @@ impl WorkDir {
     }
 
     /// Removes every `builds/*.tmp` dir: file variables of attempts that
-    /// ended without cleaning up (the agent and the job's guard killed).
+    /// ended without cleaning up (the agent and the job's guard killed), and
+    /// the shell executor's script files they left in the build dirs
+    /// (`builds/*/osprey-script-*.sh`), which are kept for reuse.
     fn remove_tmp_dirs(&self) {
         let Ok(entries) = std::fs::read_dir(self.builds()) else {
             return;
@@ -116,6 +139,9 @@ impl WorkDir {
         for entry in entries.flatten() {
             let path = entry.path();
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir {
+                remove_scripts(&path);
+            }
             if is_dir && path.extension().is_some_and(|ext| ext == "tmp") {
                 match std::fs::remove_dir_all(&path) {
                     Ok(()) => {
@@ -126,6 +152,21 @@ impl WorkDir {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Removes the script files a killed shell job left in `build_dir`.
+fn remove_scripts(build_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(build_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if is_file && name.starts_with("osprey-script-") && name.ends_with(".sh") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -144,8 +185,12 @@ pub fn kill_group(pgid: i32) {
 /// Paths of one attempt.
 #[derive(Debug, Clone)]
 pub struct AttemptDirs {
-    /// `builds/<job_id>-<attempt-short>`, removed when the attempt ends.
+    /// `builds/<project>-<slot>`, `CI_BUILDS_DIR`: kept when the attempt
+    /// ends, for the next job of the project in this slot.
     pub build_dir: PathBuf,
+    /// `builds/<job_id>-<attempt-short>`: the attempt's archives and
+    /// downloads, outside the project dir; removed when the attempt ends.
+    pub scratch_dir: PathBuf,
     /// `builds/<job_id>-<attempt-short>.tmp`: the attempt's private files
     /// (file variables), outside the build dir so no artifact, cache or
     /// `untracked:` listing sees them; created only when needed.
@@ -161,10 +206,11 @@ pub struct AttemptDirs {
 }
 
 impl AttemptDirs {
-    /// Removes everything of the attempt but its record.
+    /// Removes everything of the attempt but its record and the (reused)
+    /// build dir.
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.tmp_dir);
-        let _ = std::fs::remove_dir_all(&self.build_dir);
+        let _ = std::fs::remove_dir_all(&self.scratch_dir);
         let _ = std::fs::remove_file(&self.spool);
     }
 }
@@ -226,6 +272,11 @@ fn safe_name(name: &str) -> String {
     } else {
         cleaned
     }
+}
+
+/// The dir name of a project's checkout (and the key of its build slots).
+pub fn project_dir_name(name: &str) -> String {
+    safe_project_name(name)
 }
 
 fn safe_project_name(name: &str) -> String {
@@ -313,7 +364,7 @@ pub async fn checkout(
 /// runs in a directory it just created, so its `.git/config` is the one
 /// `git clone` wrote; this makes sure nothing else on the host (a config a
 /// job could have written) configures a command either. Returns stdout.
-async fn git(
+pub(crate) async fn git(
     args: &[&str],
     more: &[&std::ffi::OsStr],
     dir: Option<&Path>,
@@ -359,7 +410,7 @@ async fn git(
 
 /// `-c` settings of every git the agent runs: what a repository's own config
 /// could otherwise make git execute.
-const NEUTRAL_CONFIG: &[&str] = &[
+pub(crate) const NEUTRAL_CONFIG: &[&str] = &[
     "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
     "core.pager=cat",
@@ -423,7 +474,7 @@ mod tests {
         run(&repo, &["commit", "-qam", "two"]);
 
         let work = WorkDir::create(&dir.path().join("work")).unwrap();
-        let dirs = work.attempt(7, "0123456789abcdef", "repo");
+        let dirs = work.attempt(7, "0123456789abcdef", "repo", 0);
         let mut log = Vec::new();
         let tracked = checkout(repo.to_str().unwrap(), &first, &dirs.project_dir, &mut log)
             .await
@@ -433,7 +484,8 @@ mod tests {
             std::fs::read_to_string(dirs.project_dir.join("f")).unwrap(),
             "one"
         );
-        assert!(dirs.project_dir.ends_with("builds/7-01234567/repo"));
+        assert!(dirs.project_dir.ends_with("builds/repo-0/repo"));
+        assert!(dirs.archive.starts_with(dirs.scratch_dir.as_path()));
 
         let err = checkout(
             repo.to_str().unwrap(),
@@ -461,8 +513,9 @@ mod tests {
         let work = WorkDir {
             root: PathBuf::from("/w"),
         };
-        let dirs = work.attempt(1, "../../x", "..");
+        let dirs = work.attempt(1, "../../x", "..", 0);
         assert!(dirs.build_dir.starts_with("/w/builds"));
+        assert!(dirs.scratch_dir.starts_with("/w/builds"));
         assert!(dirs.tmp_dir.starts_with("/w/builds"));
         assert!(
             !dirs.tmp_dir.starts_with(&dirs.build_dir),
@@ -486,7 +539,7 @@ mod tests {
         let work = WorkDir::create(dir.path()).unwrap();
         assert_eq!(mode(&dir.path().join("spool")), 0o700);
         assert_eq!(mode(&dir.path().join("running")), 0o700);
-        let dirs = work.attempt(3, "abcdef123456", "p");
+        let dirs = work.attempt(3, "abcdef123456", "p", 0);
         let record = RunningRecord {
             job_id: 3,
             attempt_id: "abcdef123456".into(),
@@ -509,13 +562,15 @@ mod tests {
         let mut child = std::process::Command::new("sleep");
         std::os::unix::process::CommandExt::process_group(&mut child, 0);
         let mut child = child.arg("1000").spawn().unwrap();
-        let dirs = work.attempt(3, "abcdef123456", "p");
+        let dirs = work.attempt(3, "abcdef123456", "p", 0);
         std::fs::create_dir_all(&dirs.project_dir).unwrap();
         std::fs::create_dir_all(&dirs.tmp_dir).unwrap();
         std::fs::write(dirs.tmp_dir.join("KEY"), "secret").unwrap();
         std::fs::write(&dirs.spool, "log").unwrap();
+        let script = dirs.build_dir.join("osprey-script-1234.sh");
+        std::fs::write(&script, "echo left").unwrap();
         // A tmp dir whose record is gone (removed before its dir).
-        let stray = work.attempt(4, "0000ffff", "p").tmp_dir;
+        let stray = work.attempt(4, "0000ffff", "p", 0).tmp_dir;
         std::fs::create_dir_all(&stray).unwrap();
         std::fs::write(stray.join("KEY"), "secret").unwrap();
         RunningRecord {
@@ -531,7 +586,9 @@ mod tests {
         assert_eq!(found.len(), 1);
         let status = child.wait().unwrap();
         assert!(!status.success(), "killed");
-        assert!(!dirs.build_dir.exists() && !dirs.spool.exists() && !dirs.record.exists());
+        assert!(!dirs.scratch_dir.exists() && !dirs.spool.exists() && !dirs.record.exists());
+        assert!(dirs.project_dir.exists(), "the build dir is kept for reuse");
+        assert!(!script.exists(), "a killed job's script is removed");
         assert!(
             !dirs.tmp_dir.exists() && !stray.exists(),
             "file variables removed"

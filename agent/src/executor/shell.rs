@@ -348,9 +348,9 @@ struct ScriptFile {
 
 impl ScriptFile {
     /// Readable by `user` only (and the agent), when one is given. Written
-    /// beside the project dir, in the attempt's build dir, so that what a
-    /// killed agent leaves behind goes with that dir when the next agent
-    /// process reaps it (rather than piling up in the system's temp dir).
+    /// beside the project dir, in the slot's build dir, so that what a
+    /// killed agent leaves behind is removed when the next agent process
+    /// reaps leftovers (rather than piling up in the system's temp dir).
     fn write(project_dir: &Path, script: &str, user: Option<&JobUser>) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = project_dir

@@ -77,8 +77,8 @@ impl JobUser {
     }
 
     /// Makes `project_dir` and everything in it this user's, so the job can
-    /// write there; its parent (the attempt's build dir, which also holds the
-    /// agent's archives) becomes traversable but not listable. Symlinks are
+    /// write there; its parent (the slot's build dir, which also holds the
+    /// script files) becomes traversable but not listable. Symlinks are
     /// changed themselves, never followed: the tree was partly written by
     /// earlier jobs' artifacts. Contents go before their dir, so every dir
     /// on the path being changed is still the agent's: another job of this
