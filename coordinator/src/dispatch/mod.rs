@@ -387,6 +387,30 @@ impl Dispatcher {
         }
     }
 
+    /// Sends `message` (a prefetch hint) once to each connected agent that
+    /// could run a job of one of these tag sets, by the rules matching
+    /// applies; returns how many were sent. Capacity and liveness do not
+    /// matter: a busy agent may take the job later, and the hint is cheap.
+    /// The session channel never blocks; a closed one drops the hint.
+    pub fn prefetch(&self, tag_sets: &[BTreeSet<String>], message: &Kind) -> usize {
+        self.agents
+            .values()
+            .filter(|agent| {
+                tag_sets
+                    .iter()
+                    .any(|tags| matching::can_run(tags, &agent.tags, agent.run_untagged))
+            })
+            .filter(|agent| {
+                agent
+                    .sender
+                    .send(Ok(v1::CoordinatorMessage {
+                        kind: Some(message.clone()),
+                    }))
+                    .is_ok()
+            })
+            .count()
+    }
+
     /// Connected agents, for the API.
     pub fn connected_ids(&self) -> BTreeSet<String> {
         self.agents.keys().cloned().collect()

@@ -498,3 +498,36 @@ fn jobs_are_reserved_in_queue_order() {
         .collect();
     assert_eq!(jobs, [JobId(1), JobId(2), JobId(5)]);
 }
+
+#[test]
+fn a_prefetch_goes_once_to_each_agent_that_could_run_a_job() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let (docker, mut docker_rx) = agent(&["docker"], 1);
+    let (untagged, mut untagged_rx) = agent(&[], 1);
+    let (gpu, mut gpu_rx) = agent(&["gpu"], 1);
+    dispatcher.connect("docker", docker);
+    dispatcher.connect("untagged", untagged);
+    dispatcher.connect("gpu", gpu);
+    let hint = Kind::Prefetch(v1::Prefetch {
+        repo_url: "file:///repo".into(),
+        sha: "abc".into(),
+    });
+    // Two docker jobs and an untagged one: no agent hears twice, gpu not at all.
+    let tag_sets = [
+        queued(&["docker"]).tags,
+        queued(&["docker"]).tags,
+        queued(&[]).tags,
+    ];
+    assert_eq!(dispatcher.prefetch(&tag_sets, &hint), 2);
+    let count = |rx: &mut mpsc::UnboundedReceiver<_>| {
+        let mut prefetches = 0;
+        while let Ok(Ok(v1::CoordinatorMessage { kind: Some(kind) })) = rx.try_recv() {
+            assert_eq!(kind, hint);
+            prefetches += 1;
+        }
+        prefetches
+    };
+    assert_eq!(count(&mut docker_rx), 1);
+    assert_eq!(count(&mut untagged_rx), 1);
+    assert_eq!(count(&mut gpu_rx), 0);
+}
