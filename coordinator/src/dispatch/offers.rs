@@ -51,6 +51,9 @@ pub enum OfferState {
 pub struct Reservation {
     pub offer_id: String,
     pub job: JobId,
+    /// The epoch the attempt will have: a job row read earlier describes
+    /// this attempt only if its stored epoch is the one before.
+    pub next_epoch: u64,
 }
 
 impl Dispatcher {
@@ -101,6 +104,7 @@ impl Dispatcher {
                 continue;
             };
             let offer_id = uuid::Uuid::new_v4().to_string();
+            let next_epoch = queued.next_epoch;
             self.offers.insert(
                 offer_id.clone(),
                 Offer {
@@ -115,7 +119,11 @@ impl Dispatcher {
                     job_token: crate::auth::new_token(),
                 },
             );
-            reservations.push(Reservation { offer_id, job });
+            reservations.push(Reservation {
+                offer_id,
+                job,
+                next_epoch,
+            });
         }
         reservations
     }
