@@ -88,9 +88,10 @@ impl Core {
     /// The spec of a reserved job, or `None` if the job is gone or no longer
     /// pending (canceled meanwhile). Reads the job unless `fresh` has its row
     /// for this very attempt, and its pipeline once per round through
-    /// `pipelines`. A fresh row may have been canceled since it was read;
-    /// the cancel takes the reservation back, so such an offer is never
-    /// sent, and the store's assignment refuses a job that is not pending.
+    /// `pipelines`. A job canceled after its fresh row was read loses its
+    /// reservation to the cancel (the offer is never sent), or, canceled
+    /// before it was queued, is refused by the store at the assignment (the
+    /// agent hears no): the store stays the judge of what is pending.
     async fn offer_spec(
         &self,
         reservation: &Reservation,
