@@ -8,8 +8,9 @@ use crate::tasks::Tasks;
 use anyhow::Context;
 use osprey_proto::v1::agent_service_server::AgentServiceServer;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 /// How often expired offers and leases are looked for.
@@ -103,7 +104,7 @@ pub async fn run(
             .context("configuring TLS")?;
     }
     let address = listener.local_addr()?;
-    let incoming = TcpListenerStream::new(listener);
+    let incoming = incoming(listener);
     let stop = shutdown.clone();
     let server = builder
         .add_routes(routes)
@@ -121,4 +122,42 @@ pub async fn run(
     tasks.wait().await;
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// The listener's connections with Nagle's algorithm off. gRPC sessions and
+/// the HTTP API share the listener, and both write small frames that must go
+/// out now: with Nagle on, an offer for a pipeline's next stage waited for the
+/// agent's delayed ACK (tens of milliseconds) behind the previous frame.
+/// TLS, when configured, runs over these same sockets.
+fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(error) = stream.set_nodelay(true) {
+            // The connection still works, only slower: serve it anyway.
+            tracing::warn!(error = %error, "setting TCP_NODELAY on an accepted connection");
+        }
+        Ok(stream)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `run` serves from has Nagle off on every accepted socket.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(incoming(listener));
+        for _ in 0..2 {
+            let client = TcpStream::connect(address).await.unwrap();
+            let accepted = incoming.next().await.unwrap().unwrap();
+            assert!(
+                accepted.nodelay().unwrap(),
+                "TCP_NODELAY on the accepted socket"
+            );
+            drop(client);
+        }
+    }
 }

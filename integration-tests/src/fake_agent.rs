@@ -28,6 +28,11 @@ pub struct FakeAgent {
     inbound: Streaming<CoordinatorMessage>,
     held: Arc<Mutex<Vec<RunningAttempt>>>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Every message the session delivered, in order, as the test read them.
+    pub received: Vec<coordinator_message::Kind>,
+    /// Sequence numbers of [`FakeAgent::sync`]'s own heartbeats, counting
+    /// down from the top so they never meet the periodic ones.
+    sync_seq: u64,
 }
 
 impl Drop for FakeAgent {
@@ -39,6 +44,17 @@ impl Drop for FakeAgent {
 impl FakeAgent {
     /// Registers (as a shell agent running untagged jobs) and opens a session.
     pub async fn connect(url: &str, registration_token: &str) -> Self {
+        Self::connect_as(url, registration_token, &[], true, 1).await
+    }
+
+    /// Registers and opens a session with these tags and slots.
+    pub async fn connect_as(
+        url: &str,
+        registration_token: &str,
+        tags: &[&str],
+        run_untagged: bool,
+        concurrency: u32,
+    ) -> Self {
         let mut client = AgentServiceClient::connect(url.to_owned())
             .await
             .expect("connect to the coordinator");
@@ -54,9 +70,9 @@ impl FakeAgent {
                     protocol_version: osprey_proto::PROTOCOL_VERSION,
                     agent_token: registered.agent_token,
                     running: vec![],
-                    tags: vec![],
-                    run_untagged: true,
-                    concurrency: 1,
+                    tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
+                    run_untagged,
+                    concurrency,
                     version: "fake".to_owned(),
                 })),
             })
@@ -81,6 +97,50 @@ impl FakeAgent {
             inbound,
             held,
             heartbeat,
+            received: Vec::new(),
+            sync_seq: u64::MAX,
+        }
+    }
+
+    /// The next message of the session (also kept in `received`).
+    pub async fn next_message(&mut self, timeout: Duration) -> coordinator_message::Kind {
+        let message = tokio::time::timeout(timeout, self.inbound.message())
+            .await
+            .expect("a message within the timeout")
+            .expect("the session stays open")
+            .expect("the session stays open");
+        let kind = message.kind.expect("a message has a kind");
+        self.received.push(kind.clone());
+        kind
+    }
+
+    /// Queues a message on the session.
+    pub async fn send(&self, kind: agent_message::Kind) {
+        self.outbound
+            .send(AgentMessage { kind: Some(kind) })
+            .await
+            .expect("the session stays open");
+    }
+
+    /// Heartbeats and reads the session up to the answer: returns what came
+    /// before it. Whatever the coordinator queued for this agent before the
+    /// heartbeat arrived is in there, since a session delivers in order.
+    pub async fn sync(&mut self, timeout: Duration) -> Vec<coordinator_message::Kind> {
+        self.sync_seq -= 1;
+        let seq = self.sync_seq;
+        let running = self.held.lock().unwrap().clone();
+        self.send(agent_message::Kind::Heartbeat(Heartbeat {
+            seq,
+            running,
+            free_slots: 0,
+        }))
+        .await;
+        let mut before = Vec::new();
+        loop {
+            match self.next_message(timeout).await {
+                coordinator_message::Kind::HeartbeatAck(ack) if ack.seq == seq => return before,
+                other => before.push(other),
+            }
         }
     }
 
@@ -95,6 +155,9 @@ impl FakeAgent {
                 .expect("an offer within the timeout")
                 .expect("the session stays open")
                 .expect("the session stays open");
+            if let Some(kind) = &message.kind {
+                self.received.push(kind.clone());
+            }
             match message.kind {
                 Some(coordinator_message::Kind::Offer(offer)) if accepted.is_none() => {
                     let assignment = offer.assignment.expect("an offer carries its assignment");

@@ -196,7 +196,8 @@ impl FakeAgent {
         agent
     }
 
-    /// The next coordinator message other than a heartbeat ack.
+    /// The next coordinator message other than a heartbeat ack or a
+    /// prefetch hint (advisory; this agent ignores it).
     async fn next_message(&mut self) -> CoordinatorKind {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(30), self.inbound.next())
@@ -205,7 +206,7 @@ impl FakeAgent {
                 .expect("the session ended")
                 .expect("the session failed");
             match message.kind {
-                Some(CoordinatorKind::HeartbeatAck(_)) => continue,
+                Some(CoordinatorKind::HeartbeatAck(_) | CoordinatorKind::Prefetch(_)) => continue,
                 Some(kind) => return kind,
                 None => panic!("empty coordinator message"),
             }

@@ -9,9 +9,11 @@ use crate::error::{CoreError, CoreResult};
 use crate::repo;
 use crate::repo::{GitTree, ResolvedCommit};
 use crate::storage::{CommitDetails, IdempotencyKey, Keyed, NewPipeline, Origin, ProjectRow};
+use osprey_proto::v1::{self, coordinator_message::Kind};
 use osprey_shared::pipeline::{Pipeline, Variable};
 use osprey_shared::plan::{plan, PipelineSource, Plan, PlanContext};
 use osprey_shared::variables::predefined::{pipeline_predefined, Facts, ProjectFacts};
+use std::collections::BTreeSet;
 
 /// The commit before the pipeline's, for `changes:` and `CI_COMMIT_BEFORE_SHA`.
 #[derive(Debug, Clone)]
@@ -165,6 +167,9 @@ impl Core {
             jobs = planned.jobs.len(),
             "pipeline created"
         );
+        // Committed: agents that may run its jobs can fetch the commit now,
+        // while its first jobs are still being offered.
+        self.send_prefetch(repo, &commit.sha, &planned);
         // Only once the new pipeline is stored: a failure before leaves the
         // old ones running.
         self.auto_cancel_redundant(repo, git_ref, &commit.sha, id)
@@ -174,6 +179,26 @@ impl Core {
             view: self.pipeline_view(id).await?,
             replayed: false,
         })
+    }
+}
+
+impl Core {
+    /// Hints the connected agents that could run one of the pipeline's jobs
+    /// to fetch its commit (`Prefetch`). Never waits: the session channels
+    /// do not block, and a hint that cannot be queued is dropped. The URL
+    /// is the one their job specs carry (`spec::job_spec`: the pipeline's repo).
+    fn send_prefetch(&self, repo: &str, sha: &str, pipeline: &Pipeline) {
+        let tag_sets: Vec<BTreeSet<String>> = pipeline
+            .jobs
+            .iter()
+            .map(|job| job.tags.iter().cloned().collect())
+            .collect();
+        let hint = Kind::Prefetch(v1::Prefetch {
+            repo_url: repo.to_owned(),
+            sha: sha.to_owned(),
+        });
+        let agents = self.dispatcher().prefetch(&tag_sets, &hint);
+        tracing::debug!(sha, agents, "prefetch hinted");
     }
 }
 

@@ -352,7 +352,8 @@ impl Core {
                 dispatcher.enqueue(job, queued);
             }
         }
-        self.dispatch_now().await;
+        // Just read: their offers need not read them again.
+        self.dispatch_with(jobs).await;
         self.notify();
         Ok(())
     }

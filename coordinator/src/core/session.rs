@@ -3,7 +3,7 @@
 
 use super::Core;
 use crate::auth::{new_token, token_hash};
-use crate::dispatch::{ConnectedAgent, Lease, SessionSender};
+use crate::dispatch::{ConnectedAgent, Lease, Offer, SessionSender};
 use crate::error::{CoreError, CoreResult};
 use crate::storage::{Assignment, NewAgent};
 use osprey_proto::v1::{self, agent_message, coordinator_message::Kind};
@@ -235,59 +235,94 @@ impl Core {
         }
     }
 
+    /// Records an accepted offer's assignment. The offer holds its slot all
+    /// the while (the dispatcher's *accepted* state) and is resolved, with
+    /// the outcome sent to the agent, in one step under the dispatcher's
+    /// lock: no round offers the slot again before the agent hears.
     async fn accept_offer(&self, handle: &SessionHandle, offer_id: &str) -> CoreResult<()> {
-        let offer = self.dispatcher().take_offer(&handle.agent_id, offer_id);
-        let confirmed = match offer {
-            None => false,
-            Some(offer) if offer.queued.deploys && self.prevent_outdated(offer.job).await? => false,
-            Some(offer) => {
-                let assigned = self
-                    .store()
-                    .assign_job(
-                        offer.job,
-                        Assignment {
-                            agent_id: &handle.agent_id,
-                            agent_name: &handle.agent_name,
-                            attempt_id: &offer.attempt_id,
-                            lease_epoch: offer.queued.next_epoch,
-                            job_token_sha256: &token_hash(&offer.job_token),
-                        },
-                    )
-                    .await;
-                match assigned {
-                    Ok(true) => {
-                        self.dispatcher().add_lease(
-                            offer.job,
-                            Lease {
-                                agent: handle.agent_id.clone(),
-                                attempt_id: offer.attempt_id.clone(),
-                                epoch: offer.queued.next_epoch,
-                                expires_at: Instant::now() + self.settings().lease_hold(),
-                            },
-                        );
-                        tracing::info!(job_id = %offer.job, agent = %handle.agent_name, "job assigned");
-                        self.metrics()
-                            .job_dispatched(offer.queued.queued_at.elapsed());
-                        true
-                    }
-                    Ok(false) => false,
-                    Err(error) => {
-                        self.dispatcher().return_offer(offer);
-                        return Err(error.into());
-                    }
-                }
-            }
-        };
-        self.dispatcher().send(
+        let accepted = self.dispatcher().accept_offer(
             &handle.agent_id,
-            Kind::OfferOutcome(v1::OfferOutcome {
-                offer_id: offer_id.to_owned(),
-                confirmed,
-            }),
+            offer_id,
+            Instant::now(),
+            self.settings().offer_timeout,
         );
+        let result = match accepted {
+            None => {
+                // Not open (timed out, canceled) or not theirs: nothing to hold.
+                self.dispatcher()
+                    .withdraw_offer(&handle.agent_id, offer_id, false);
+                Ok(())
+            }
+            Some(offer) => self.record_assignment(handle, offer_id, offer).await,
+        };
         self.notify();
         self.dispatch_now().await;
-        Ok(())
+        result
+    }
+
+    /// The store's half of an accept; resolves the accepted offer whatever happens.
+    async fn record_assignment(
+        &self,
+        handle: &SessionHandle,
+        offer_id: &str,
+        offer: Offer,
+    ) -> CoreResult<()> {
+        if offer.queued.deploys {
+            match self.prevent_outdated(offer.job).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.dispatcher()
+                        .withdraw_offer(&handle.agent_id, offer_id, false);
+                    return Ok(());
+                }
+                Err(error) => {
+                    self.dispatcher()
+                        .withdraw_offer(&handle.agent_id, offer_id, true);
+                    return Err(error);
+                }
+            }
+        }
+        let assigned = self
+            .store()
+            .assign_job(
+                offer.job,
+                Assignment {
+                    agent_id: &handle.agent_id,
+                    agent_name: &handle.agent_name,
+                    attempt_id: &offer.attempt_id,
+                    lease_epoch: offer.queued.next_epoch,
+                    job_token_sha256: &token_hash(&offer.job_token),
+                },
+            )
+            .await;
+        match assigned {
+            Ok(true) => {
+                self.dispatcher().confirm_offer(
+                    offer_id,
+                    offer.job,
+                    Lease {
+                        agent: handle.agent_id.clone(),
+                        attempt_id: offer.attempt_id.clone(),
+                        epoch: offer.queued.next_epoch,
+                        expires_at: Instant::now() + self.settings().lease_hold(),
+                    },
+                );
+                tracing::info!(job_id = %offer.job, agent = %handle.agent_name, "job assigned");
+                self.metrics()
+                    .job_dispatched(offer.queued.queued_at.elapsed());
+                Ok(())
+            }
+            Ok(false) => {
+                self.dispatcher()
+                    .withdraw_offer(&handle.agent_id, offer_id, false);
+                Ok(())
+            }
+            Err(error) => {
+                self.dispatcher()
+                    .withdraw_offer(&handle.agent_id, offer_id, true);
+                Err(error.into())
+            }
+        }
     }
 
     /// Renews the leases a heartbeat lists and acknowledges it with the

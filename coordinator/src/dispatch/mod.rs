@@ -17,13 +17,24 @@
 //! same). A reservation whose builder never comes back (its future dropped)
 //! returns to the queue after the offer timeout, like an unanswered offer but
 //! without holding it against the agent.
+//!
+//! A slot is taken from the moment it is reserved until the assignment is
+//! recorded (then the lease holds it) or the offer is declined, times out or
+//! its session ends: an accepted offer stays an offer, in the *accepted*
+//! state, while the store records the assignment (`offers.rs`). Were it freed
+//! at the accept, a round running meanwhile would offer the agent a slot it
+//! does not have, and the agent would bounce the offer.
 
-use crate::engine::matching::{self, AgentSlotView};
+mod offers;
+
+use crate::engine::matching;
 use osprey_proto::v1::{self, coordinator_message::Kind};
 use osprey_shared::JobId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+
+pub use offers::{Offer, OfferState, Reservation};
 
 /// Messages to one agent's session stream.
 pub type SessionSender = UnboundedSender<Result<v1::CoordinatorMessage, tonic::Status>>;
@@ -70,35 +81,6 @@ pub struct SlotSummary {
     pub agents: usize,
     /// Capacity not taken by a lease or an offer, summed over the agents.
     pub free_slots: usize,
-}
-
-/// An offer: reserved by matching, then sent with its spec, then answered.
-pub struct Offer {
-    pub job: JobId,
-    pub agent: String,
-    pub session: u64,
-    pub state: OfferState,
-    pub queued: QueuedJob,
-    pub attempt_id: String,
-    pub job_token: String,
-}
-
-/// Where an offer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OfferState {
-    /// The slot is reserved while the spec is built; the reservation lapses
-    /// at `until` if it is never sent.
-    Preparing { until: Instant },
-    /// Sent to the agent, which must answer by `deadline` (counted from the send).
-    Sent { deadline: Instant },
-}
-
-/// A slot reserved by [`Dispatcher::dispatch`]: build the job's spec and pass
-/// it to [`Dispatcher::send_offer`], or give it up with [`Dispatcher::unreserve`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub offer_id: String,
-    pub job: JobId,
 }
 
 /// An attempt's lease: renewed by the agent's heartbeats.
@@ -162,7 +144,7 @@ impl Dispatcher {
             },
         );
         if self.agents.insert(id.to_owned(), agent).is_some() {
-            self.requeue_offers(|offer| offer.agent == id);
+            self.requeue_offers(|offer| offer.agent == id && !offer.is_accepted());
         }
         self.next_session
     }
@@ -177,7 +159,9 @@ impl Dispatcher {
         {
             self.agents.remove(id);
             self.liveness.remove(id);
-            self.requeue_offers(|offer| offer.agent == id);
+            // An accepted offer is the accept path's to resolve: the store
+            // may be recording its assignment right now.
+            self.requeue_offers(|offer| offer.agent == id && !offer.is_accepted());
         }
     }
 
@@ -282,163 +266,6 @@ impl Dispatcher {
         )
     }
 
-    /// Reserves a slot for every queued job that an agent with a free slot
-    /// can take; the caller builds each spec and sends it (module doc).
-    /// Pure matching: no spec is built or sent under the lock.
-    pub fn dispatch(&mut self, now: Instant, offer_timeout: Duration) -> Vec<Reservation> {
-        if self.queue.is_empty() || self.agents.is_empty() {
-            return Vec::new();
-        }
-        let mut busy: HashMap<&str, usize> = HashMap::new();
-        for lease in self.leases.values() {
-            *busy.entry(lease.agent.as_str()).or_default() += 1;
-        }
-        // Preparing offers count too: a slot is reserved once.
-        for offer in self.offers.values() {
-            *busy.entry(offer.agent.as_str()).or_default() += 1;
-        }
-        let mut views: Vec<AgentSlotView<'_, String>> = self
-            .agents
-            .iter()
-            .map(|(id, agent)| AgentSlotView {
-                key: id.clone(),
-                tags: &agent.tags,
-                run_untagged: agent.run_untagged,
-                capacity: agent.capacity,
-                busy: busy.get(id.as_str()).copied().unwrap_or(0),
-                responsive: self.is_responsive(id, now),
-            })
-            .collect();
-        let mut picks = Vec::new();
-        for (job, queued) in &self.queue {
-            let Some(agent_id) = matching::pick_agent(&queued.tags, &views) else {
-                continue;
-            };
-            if let Some(view) = views.iter_mut().find(|view| view.key == agent_id) {
-                view.busy += 1;
-            }
-            picks.push((*job, agent_id));
-        }
-        drop(views);
-        let mut reservations = Vec::new();
-        for (job, agent_id) in picks {
-            let Some(agent) = self.agents.get(&agent_id) else {
-                continue;
-            };
-            let Some(queued) = self.queue.remove(&job) else {
-                continue;
-            };
-            let offer_id = uuid::Uuid::new_v4().to_string();
-            self.offers.insert(
-                offer_id.clone(),
-                Offer {
-                    job,
-                    agent: agent_id,
-                    session: agent.session,
-                    state: OfferState::Preparing {
-                        until: now + offer_timeout,
-                    },
-                    queued,
-                    attempt_id: uuid::Uuid::new_v4().to_string(),
-                    job_token: crate::auth::new_token(),
-                },
-            );
-            reservations.push(Reservation { offer_id, job });
-        }
-        reservations
-    }
-
-    /// Sends a reserved offer with its spec; the agent has `offer_timeout`
-    /// from now to answer. False when the reservation is gone (the job
-    /// canceled, the agent disconnected or replaced, the reservation lapsed)
-    /// or the session is closed, in which case the job is back in the queue
-    /// if it still belongs there.
-    pub fn send_offer(
-        &mut self,
-        offer_id: &str,
-        spec: v1::JobSpec,
-        now: Instant,
-        offer_timeout: Duration,
-    ) -> bool {
-        let Some(offer) = self.offers.get(offer_id) else {
-            return false;
-        };
-        if !matches!(offer.state, OfferState::Preparing { .. }) {
-            return false;
-        }
-        let sent = self
-            .agents
-            .get(&offer.agent)
-            .filter(|agent| agent.session == offer.session)
-            .is_some_and(|agent| {
-                let message = v1::CoordinatorMessage {
-                    kind: Some(Kind::Offer(v1::JobOffer {
-                        offer_id: offer_id.to_owned(),
-                        assignment: Some(v1::JobAssignment {
-                            attempt_id: offer.attempt_id.clone(),
-                            lease_epoch: offer.queued.next_epoch,
-                            job_token: offer.job_token.clone(),
-                            spec: Some(with_job_token(spec, &offer.job_token)),
-                        }),
-                    })),
-                };
-                agent.sender.send(Ok(message)).is_ok()
-            });
-        if !sent {
-            self.unreserve(offer_id, true);
-            return false;
-        }
-        if let Some(offer) = self.offers.get_mut(offer_id) {
-            tracing::debug!(job_id = %offer.job, agent_id = %offer.agent, "job offered");
-            offer.state = OfferState::Sent {
-                deadline: now + offer_timeout,
-            };
-        }
-        true
-    }
-
-    /// Gives up a reservation that was not sent: the job returns to the queue
-    /// when `requeue` (its spec could not be built this time), else it is
-    /// dropped (the job is no longer pending).
-    pub fn unreserve(&mut self, offer_id: &str, requeue: bool) {
-        let preparing = self
-            .offers
-            .get(offer_id)
-            .is_some_and(|offer| matches!(offer.state, OfferState::Preparing { .. }));
-        if !preparing {
-            return;
-        }
-        if let Some(offer) = self.offers.remove(offer_id) {
-            if requeue {
-                self.queue.insert(offer.job, offer.queued);
-            }
-        }
-    }
-
-    /// Takes an offer the agent accepted, if it is still open and theirs.
-    pub fn take_offer(&mut self, agent: &str, offer_id: &str) -> Option<Offer> {
-        match self.offers.get(offer_id) {
-            Some(offer)
-                if offer.agent == agent && matches!(offer.state, OfferState::Sent { .. }) =>
-            {
-                self.offers.remove(offer_id)
-            }
-            _ => None,
-        }
-    }
-
-    /// The agent declined an offer: the job goes back to the queue.
-    pub fn reject_offer(&mut self, agent: &str, offer_id: &str) {
-        if let Some(offer) = self.take_offer(agent, offer_id) {
-            self.queue.insert(offer.job, offer.queued);
-        }
-    }
-
-    /// Puts an accepted offer's job back (the store refused the assignment).
-    pub fn return_offer(&mut self, offer: Offer) {
-        self.queue.insert(offer.job, offer.queued);
-    }
-
     pub fn add_lease(&mut self, job: JobId, lease: Lease) {
         self.leases.insert(job, lease);
     }
@@ -530,7 +357,7 @@ impl Dispatcher {
             }
         }
         self.requeue_offers(|offer| match offer.state {
-            OfferState::Preparing { until } => until <= now,
+            OfferState::Preparing { until } | OfferState::Accepted { until } => until <= now,
             OfferState::Sent { deadline } => deadline <= now,
         });
         let expired: Vec<JobId> = self
@@ -560,6 +387,30 @@ impl Dispatcher {
         }
     }
 
+    /// Sends `message` (a prefetch hint) once to each connected agent that
+    /// could run a job of one of these tag sets, by the rules matching
+    /// applies; returns how many were sent. Capacity and liveness do not
+    /// matter: a busy agent may take the job later, and the hint is cheap.
+    /// The session channel never blocks; a closed one drops the hint.
+    pub fn prefetch(&self, tag_sets: &[BTreeSet<String>], message: &Kind) -> usize {
+        self.agents
+            .values()
+            .filter(|agent| {
+                tag_sets
+                    .iter()
+                    .any(|tags| matching::can_run(tags, &agent.tags, agent.run_untagged))
+            })
+            .filter(|agent| {
+                agent
+                    .sender
+                    .send(Ok(v1::CoordinatorMessage {
+                        kind: Some(message.clone()),
+                    }))
+                    .is_ok()
+            })
+            .count()
+    }
+
     /// Connected agents, for the API.
     pub fn connected_ids(&self) -> BTreeSet<String> {
         self.agents.keys().cloned().collect()
@@ -570,17 +421,6 @@ impl Liveness {
     fn responsive(&self, now: Instant, silence_limit: Duration) -> bool {
         !self.offer_timed_out && now.saturating_duration_since(self.last_seen) <= silence_limit
     }
-}
-
-/// The job token is also the `CI_JOB_TOKEN` variable of the attempt.
-fn with_job_token(mut spec: v1::JobSpec, token: &str) -> v1::JobSpec {
-    spec.variables.push(v1::Variable {
-        key: "CI_JOB_TOKEN".to_owned(),
-        value: token.to_owned(),
-        masked: true,
-        file: false,
-    });
-    spec
 }
 
 #[cfg(test)]

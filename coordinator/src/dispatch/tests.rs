@@ -94,7 +94,9 @@ fn an_unanswered_offer_returns_to_the_queue_without_a_lease() {
     assert!(dispatcher.expire(start + Duration::from_secs(6)).is_empty());
     assert!(dispatcher.is_queued(JobId(1)));
     // A late accept finds nothing to take.
-    assert!(dispatcher.take_offer("a", &offer).is_none());
+    assert!(dispatcher
+        .accept_offer("a", &offer, start, Duration::from_secs(5))
+        .is_none());
 }
 
 #[test]
@@ -347,7 +349,10 @@ fn the_offer_deadline_counts_from_the_send_and_a_lapsed_reservation_spares_the_a
     assert_eq!(offer_ids(&mut rx).len(), 1);
     dispatcher.expire(start + Duration::from_millis(500));
     assert!(!dispatcher.is_queued(JobId(1)), "the offer is still open");
-    assert!(dispatcher.take_offer("a", &reserved.offer_id).is_some());
+    assert!(dispatcher
+        .accept_offer("a", &reserved.offer_id, start, timeout)
+        .is_some());
+    dispatcher.withdraw_offer("a", &reserved.offer_id, false);
 
     // A reservation whose builder never came back lapses after the offer
     // timeout; the agent did nothing wrong and stays responsive.
@@ -358,5 +363,171 @@ fn the_offer_deadline_counts_from_the_send_and_a_lapsed_reservation_spares_the_a
     assert!(dispatcher.is_queued(JobId(2)));
     assert!(dispatcher.is_responsive("a", later));
     assert!(!dispatcher.send_offer(&lapsed.offer_id, v1::JobSpec::default(), later, timeout));
-    assert!(dispatcher.take_offer("a", &lapsed.offer_id).is_none());
+    assert!(dispatcher
+        .accept_offer("a", &lapsed.offer_id, later, timeout)
+        .is_none());
+}
+
+fn lease_of(agent: &str, attempt_id: &str, expires_at: Instant) -> Lease {
+    Lease {
+        agent: agent.into(),
+        attempt_id: attempt_id.into(),
+        epoch: 1,
+        expires_at,
+    }
+}
+
+/// Outcomes the agent was told, in order, as (offer id, confirmed).
+fn outcomes(
+    receiver: &mut mpsc::UnboundedReceiver<Result<v1::CoordinatorMessage, tonic::Status>>,
+) -> Vec<(String, bool)> {
+    let mut seen = Vec::new();
+    while let Ok(Ok(message)) = receiver.try_recv() {
+        if let Some(Kind::OfferOutcome(outcome)) = message.kind {
+            seen.push((outcome.offer_id, outcome.confirmed));
+        }
+    }
+    seen
+}
+
+#[test]
+fn an_accepted_offer_keeps_its_slot_until_the_assignment_is_recorded() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let now = Instant::now();
+    let timeout = Duration::from_secs(5);
+    let (untagged, mut rx) = agent(&[], 1);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, now);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    assert_eq!(offer_all(&mut dispatcher, now, timeout), 1);
+    let offer = offer_ids(&mut rx).pop().unwrap();
+    let accepted = dispatcher.accept_offer("a", &offer, now, timeout).unwrap();
+    assert_eq!(accepted.job, JobId(1));
+
+    // While the store records the assignment, another round finds no slot.
+    assert_eq!(offer_all(&mut dispatcher, now, timeout), 0);
+    assert_eq!(dispatcher.slot_summary().free_slots, 0);
+    // A reject or a second accept of it changes nothing.
+    dispatcher.reject_offer("a", &offer);
+    assert!(dispatcher.accept_offer("a", &offer, now, timeout).is_none());
+    assert!(!dispatcher.is_queued(JobId(1)));
+
+    // Recorded: the slot is the lease's, the agent is told, still no offer.
+    dispatcher.confirm_offer(&offer, JobId(1), lease_of("a", "x", now + timeout));
+    assert_eq!(outcomes(&mut rx), [(offer.clone(), true)]);
+    assert_eq!(offer_all(&mut dispatcher, now, timeout), 0);
+    assert!(dispatcher.lease(JobId(1)).is_some());
+
+    // The job ends: now job 2 is offered.
+    dispatcher.remove_lease(JobId(1));
+    assert_eq!(offer_all(&mut dispatcher, now, timeout), 1);
+}
+
+#[test]
+fn a_withdrawn_accept_frees_the_slot_and_tells_the_agent_first() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let now = Instant::now();
+    let timeout = Duration::from_secs(5);
+    let (untagged, mut rx) = agent(&[], 1);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, now);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    dispatcher.enqueue(JobId(2), queued(&[]));
+    offer_all(&mut dispatcher, now, timeout);
+    let first = offer_ids(&mut rx).pop().unwrap();
+    dispatcher.accept_offer("a", &first, now, timeout).unwrap();
+
+    // The store failed: the job is queued again, first in line.
+    dispatcher.withdraw_offer("a", &first, true);
+    assert!(dispatcher.is_queued(JobId(1)));
+    assert_eq!(offer_all(&mut dispatcher, now, timeout), 1);
+    let mut messages = Vec::new();
+    while let Ok(Ok(message)) = rx.try_recv() {
+        messages.push(message.kind);
+    }
+    assert!(
+        matches!(&messages[..], [Some(Kind::OfferOutcome(outcome)), Some(Kind::Offer(offer))]
+            if outcome.offer_id == first && !outcome.confirmed
+                && offer.assignment.as_ref().and_then(|a| a.spec.as_ref()).is_some()),
+        "the outcome goes out before the next offer: {messages:?}"
+    );
+    assert!(dispatcher.is_queued(JobId(2)));
+}
+
+#[test]
+fn an_accepted_offer_survives_a_disconnect_and_lapses_only_if_never_resolved() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let now = Instant::now();
+    let timeout = Duration::from_secs(5);
+    let (untagged, mut rx) = agent(&[], 1);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, now);
+    dispatcher.enqueue(JobId(1), queued(&[]));
+    offer_all(&mut dispatcher, now, timeout);
+    let offer = offer_ids(&mut rx).pop().unwrap();
+    dispatcher.accept_offer("a", &offer, now, timeout).unwrap();
+    dispatcher.disconnect("a", session);
+    assert!(
+        !dispatcher.is_queued(JobId(1)),
+        "the accept path resolves it"
+    );
+    assert!(dispatcher.expire(now + timeout / 2).is_empty());
+    assert!(!dispatcher.is_queued(JobId(1)));
+    dispatcher.expire(now + timeout);
+    assert!(
+        dispatcher.is_queued(JobId(1)),
+        "a lost accept gives its job back"
+    );
+}
+
+#[test]
+fn jobs_are_reserved_in_queue_order() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let now = Instant::now();
+    let (untagged, _rx) = agent(&[], 3);
+    let session = dispatcher.connect("a", untagged);
+    dispatcher.seen("a", session, now);
+    for id in [5, 2, 9, 1, 7] {
+        dispatcher.enqueue(JobId(id), queued(&[]));
+    }
+    let jobs: Vec<JobId> = dispatcher
+        .dispatch(now, Duration::from_secs(5))
+        .into_iter()
+        .map(|reservation| reservation.job)
+        .collect();
+    assert_eq!(jobs, [JobId(1), JobId(2), JobId(5)]);
+}
+
+#[test]
+fn a_prefetch_goes_once_to_each_agent_that_could_run_a_job() {
+    let mut dispatcher = Dispatcher::new(SILENCE);
+    let (docker, mut docker_rx) = agent(&["docker"], 1);
+    let (untagged, mut untagged_rx) = agent(&[], 1);
+    let (gpu, mut gpu_rx) = agent(&["gpu"], 1);
+    dispatcher.connect("docker", docker);
+    dispatcher.connect("untagged", untagged);
+    dispatcher.connect("gpu", gpu);
+    let hint = Kind::Prefetch(v1::Prefetch {
+        repo_url: "file:///repo".into(),
+        sha: "abc".into(),
+    });
+    // Two docker jobs and an untagged one: no agent hears twice, gpu not at all.
+    let tag_sets = [
+        queued(&["docker"]).tags,
+        queued(&["docker"]).tags,
+        queued(&[]).tags,
+    ];
+    assert_eq!(dispatcher.prefetch(&tag_sets, &hint), 2);
+    let count = |rx: &mut mpsc::UnboundedReceiver<_>| {
+        let mut prefetches = 0;
+        while let Ok(Ok(v1::CoordinatorMessage { kind: Some(kind) })) = rx.try_recv() {
+            assert_eq!(kind, hint);
+            prefetches += 1;
+        }
+        prefetches
+    };
+    assert_eq!(count(&mut docker_rx), 1);
+    assert_eq!(count(&mut untagged_rx), 1);
+    assert_eq!(count(&mut gpu_rx), 0);
 }
