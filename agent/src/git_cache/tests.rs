@@ -202,7 +202,10 @@ async fn strategies_none_empty_and_clone() {
         fx.project.join("junk").exists(),
         "none leaves the dir as it is"
     );
-    let dot_git = std::fs::metadata(fx.project.join(".git")).unwrap().ino();
+    // A file in the old `.git` tells it from a new one (an inode number
+    // may be reused as soon as the old directory is gone).
+    let marker = fx.project.join(".git").join("osprey-test-marker");
+    std::fs::write(&marker, "old").unwrap();
 
     let cloned = fx
         .checkout(&fx.sha, &with_strategy(Strategy::Clone))
@@ -214,10 +217,7 @@ async fn strategies_none_empty_and_clone() {
         "{}",
         cloned.summary
     );
-    assert_ne!(
-        std::fs::metadata(fx.project.join(".git")).unwrap().ino(),
-        dot_git
-    );
+    assert!(!marker.exists(), "clone makes a new .git");
     assert_eq!(fx.content(), "one");
 
     let empty = fx
